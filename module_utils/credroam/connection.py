@@ -1,0 +1,203 @@
+"""LDAP connections to a domain controller: TLS always, certificate validation by default.
+
+Every directory operation of credroam (schema, GPO, roaming tokens, compliance) connects through
+:func:`connect`, so there is one place that decides how traffic to a DC is protected. Plain LDAP
+is not offered: roaming data and bind passwords only ever travel inside TLS (LDAPS on 636 or
+StartTLS on 389), and the DC's certificate is validated against a CA unless the caller opts out
+explicitly with ``validate_certs=False``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+TLS_MODES = ("ldaps", "starttls")
+BIND_METHODS = ("simple", "gssapi")
+DEFAULT_PORTS = {"ldaps": 636, "starttls": 389}
+
+
+class DirectoryError(Exception):
+    """A directory operation failed; the message names the DC and what was asked."""
+
+
+@dataclass(frozen=True)
+class LdapTarget:
+    """Where and how to connect. ``server`` is a DC host name or IP address."""
+
+    server: str
+    bind_user: str | None = None
+    bind_password: str | None = field(default=None, repr=False)
+    port: int | None = None
+    tls_mode: str = "ldaps"
+    validate_certs: bool = True
+    ca_cert: str | None = None
+    # Name the DC certificate must carry when ``server`` is an address the certificate
+    # does not list (e.g. a DC reached by IP whose certificate names only its FQDN).
+    tls_server_name: str | None = None
+    bind_method: str = "simple"
+    timeout: int = 10
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.tls_mode]
+
+    def describe(self) -> str:
+        return f"{self.server}:{self.effective_port} ({self.tls_mode})"
+
+    def with_server(self, server: str, tls_server_name: str | None = None) -> LdapTarget:
+        """The same credentials and TLS settings aimed at another DC (e.g. the schema master)."""
+        return LdapTarget(
+            server=server,
+            bind_user=self.bind_user,
+            bind_password=self.bind_password,
+            port=self.port,
+            tls_mode=self.tls_mode,
+            validate_certs=self.validate_certs,
+            ca_cert=self.ca_cert,
+            tls_server_name=tls_server_name,
+            bind_method=self.bind_method,
+            timeout=self.timeout,
+        )
+
+
+def validate_target(target: LdapTarget) -> None:
+    """Refuse settings that cannot work, before any network traffic."""
+    if not target.server:
+        raise DirectoryError("no domain controller given (server is empty)")
+    if target.tls_mode not in TLS_MODES:
+        raise DirectoryError(
+            f"tls_mode must be one of {', '.join(TLS_MODES)}, not {target.tls_mode!r}"
+        )
+    if target.bind_method not in BIND_METHODS:
+        raise DirectoryError(
+            f"bind_method must be one of {', '.join(BIND_METHODS)}, not {target.bind_method!r}"
+        )
+    if target.bind_method == "simple" and not (target.bind_user and target.bind_password):
+        raise DirectoryError("bind_method=simple needs bind_user and bind_password")
+    if target.port is not None and not 0 < target.port < 65536:
+        raise DirectoryError(f"port {target.port} is not a TCP port")
+    if target.timeout <= 0:
+        raise DirectoryError(f"timeout must be positive, not {target.timeout}")
+
+
+def _tls(target: LdapTarget) -> ldap3.Tls:
+    if not target.validate_certs:
+        # Explicit, documented opt-out only (validate_certs: false).
+        return ldap3.Tls(validate=ssl.CERT_NONE, version=ssl.PROTOCOL_TLS_CLIENT)
+    names = [target.tls_server_name] if target.tls_server_name else None
+    return ldap3.Tls(
+        validate=ssl.CERT_REQUIRED,
+        version=ssl.PROTOCOL_TLS_CLIENT,
+        ca_certs_file=target.ca_cert,
+        valid_names=names,
+    )
+
+
+def connect(target: LdapTarget) -> ldap3.Connection:
+    """Open a TLS-protected, bound connection or raise :class:`DirectoryError`.
+
+    Errors name the DC and the cause (unreachable, certificate rejected, bad credentials), since
+    that is what an operator needs to fix it.
+    """
+    validate_target(target)
+    server = ldap3.Server(
+        target.server,
+        port=target.effective_port,
+        use_ssl=target.tls_mode == "ldaps",
+        tls=_tls(target),
+        get_info=ldap3.NONE,
+        connect_timeout=target.timeout,
+    )
+    if target.bind_method == "gssapi":
+        conn_args: dict = {"authentication": ldap3.SASL, "sasl_mechanism": ldap3.KERBEROS}
+        if target.bind_user:
+            conn_args["user"] = target.bind_user
+    else:
+        conn_args = {
+            "authentication": ldap3.SIMPLE,
+            "user": target.bind_user,
+            "password": target.bind_password,
+        }
+    conn = ldap3.Connection(
+        server,
+        receive_timeout=target.timeout,
+        raise_exceptions=False,
+        read_only=False,
+        check_names=False,
+        **conn_args,
+    )
+    where = target.describe()
+    try:
+        conn.open()
+        if target.tls_mode == "starttls" and not conn.start_tls():
+            raise DirectoryError(f"StartTLS refused by {where}: {conn.result}")
+        if not conn.bind():
+            result = conn.result or {}
+            raise DirectoryError(
+                f"bind as {target.bind_user or '(kerberos ticket)'} to {where} failed: "
+                f"{result.get('description')} {result.get('message', '')}".rstrip()
+            )
+    except LDAPException as exc:
+        conn.unbind()
+        raise DirectoryError(f"cannot reach or trust the domain controller {where}: {exc}") from exc
+    except DirectoryError:
+        conn.unbind()
+        raise
+    except ImportError as exc:  # gssapi is optional
+        raise DirectoryError(f"bind_method=gssapi needs the Python package gssapi: {exc}") from exc
+    return conn
+
+
+@dataclass(frozen=True)
+class RootDse:
+    default_naming_context: str
+    schema_naming_context: str
+    configuration_naming_context: str
+    root_domain_naming_context: str
+    dns_host_name: str
+    server_name: str
+
+    @property
+    def domain_dns_name(self) -> str:
+        return ".".join(rdn.split("=", 1)[1] for rdn in self.default_naming_context.split(","))
+
+
+def first(entry: Mapping[str, Sequence], name: str, default=None):
+    """The first value of an attribute in an ldap3 ``attributes`` dict, case-insensitively."""
+    lowered = name.lower()
+    for key, values in entry.items():
+        if key.lower() == lowered:
+            if isinstance(values, list | tuple):
+                return values[0] if values else default
+            return values
+    return default
+
+
+def read_root_dse(conn: ldap3.Connection) -> RootDse:
+    names = [
+        "defaultNamingContext",
+        "schemaNamingContext",
+        "configurationNamingContext",
+        "rootDomainNamingContext",
+        "dnsHostName",
+        "serverName",
+    ]
+    if not conn.search("", "(objectClass=*)", search_scope=ldap3.BASE, attributes=names):
+        raise DirectoryError(f"cannot read the rootDSE of {conn.server.host}: {conn.result}")
+    attrs = conn.response[0]["attributes"]
+    return RootDse(*(str(first(attrs, name, "")) for name in names))
+
+
+def check_result(conn: ldap3.Connection, what: str) -> None:
+    """Raise :class:`DirectoryError` naming ``what`` if the last operation failed."""
+    result = conn.result or {}
+    if result.get("result", 0) != 0:
+        raise DirectoryError(
+            f"{what} failed on {conn.server.host}: {result.get('description')} "
+            f"({result.get('result')}) {result.get('message', '')}".rstrip()
+        )
