@@ -105,11 +105,17 @@ def connect(target: LdapTarget) -> ldap3.Connection:
     that is what an operator needs to fix it.
     """
     validate_target(target)
+    try:
+        tls = _tls(target)
+    except LDAPException as exc:
+        raise DirectoryError(
+            f"TLS settings for {target.describe()}: {exc} ({target.ca_cert})"
+        ) from exc
     server = ldap3.Server(
         target.server,
         port=target.effective_port,
         use_ssl=target.tls_mode == "ldaps",
-        tls=_tls(target),
+        tls=tls,
         get_info=ldap3.NONE,
         connect_timeout=target.timeout,
     )

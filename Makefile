@@ -1,0 +1,72 @@
+# credroam: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+BIN         := $(VENV)/bin
+# Debian's Python: python3-samba (Samba's own parsers, used as independent readers in tests) is
+# importable only from it, so the venv is built on it with --system-site-packages.
+SYSTEM_PY   := /usr/bin/python3
+APT_PACKAGES := samba-ad-dc openssh-server python3-venv iproute2 smbclient ldb-tools util-linux
+LAB         ?= lab
+PLAYBOOK    := $(BIN)/ansible-playbook
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help deps run test lint unit integration lab-up lab-down lab-status bench clean
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: .stamps/apt $(VENV)/.installed  ## Install Debian packages and the pinned Python venv.
+
+.stamps/apt: Makefile
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  [ "$$(id -u)" = 0 ] || { echo "Debian packages missing ($$missing): run make deps as root"; exit 1; }; \
+	  echo "Installing Debian packages: $$missing"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# The lab runs its own Samba and sshd in namespaces; the distribution's services must not
+	@# grab the ports or start a second directory on the machine.
+	@if [ -d /run/systemd/system ]; then \
+	  systemctl disable --now samba-ad-dc smbd nmbd winbind ssh >/dev/null 2>&1 || true; \
+	  systemctl mask samba-ad-dc >/dev/null 2>&1 || true; fi
+	@mkdir -p .stamps && touch $@
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(BIN)/python || $(SYSTEM_PY) -m venv --system-site-packages $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+run: deps  ## The main job: bring up the embedded lab forest and roll credential roaming out on it.
+	$(PLAYBOOK) playbooks/site.yml
+
+lab-up: deps  ## Bring up the lab forest only (LAB=name for another lab).
+	$(PLAYBOOK) playbooks/lab.yml -e lab_forest_name=$(LAB) -e lab_forest_state=present
+
+lab-down: deps  ## Tear the lab forest down, leaving nothing behind.
+	$(PLAYBOOK) playbooks/lab.yml -e lab_forest_name=$(LAB) -e lab_forest_state=absent
+
+lint: deps  ## ruff and ansible-lint (production profile, offline).
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint --offline --profile production -q
+
+unit: deps  ## Pure unit tests (no lab).
+	$(BIN)/pytest -q tests/unit
+
+integration: deps  ## Integration tests; the session brings up and tears down its own lab.
+	$(BIN)/pytest -q tests/integration
+
+test: deps  ## Everything CI runs: lint, unit and integration tests.
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest -q tests
+
+bench: deps  ## Benchmarks; figures go to bench/out/ and into the README by hand.
+	$(BIN)/python bench/lab_updown.py
+
+clean:  ## Remove the venv and stamps (the lab is removed by lab-down).
+	rm -rf $(VENV) .stamps .pytest_cache .ruff_cache

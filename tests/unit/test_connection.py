@@ -1,0 +1,97 @@
+"""The shared connection: settings are checked before any traffic, errors name the DC."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+import pytest
+
+from credroam.connection import (
+    DirectoryError,
+    LdapTarget,
+    RootDse,
+    _tls,
+    connect,
+    first,
+    validate_target,
+)
+
+
+def target(**overrides) -> LdapTarget:
+    settings = {"server": "dc1.lab.example", "bind_user": "u@lab.example", "bind_password": "pw"}
+    settings.update(overrides)
+    return LdapTarget(**settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"server": ""}, "no domain controller"),
+        ({"tls_mode": "plain"}, "tls_mode must be one of ldaps, starttls"),
+        ({"bind_method": "ntlm"}, "bind_method must be one of"),
+        ({"bind_password": None}, "needs bind_user and bind_password"),
+        ({"port": 70000}, "70000 is not a TCP port"),
+        ({"timeout": 0}, "timeout must be positive"),
+    ],
+)
+def test_bad_settings_are_refused_before_connecting(overrides, message):
+    with pytest.raises(DirectoryError, match=message):
+        validate_target(target(**overrides))
+
+
+def test_default_port_follows_tls_mode():
+    assert target().effective_port == 636
+    assert target(tls_mode="starttls").effective_port == 389
+    assert target(port=3269).effective_port == 3269
+
+
+def test_certificates_are_validated_unless_explicitly_turned_off(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("placeholder")
+    assert _tls(target(ca_cert=str(ca))).validate == ssl.CERT_REQUIRED
+    assert _tls(target(tls_server_name="dc1.lab.example")).valid_names == ["dc1.lab.example"]
+    assert _tls(target(validate_certs=False)).validate == ssl.CERT_NONE
+
+
+def test_missing_ca_file_is_named_in_the_error(tmp_path):
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(DirectoryError, match=str(missing)):
+        connect(target(ca_cert=str(missing)))
+
+
+def test_password_is_not_in_repr():
+    assert "pw" not in repr(target(bind_password="pw"))
+
+
+def test_with_server_keeps_credentials_and_tls_settings():
+    moved = target(ca_cert="/x/ca.pem", tls_mode="starttls").with_server("10.0.0.2", "dc2.x")
+    assert (moved.server, moved.tls_server_name) == ("10.0.0.2", "dc2.x")
+    assert (moved.bind_user, moved.bind_password, moved.ca_cert, moved.tls_mode) == (
+        "u@lab.example",
+        "pw",
+        "/x/ca.pem",
+        "starttls",
+    )
+
+
+def test_unreachable_dc_error_names_the_dc():
+    # A loopback port that nobody listens on: the error must say which DC could not be reached.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DirectoryError, match=rf"127\.0\.0\.1:{port} \(ldaps\)"):
+        connect(target(server="127.0.0.1", port=port, timeout=2))
+
+
+def test_first_is_case_insensitive_and_tolerates_scalars():
+    attrs = {"DnsHostName": ["dc1.lab.example"], "serverName": "CN=DC1", "empty": []}
+    assert first(attrs, "dnshostname") == "dc1.lab.example"
+    assert first(attrs, "SERVERNAME") == "CN=DC1"
+    assert first(attrs, "empty", "none") == "none"
+    assert first(attrs, "missing") is None
+
+
+def test_domain_dns_name_from_naming_context():
+    dse = RootDse("DC=lab,DC=example", "", "", "", "dc1.lab.example", "")
+    assert dse.domain_dns_name == "lab.example"
