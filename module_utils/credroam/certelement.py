@@ -1,0 +1,262 @@
+"""The serialized certificate store element: the data of certificate and request tokens.
+
+This is what ``CertSerializeCertificateStoreElement`` writes and what Windows keeps in
+``SystemCertificates\\My\\Certificates\\<thumbprint>``: a run of records, little-endian::
+
+    property id (u32) | 1 (u32, the encoding type) | length (u32) | value (length bytes)
+
+with the DER certificate last, as the record of CERT_CERT_PROP_ID (32). Pending requests
+(token types 4 and 8, store REQUEST) use the same element: the certificate is then the
+self-signed "dummy" certificate that carries the request key, and the request information
+(request id, CA names) sits in CERT_ENROLLMENT_PROP_ID (26).
+
+Tokens come from the directory, so parsing is strict: every length is checked against the
+buffer, property ids are unique, the certificate record comes exactly once and last, the DER must
+load as an X.509 certificate, and a stored SHA-1 hash property must match the certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+
+from .tokens import Token, TokenError, TokenFlags, TokenType
+
+__all__ = [
+    "CERTIFICATE_TOKEN_TYPES",
+    "CERT_ARCHIVED_PROP_ID",
+    "CERT_CERT_PROP_ID",
+    "CERT_ENROLLMENT_PROP_ID",
+    "CERT_FRIENDLY_NAME_PROP_ID",
+    "CERT_KEY_PROV_INFO_PROP_ID",
+    "CERT_REQUEST_ORIGINATOR_PROP_ID",
+    "CERT_SHA1_HASH_PROP_ID",
+    "CertElement",
+    "CertElementError",
+    "build_cert_element",
+    "certificate_token",
+    "parse_cert_element",
+    "parse_certificate_token",
+    "serialize_cert_element",
+    "set_archived",
+    "thumbprint",
+]
+
+CERT_KEY_PROV_INFO_PROP_ID = 2
+CERT_SHA1_HASH_PROP_ID = 3
+CERT_FRIENDLY_NAME_PROP_ID = 11
+CERT_ARCHIVED_PROP_ID = 19
+CERT_ENROLLMENT_PROP_ID = 26
+CERT_CERT_PROP_ID = 32
+CERT_REQUEST_ORIGINATOR_PROP_ID = 71
+
+CERTIFICATE_TOKEN_TYPES = frozenset(
+    {TokenType.CERTIFICATE, TokenType.REQUEST, TokenType.CNG_CERTIFICATE, TokenType.CNG_REQUEST}
+)
+
+_RECORD_HEADER = struct.Struct("<III")
+_ENCODING_TYPE = 1  # X509_ASN_ENCODING; the middle field of every record
+
+
+class CertElementError(TokenError):
+    """A certificate store element is malformed (check="element")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("element", message)
+
+
+@dataclass(frozen=True)
+class CertElement:
+    """A parsed store element.
+
+    ``properties`` holds every record except the certificate, in stored order, so
+    ``serialize_cert_element(parse_cert_element(b)) == b``.
+    """
+
+    der: bytes
+    properties: Mapping[int, bytes] = field(default_factory=dict)
+    not_valid_after: datetime = field(init=False)  # aware UTC, read from the certificate
+
+    def __post_init__(self) -> None:
+        if CERT_CERT_PROP_ID in self.properties:
+            raise CertElementError("the certificate goes in 'der', not in 'properties'")
+        certificate = _load_certificate(self.der)
+        object.__setattr__(self, "not_valid_after", certificate.not_valid_after_utc)
+
+    @property
+    def thumbprint(self) -> str:
+        return thumbprint(self.der)
+
+    @property
+    def archived(self) -> bool:
+        return CERT_ARCHIVED_PROP_ID in self.properties
+
+    @property
+    def friendly_name(self) -> str | None:
+        raw = self.properties.get(CERT_FRIENDLY_NAME_PROP_ID)
+        return None if raw is None else _decode_friendly_name(raw)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return _load_certificate(self.der)
+
+
+def thumbprint(der: bytes) -> str:
+    """The certificate's SHA-1 thumbprint in upper-case hex: its name in Windows stores."""
+    return hashlib.sha1(der).hexdigest().upper()
+
+
+def _load_certificate(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except (ValueError, TypeError) as exc:
+        raise CertElementError(f"not a DER X.509 certificate ({len(der)} bytes): {exc}") from None
+
+
+def _decode_friendly_name(raw: bytes) -> str:
+    # CERT_FRIENDLY_NAME_PROP_ID is a NUL-terminated UTF-16LE string.
+    if len(raw) % 2:
+        raise CertElementError(f"friendly name of odd length {len(raw)}")
+    try:
+        text = raw.decode("utf-16-le")
+    except UnicodeDecodeError as exc:
+        raise CertElementError(f"friendly name is not UTF-16LE: {exc}") from None
+    return text[:-1] if text.endswith("\0") else text
+
+
+def _encode_friendly_name(name: str) -> bytes:
+    if "\0" in name:
+        raise CertElementError("friendly name contains NUL")
+    return (name + "\0").encode("utf-16-le")
+
+
+def parse_cert_element(data: bytes) -> CertElement:
+    """Parse a serialized store element; raises CertElementError on any defect."""
+    view = memoryview(data)
+    size = len(view)
+    properties: dict[int, bytes] = {}
+    offset = 0
+    while offset < size:
+        if size - offset < _RECORD_HEADER.size:
+            raise CertElementError(f"record header at offset {offset} is truncated")
+        prop_id, encoding, length = _RECORD_HEADER.unpack_from(view, offset)
+        value_start = offset + _RECORD_HEADER.size
+        value_end = value_start + length
+        if value_end > size:
+            raise CertElementError(
+                f"property {prop_id} at offset {offset} declares {length} bytes, "
+                f"only {size - value_start} remain"
+            )
+        if encoding != _ENCODING_TYPE:
+            raise CertElementError(
+                f"property {prop_id} at offset {offset} has encoding {encoding}, expected 1"
+            )
+        value = bytes(view[value_start:value_end])
+        if prop_id == CERT_CERT_PROP_ID:
+            if value_end != size:
+                raise CertElementError(
+                    f"{size - value_end} bytes follow the certificate record (it must be last)"
+                )
+            return _checked_element(value, properties)
+        if prop_id in properties:
+            raise CertElementError(f"property {prop_id} appears twice")
+        properties[prop_id] = value
+        offset = value_end
+    raise CertElementError("no certificate record (property 32)")
+
+
+def _checked_element(der: bytes, properties: dict[int, bytes]) -> CertElement:
+    element = CertElement(der=der, properties=properties)
+    stored_hash = properties.get(CERT_SHA1_HASH_PROP_ID)
+    if stored_hash is not None and stored_hash != hashlib.sha1(der).digest():
+        raise CertElementError(
+            f"SHA-1 hash property {stored_hash.hex()[:40]} does not match the certificate "
+            f"{element.thumbprint}"
+        )
+    if CERT_FRIENDLY_NAME_PROP_ID in properties:
+        _decode_friendly_name(properties[CERT_FRIENDLY_NAME_PROP_ID])
+    return element
+
+
+def serialize_cert_element(element: CertElement) -> bytes:
+    """Records in ``properties`` order, then the certificate: the inverse of parsing."""
+    parts: list[bytes] = []
+    for prop_id, value in (*element.properties.items(), (CERT_CERT_PROP_ID, element.der)):
+        parts.append(_RECORD_HEADER.pack(prop_id, _ENCODING_TYPE, len(value)))
+        parts.append(value)
+    return b"".join(parts)
+
+
+def build_cert_element(
+    der_cert: bytes, *, archived: bool = False, friendly_name: str | None = None
+) -> bytes:
+    """A new element for a certificate: SHA-1 hash, friendly name, archived flag, certificate."""
+    properties: dict[int, bytes] = {CERT_SHA1_HASH_PROP_ID: hashlib.sha1(der_cert).digest()}
+    if friendly_name is not None:
+        properties[CERT_FRIENDLY_NAME_PROP_ID] = _encode_friendly_name(friendly_name)
+    if archived:
+        properties[CERT_ARCHIVED_PROP_ID] = b""
+    return serialize_cert_element(CertElement(der=bytes(der_cert), properties=properties))
+
+
+def set_archived(data: bytes, archived: bool = True) -> bytes:
+    """The same element with CERT_ARCHIVED_PROP_ID (empty value) set or cleared.
+
+    Every other property, including those written by Windows, is kept in place. Archiving in
+    the directory is exactly this: the same token, this element, a new modification time.
+    """
+    element = parse_cert_element(data)
+    if element.archived == archived:
+        return bytes(data)
+    properties = dict(element.properties)
+    if archived:
+        properties[CERT_ARCHIVED_PROP_ID] = b""
+    else:
+        del properties[CERT_ARCHIVED_PROP_ID]
+    return serialize_cert_element(CertElement(der=element.der, properties=properties))
+
+
+def certificate_token(
+    der: bytes,
+    last_modified: int,
+    *,
+    archived: bool = False,
+    flags: TokenFlags | int = 0,
+    token_type: TokenType = TokenType.CERTIFICATE,
+    friendly_name: str | None = None,
+) -> Token:
+    """A native certificate token (type 3 by default) whose identifier is the thumbprint.
+
+    A certificate roamed from Linux this way is indistinguishable from one Windows wrote.
+    """
+    if token_type not in CERTIFICATE_TOKEN_TYPES:
+        raise CertElementError(f"token type {int(token_type)} does not hold a certificate")
+    data = build_cert_element(der, archived=archived, friendly_name=friendly_name)
+    return Token(
+        type=token_type,
+        identifier=thumbprint(der),
+        last_modified=last_modified,
+        flags=flags,
+        data=data,
+    )
+
+
+def parse_certificate_token(token: Token) -> CertElement:
+    """The element of a certificate or request token, checked against the token's identifier.
+
+    A token named after one thumbprint but carrying another certificate is refused: its name
+    decides where it is stored and what it replaces.
+    """
+    if token.type not in CERTIFICATE_TOKEN_TYPES:
+        raise CertElementError(f"token {token.key} is not a certificate or request token")
+    element = parse_cert_element(token.data)
+    if element.thumbprint != token.identifier:
+        raise CertElementError(
+            f"token {token.key} holds certificate {element.thumbprint}, not its identifier"
+        )
+    return element
