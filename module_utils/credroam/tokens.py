@@ -132,7 +132,8 @@ _THUMBPRINT = re.compile(r"[0-9A-F]{40}")
 _CAPI_KEY = re.compile(r"[0-9a-fA-F]{32}_" + _GUID)
 _CNG_KEY = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{32}_" + _GUID)
 _MASTER_KEY = re.compile(_GUID + r"|Preferred")
-_OPAQUE = re.compile(r"[A-Za-z0-9_.{}-]+")
+_OPAQUE = re.compile(r"[A-Za-z0-9_{}-][A-Za-z0-9_.{}-]*")  # '..' is refused before matching
+_OPAQUE_DESCRIPTION = "letters, digits, '_', '.', '{', '}' or '-', not starting with '.'"
 
 # Pattern per type and the human description used in messages.
 _IDENTIFIER_PATTERNS: dict[TokenType, tuple[re.Pattern[str], str]] = {
@@ -141,8 +142,8 @@ _IDENTIFIER_PATTERNS: dict[TokenType, tuple[re.Pattern[str], str]] = {
     TokenType.CAPI_DSA_KEY: (_CAPI_KEY, "32 hex digits, '_' and a GUID"),
     TokenType.CERTIFICATE: (_THUMBPRINT, "a SHA-1 thumbprint (40 upper-case hex digits)"),
     TokenType.REQUEST: (_THUMBPRINT, "a SHA-1 thumbprint (40 upper-case hex digits)"),
-    TokenType.UNKNOWN_5: (_OPAQUE, "letters, digits, '_', '.', '{', '}' or '-'"),
-    TokenType.UNKNOWN_6: (_OPAQUE, "letters, digits, '_', '.', '{', '}' or '-'"),
+    TokenType.UNKNOWN_5: (_OPAQUE, _OPAQUE_DESCRIPTION),
+    TokenType.UNKNOWN_6: (_OPAQUE, _OPAQUE_DESCRIPTION),
     TokenType.CNG_CERTIFICATE: (_THUMBPRINT, "a SHA-1 thumbprint (40 upper-case hex digits)"),
     TokenType.CNG_REQUEST: (_THUMBPRINT, "a SHA-1 thumbprint (40 upper-case hex digits)"),
     TokenType.CNG_KEY: (_CNG_KEY, "40 hex digits, or 32 hex digits, '_' and a GUID"),
@@ -189,8 +190,6 @@ def validate_identifier(token_type: int, identifier: str) -> str:
             raise TokenError(
                 "identifier", f"{forbidden!r} in identifier {_shown(identifier)} (path escape)"
             )
-    if identifier.startswith("."):
-        raise TokenError("identifier", f"identifier {_shown(identifier)} starts with '.'")
     pattern, description = _IDENTIFIER_PATTERNS[kind]
     if pattern.fullmatch(identifier) is None:
         raise TokenError(
