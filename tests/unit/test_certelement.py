@@ -1,0 +1,186 @@
+"""Serialized certificate store elements: Windows' own token, tokens made on Linux, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import struct
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from credroam.certelement import (
+    CERT_ARCHIVED_PROP_ID,
+    CERT_CERT_PROP_ID,
+    CERT_FRIENDLY_NAME_PROP_ID,
+    CERT_KEY_PROV_INFO_PROP_ID,
+    CERT_REQUEST_ORIGINATOR_PROP_ID,
+    CERT_SHA1_HASH_PROP_ID,
+    CertElement,
+    CertElementError,
+    build_cert_element,
+    certificate_token,
+    parse_cert_element,
+    parse_certificate_token,
+    serialize_cert_element,
+    set_archived,
+    thumbprint,
+)
+from credroam.tokens import Token, TokenError, TokenFlags, TokenType, decode_token, encode_token
+
+FIXTURE_THUMBPRINT = "3B83BFA7037F6A79B3F3D17D229E1BC097F35B51"
+MakeDer = Callable[..., bytes]
+
+
+def record(prop_id: int, value: bytes, encoding: int = 1) -> bytes:
+    return struct.pack("<III", prop_id, encoding, len(value)) + value
+
+
+@pytest.fixture
+def windows_token(dsinternals_blobs: dict[str, bytes]) -> Token:
+    return decode_token(dsinternals_blobs["RoamedCredential_ParseCertificate"])
+
+
+def test_parses_the_cng_certificate_windows_wrote(windows_token: Token) -> None:
+    element = parse_certificate_token(windows_token)
+    assert element.thumbprint == FIXTURE_THUMBPRINT == windows_token.identifier
+    assert element.not_valid_after == datetime(2018, 3, 13, 8, 48, 31, tzinfo=UTC)
+    assert "CN=Administrator" in element.certificate.subject.rfc4514_string()
+    assert not element.archived
+    assert element.friendly_name is None
+    assert list(element.properties) == [3, 4, 15, 20, 25, 92, 24, 2, 87, 71]  # stored order
+    assert element.properties[CERT_SHA1_HASH_PROP_ID].hex().upper() == FIXTURE_THUMBPRINT
+    provider_info = element.properties[CERT_KEY_PROV_INFO_PROP_ID].decode("utf-16-le")
+    assert "Microsoft Software Key Storage Provider" in provider_info
+    originator = element.properties[CERT_REQUEST_ORIGINATOR_PROP_ID].decode("utf-16-le")
+    assert originator == "LON-DC1.Adatum.com\0"
+    assert serialize_cert_element(element) == windows_token.data
+
+
+def test_archiving_a_windows_element_keeps_its_properties(windows_token: Token) -> None:
+    archived = set_archived(windows_token.data)
+    element = parse_cert_element(archived)
+    assert element.archived
+    assert element.properties[CERT_ARCHIVED_PROP_ID] == b""
+    original = parse_cert_element(windows_token.data).properties
+    assert {k: v for k, v in element.properties.items() if k != CERT_ARCHIVED_PROP_ID} == original
+    assert set_archived(archived, archived=False) == windows_token.data
+    assert set_archived(windows_token.data, archived=False) == windows_token.data
+
+
+def test_built_element_parses_back(make_certificate_der: MakeDer) -> None:
+    der = make_certificate_der(not_valid_after=datetime(2030, 6, 1, tzinfo=UTC))
+    element = parse_cert_element(build_cert_element(der, friendly_name="Alice (VPN)"))
+    assert element.der == der
+    assert element.friendly_name == "Alice (VPN)"
+    assert element.properties[CERT_FRIENDLY_NAME_PROP_ID] == "Alice (VPN)\0".encode("utf-16-le")
+    assert element.properties[CERT_SHA1_HASH_PROP_ID] == hashlib.sha1(der).digest()
+    assert not element.archived
+    assert element.not_valid_after == datetime(2030, 6, 1, tzinfo=UTC)
+
+
+def test_built_element_ends_with_the_certificate_record(make_certificate_der: MakeDer) -> None:
+    der = make_certificate_der()
+    data = build_cert_element(der, archived=True)
+    assert data.endswith(record(CERT_CERT_PROP_ID, der))
+    assert record(CERT_ARCHIVED_PROP_ID, b"") in data
+
+
+def test_certificate_from_linux_becomes_a_native_type_3_token(
+    make_certificate_der: MakeDer,
+) -> None:
+    der = make_certificate_der()
+    token = certificate_token(der, 133_500_000_000_000_000)
+    assert token.type is TokenType.CERTIFICATE
+    assert token.identifier == thumbprint(der) == hashlib.sha1(der).hexdigest().upper()
+    assert token.flags == TokenFlags(0)
+    decoded = decode_token(encode_token(token))
+    assert decoded == token
+    assert parse_certificate_token(decoded).der == der
+
+
+def test_archived_certificate_token_is_the_same_token_with_the_property(
+    make_certificate_der: MakeDer,
+) -> None:
+    der = make_certificate_der()
+    live = certificate_token(der, 1)
+    archived = certificate_token(der, 2, archived=True)
+    assert archived.key == live.key
+    assert parse_certificate_token(archived).archived
+    assert set_archived(live.data) == archived.data
+
+
+def test_certificate_token_refuses_a_non_certificate_type(make_certificate_der: MakeDer) -> None:
+    with pytest.raises(CertElementError):
+        certificate_token(make_certificate_der(), 1, token_type=TokenType.CNG_KEY)
+
+
+def test_request_token_types_are_accepted(make_certificate_der: MakeDer) -> None:
+    token = certificate_token(make_certificate_der(), 1, token_type=TokenType.REQUEST)
+    assert token.key.startswith("%4\\")
+
+
+def test_token_named_after_another_certificate_is_refused(make_certificate_der: MakeDer) -> None:
+    real, other = make_certificate_der("real"), make_certificate_der("other")
+    forged = Token(TokenType.CERTIFICATE, thumbprint(other), 1, 0, build_cert_element(real))
+    with pytest.raises(CertElementError, match="not its identifier") as excinfo:
+        parse_certificate_token(forged)
+    assert excinfo.value.check == "element"
+    assert isinstance(excinfo.value, TokenError)
+
+
+def test_key_token_is_not_parsed_as_a_certificate(dsinternals_blobs: dict[str, bytes]) -> None:
+    key = decode_token(dsinternals_blobs["RoamedCredential_ParseCNGPrivateKey"])
+    with pytest.raises(CertElementError, match="not a certificate"):
+        parse_certificate_token(key)
+
+
+def test_every_truncation_is_refused(make_certificate_der: MakeDer) -> None:
+    data = build_cert_element(make_certificate_der(), friendly_name="x")
+    for cut in range(len(data)):
+        with pytest.raises(CertElementError):
+            parse_cert_element(data[:cut])
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda der: record(CERT_CERT_PROP_ID, der) + b"\0", "must be last"),
+        (lambda der: record(CERT_CERT_PROP_ID, der) + record(11, b"x\0"), "must be last"),
+        (lambda der: record(11, b"a\0") + record(11, b"b\0") + record(32, der), "twice"),
+        (lambda der: record(11, b"a\0", encoding=2) + record(32, der), "encoding 2"),
+        (lambda der: record(3, b"\0" * 20) + record(32, der), "does not match"),
+        (lambda der: record(11, b"abc") + record(32, der), "odd length"),
+        (lambda der: record(11, b"\x00\xd8") + record(32, der), "UTF-16"),
+        (lambda der: record(32, der[:-1]), "not a DER X.509 certificate"),
+        (lambda der: record(32, b"not a certificate"), "not a DER X.509 certificate"),
+        (lambda der: record(11, b"a\0"), "no certificate record"),
+        (lambda der: b"", "no certificate record"),
+        (lambda der: struct.pack("<III", 11, 1, 0xFFFFFFFF) + der, "declares"),
+    ],
+)
+def test_malformed_elements_are_refused(
+    make_certificate_der: MakeDer, build: Callable[[bytes], bytes], message: str
+) -> None:
+    with pytest.raises(CertElementError, match=message):
+        parse_cert_element(build(make_certificate_der()))
+
+
+def test_certificate_cannot_be_passed_as_a_property(make_certificate_der: MakeDer) -> None:
+    der = make_certificate_der()
+    with pytest.raises(CertElementError):
+        CertElement(der=der, properties={CERT_CERT_PROP_ID: der})
+
+
+def test_friendly_name_with_nul_is_refused(make_certificate_der: MakeDer) -> None:
+    with pytest.raises(CertElementError, match="NUL"):
+        build_cert_element(make_certificate_der(), friendly_name="a\0b")
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_element_errors(data: bytes) -> None:
+    with contextlib.suppress(CertElementError):
+        parse_cert_element(data)
