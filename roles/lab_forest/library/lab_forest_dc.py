@@ -1,0 +1,380 @@
+#!/usr/bin/python
+# Copyright: credroam contributors
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: lab_forest_dc
+short_description: One Samba AD domain controller of the embedded lab forest
+description:
+  - O(state=present) makes the DC's host (own network namespace on the lab bridge, own mount
+    and UTS namespaces with a per-host /etc whose resolv.conf and hosts point into the lab, a
+    tmpfs /run so several DCs coexist), provisions the domain (first DC) or joins it (other
+    DCs) into the state folder, configures the lab's TLS certificate and removes the DNS
+    forwarder, creates the roaming OU and users (first DC), starts C(samba -F) detached and
+    waits until an LDAPS bind validated against the lab CA succeeds. A joined DC is checked by
+    forcing a replication from the first DC.
+  - Every step is skipped when already done; RV(changed) is true only when something was done.
+    Check mode starts nothing.
+  - O(state=absent) stops the DC's processes (SIGTERM, then SIGKILL) and removes its namespace,
+    veth and folder.
+options:
+  lab:
+    description: Lab name (C([a-z0-9]{1,8})); prefixes every kernel object name.
+    type: str
+    required: true
+  host:
+    description: DC host name, C(dc1), C(dc2). C(dc1) provisions, the others join it.
+    type: str
+    required: true
+  state:
+    description: Wanted state.
+    type: str
+    choices: [present, absent]
+    default: present
+  state_dir:
+    description: The lab's state folder; the DC lives in C(<state_dir>/<host>).
+    type: path
+    required: true
+  subnet:
+    description: The lab subnet (IPv4 CIDR).
+    type: str
+    required: true
+  realm:
+    description: AD realm, e.g. C(LAB.EXAMPLE).
+    type: str
+    required: true
+  domain:
+    description: NetBIOS domain name, e.g. C(LAB).
+    type: str
+    required: true
+  admin_password:
+    description: Password of the domain's Administrator.
+    type: str
+    required: true
+  roaming_ou:
+    description: Name of the OU (under the base DN) that holds the lab users.
+    type: str
+    default: RoamingUsers
+  users:
+    description: Users to create in the roaming OU (first DC only), each C(name), C(password).
+    type: list
+    elements: dict
+    default: []
+  hosts:
+    description: Every lab host name to its IP, for the lab hosts file.
+    type: dict
+    required: true
+  nameservers:
+    description: Resolver IPs written to the DC's resolv.conf (lab DCs only).
+    type: list
+    elements: str
+    required: true
+  ca_cert:
+    description: Lab CA certificate (PEM) used for smb.conf and to validate LDAPS.
+    type: path
+    required: true
+  start_timeout:
+    description: Seconds to wait for LDAPS to answer after start.
+    type: int
+    default: 90
+author: credroam contributors
+"""
+
+RETURN = r"""
+name:
+  description: DC host name.
+  type: str
+  returned: always
+fqdn:
+  description: DC FQDN.
+  type: str
+  returned: always
+ip:
+  description: DC IP.
+  type: str
+  returned: always
+smb_conf:
+  description: Path of the DC's smb.conf.
+  type: str
+  returned: always
+pid:
+  description: Process id of the DC's samba main process (0 in check mode before start).
+  type: int
+  returned: always
+exec:
+  description: argv prefix that runs a command in the DC's network and mount namespaces.
+  type: list
+  elements: str
+  returned: always
+actions:
+  description: What was done (or, in check mode, would be done).
+  type: list
+  elements: str
+  returned: always
+"""
+
+import shutil
+import ssl
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.lab_forest_common import (
+    LabError,
+    LabNames,
+    Sandbox,
+    ensure_host,
+    exec_prefix,
+    host_ip,
+    hosts_file,
+    remove_host,
+    resolv_conf,
+    run,
+    set_global_options,
+    split_host,
+    wait_until,
+)
+
+try:
+    import ldap3
+
+    HAS_LDAP3 = True
+except ImportError:
+    HAS_LDAP3 = False
+
+NO_FORWARDER = ("dns forwarder",)
+
+
+class DomainController:
+    def __init__(self, params: dict, check_mode: bool) -> None:
+        self.p = params
+        self.check_mode = check_mode
+        self.names = LabNames(params["lab"])
+        self.host = params["host"]
+        self.index = split_host(self.host)[1]
+        self.state_dir = Path(params["state_dir"])
+        self.sandbox = Sandbox(self.names, self.host, self.state_dir / self.host)
+        self.target = self.sandbox.root / "samba"
+        self.smb_conf = self.target / "etc" / "smb.conf"
+        self.ip = host_ip(params["subnet"], self.host)
+        self.fqdn = f"{self.host}.{params['realm'].lower()}"
+        self.base_dn = ",".join(f"DC={part}" for part in params["realm"].lower().split("."))
+        self.actions: list[str] = []
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def present(self) -> int:
+        resolv = resolv_conf(self.p["realm"], self.p["nameservers"])
+        hosts = hosts_file(self.p["realm"], self.p["hosts"])
+        self.actions += ensure_host(
+            self.sandbox, self.p["subnet"], hosts, resolv, self.fqdn, self.check_mode
+        )
+        if not (self.sandbox.root / "provisioned").exists():
+            if self.index == 1:
+                self._do("provision domain", self._provision)
+            else:
+                self._do("join domain", self._join)
+        if self.smb_conf.exists() and self._wanted_smb_conf() != self.smb_conf.read_text():
+            self._do("configure smb.conf", self._configure)
+        pid = self.sandbox.running_pid()
+        if pid is None:
+            self._do("start samba", self._start)
+            pid = self.sandbox.running_pid() or 0
+            if self.index > 1:
+                self._do("check replication from dc1", self._replicate_from_first)
+        return pid
+
+    def _do(self, what: str, step) -> None:
+        self.actions.append(what)
+        if not self.check_mode:
+            step()
+
+    def _common_options(self) -> list[str]:
+        prefix_len = self.p["subnet"].split("/")[1]
+        return [
+            f"--option=interfaces={self.ip}/{prefix_len}",
+            "--option=bind interfaces only=yes",
+            "--option=dsdb:schema update allowed=true",
+            f"--targetdir={self.target}",
+        ]
+
+    def _fresh_target(self) -> None:
+        # A provision/join that failed half-way leaves a target that samba-tool refuses.
+        shutil.rmtree(self.target, ignore_errors=True)
+        self.target.mkdir(parents=True)
+        # samba-tool would fold the machine's smb.conf (log files in /var/log, a standalone
+        # role) into the DC's own: the host's /etc has none.
+        (self.sandbox.etc / "samba" / "smb.conf").unlink(missing_ok=True)
+
+    def _provision(self) -> None:
+        self._fresh_target()
+        self.sandbox.run(
+            [
+                "samba-tool",
+                "domain",
+                "provision",
+                f"--realm={self.p['realm']}",
+                f"--domain={self.p['domain']}",
+                "--server-role=dc",
+                "--dns-backend=SAMBA_INTERNAL",
+                f"--adminpass={self.p['admin_password']}",
+                f"--host-name={self.host}",
+                f"--host-ip={self.ip}",
+                *self._common_options(),
+            ],
+        )
+        sam = ["-H", str(self.target / "private" / "sam.ldb"), "-s", str(self.smb_conf)]
+        ou_dn = f"OU={self.p['roaming_ou']},{self.base_dn}"
+        self.sandbox.run(["samba-tool", "ou", "add", ou_dn, *sam])
+        for user in self.p["users"]:
+            self.sandbox.run(
+                [
+                    "samba-tool",
+                    "user",
+                    "add",
+                    user["name"],
+                    user["password"],
+                    f"--userou=OU={self.p['roaming_ou']}",
+                    *sam,
+                ]
+            )
+            self.sandbox.run(["samba-tool", "user", "setexpiry", user["name"], "--noexpiry", *sam])
+        self._configure()
+        (self.sandbox.root / "provisioned").touch()
+
+    def _join(self) -> None:
+        first = Sandbox(self.names, "dc1", self.state_dir / "dc1")
+        if first.running_pid() is None:
+            raise LabError(
+                f"dc1 of lab {self.names.lab!r} is not running, so {self.host} cannot join"
+            )
+        self._fresh_target()
+        first_ip = host_ip(self.p["subnet"], "dc1")
+        self.sandbox.run(
+            [
+                "samba-tool",
+                "domain",
+                "join",
+                self.p["realm"],
+                "DC",
+                f"--server={first_ip}",
+                "--dns-backend=SAMBA_INTERNAL",
+                "-U",
+                f"{self.p['domain']}\\Administrator",
+                f"--password={self.p['admin_password']}",
+                f"--option=netbios name={self.host.upper()}",
+                *self._common_options(),
+            ],
+        )
+        self._configure()
+        (self.sandbox.root / "provisioned").touch()
+
+    def _wanted_smb_conf(self) -> str:
+        tls = self.sandbox.root / "tls"
+        wanted = {
+            "dsdb:schema update allowed": "true",
+            "tls enabled": "yes",
+            "tls keyfile": str(tls / "key.pem"),
+            "tls certfile": str(tls / "cert.pem"),
+            "tls cafile": self.p["ca_cert"],
+        }
+        return set_global_options(self.smb_conf.read_text(), wanted, NO_FORWARDER)
+
+    def _configure(self) -> None:
+        text = self._wanted_smb_conf()
+        if text != self.smb_conf.read_text():
+            self.smb_conf.write_text(text)
+            if self.sandbox.stop():  # samba reads TLS and schema settings at start only
+                self.actions.append("stop samba to apply smb.conf")
+
+    def _start(self) -> None:
+        self.sandbox.start(["samba", "-F", "--debug-stdout", "-s", str(self.smb_conf)])
+        wait_until(self._ldaps_bind_works, self.p["start_timeout"], f"LDAPS on {self.ip}:636")
+
+    def _ldaps_bind_works(self) -> bool:
+        if self.sandbox.started_pid() is None:
+            log = self.sandbox.log_file.read_text(errors="replace")[-1500:]
+            raise LabError(f"samba on {self.host} exited; end of {self.sandbox.log_file}:\n{log}")
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.p["ca_cert"])
+        server = ldap3.Server(self.ip, port=636, use_ssl=True, tls=tls, connect_timeout=2)
+        user = f"Administrator@{self.p['realm'].lower()}"
+        try:
+            conn = ldap3.Connection(server, user, self.p["admin_password"], receive_timeout=5)
+            bound = conn.bind()
+            conn.unbind()
+        except ldap3.core.exceptions.LDAPException:
+            return False
+        return bound
+
+    def _replicate_from_first(self) -> None:
+        # Forces an inbound replication of the domain NC from dc1; fails if replication is broken.
+        self.sandbox_exec(
+            [
+                "samba-tool",
+                "drs",
+                "replicate",
+                self.host,
+                "dc1",
+                self.base_dn,
+                "-s",
+                str(self.smb_conf),
+                "-U",
+                f"{self.p['domain']}\\Administrator",
+                f"--password={self.p['admin_password']}",
+            ]
+        )
+
+    def sandbox_exec(self, argv: list[str]) -> None:
+        pid = self.sandbox.running_pid()
+        if pid is None:
+            raise LabError(f"samba on {self.host} is not running")
+        run([*exec_prefix(pid), *argv])
+
+    def absent(self) -> None:
+        self.actions += remove_host(self.sandbox, self.check_mode)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "lab": {"type": "str", "required": True},
+            "host": {"type": "str", "required": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "state_dir": {"type": "path", "required": True},
+            "subnet": {"type": "str", "required": True},
+            "realm": {"type": "str", "required": True},
+            "domain": {"type": "str", "required": True},
+            "admin_password": {"type": "str", "required": True, "no_log": True},
+            "roaming_ou": {"type": "str", "default": "RoamingUsers"},
+            "users": {"type": "list", "elements": "dict", "default": [], "no_log": True},
+            "hosts": {"type": "dict", "required": True},
+            "nameservers": {"type": "list", "elements": "str", "required": True},
+            "ca_cert": {"type": "path", "required": True},
+            "start_timeout": {"type": "int", "default": 90},
+        },
+        supports_check_mode=True,
+    )
+    if not HAS_LDAP3:
+        module.fail_json(msg="the 'ldap3' Python library is missing: run `make deps`")
+    try:
+        dc = DomainController(module.params, module.check_mode)
+        pid = 0
+        if module.params["state"] == "present":
+            pid = dc.present()
+        else:
+            dc.absent()
+    except LabError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(
+        changed=bool(dc.actions),
+        actions=dc.actions,
+        name=dc.host,
+        fqdn=dc.fqdn,
+        ip=dc.ip,
+        smb_conf=str(dc.smb_conf),
+        pid=pid,
+        exec=exec_prefix(pid) if pid else [],
+    )
+
+
+if __name__ == "__main__":
+    main()
