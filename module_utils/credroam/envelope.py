@@ -373,20 +373,11 @@ def _parse_recovery_record(record: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     return record[: _RECOVERY_HEADER.size], fingerprint, key_id, ciphertext
 
 
-def unwrap_with_recovery_key(
-    record: bytes,
-    private_key_pem: bytes,
-    password: bytes | None = None,
-    *,
-    user_id: str | bytes,
-) -> bytes:
-    """The roaming key from a recovery record, with the recovery private key (PEM).
-
-    ``password`` opens an encrypted PEM. Raises WrongPassword (PEM password), WrongRecoveryKey,
-    WrongUser, TamperedEnvelope or UnsupportedEnvelope.
-    """
-    header, fingerprint, key_id, ciphertext = _parse_recovery_record(record)
-    user = _user_bytes(user_id)
+def _recovery_private_key(
+    private_key_pem: bytes | rsa.RSAPrivateKey, password: bytes | None
+) -> rsa.RSAPrivateKey:
+    if isinstance(private_key_pem, rsa.RSAPrivateKey):
+        return private_key_pem
     try:
         private_key = serialization.load_pem_private_key(private_key_pem, password=password)
     except TypeError as exc:  # missing password, or a password for an unencrypted key
@@ -395,6 +386,25 @@ def unwrap_with_recovery_key(
         raise WrongPassword(f"cannot load the recovery private key: {exc}") from None
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise EnvelopeError(f"recovery key must be RSA, not {type(private_key).__name__}")
+    return private_key
+
+
+def unwrap_with_recovery_key(
+    record: bytes,
+    private_key_pem: bytes | rsa.RSAPrivateKey,
+    password: bytes | None = None,
+    *,
+    user_id: str | bytes,
+) -> bytes:
+    """The roaming key from a recovery record, with the recovery private key.
+
+    ``private_key_pem`` is the PEM (``password`` opens an encrypted one) or an already loaded
+    RSA key, so that recovering many users loads the key once. Raises WrongPassword (PEM
+    password), WrongRecoveryKey, WrongUser, TamperedEnvelope or UnsupportedEnvelope.
+    """
+    header, fingerprint, key_id, ciphertext = _parse_recovery_record(record)
+    user = _user_bytes(user_id)
+    private_key = _recovery_private_key(private_key_pem, password)
     if not secrets.compare_digest(key_id, _key_id(private_key.public_key())):
         raise WrongRecoveryKey(
             f"record was wrapped for recovery key {key_id.hex()[:16]}..., not this one"
