@@ -86,11 +86,10 @@ _ALLOWED = "allowedAttributes"  # constructed: the attributes the object's class
 READ_ATTRIBUTES = (*_VALUE_ATTRIBUTES, ROAMING_TIMESTAMP, *_IDENTITY_ATTRIBUTES, _ALLOWED)
 
 # Result codes that mean "the values we read are no longer there": someone wrote in between.
-_CONFLICT_RESULTS = {
-    16: "noSuchAttribute",
-    19: "constraintViolation",
-    20: "attributeOrValueExists",
-}
+# (constraintViolation is not one: Samba answers it for a DN-Binary naming a missing object.)
+_CONFLICT_RESULTS = {16: "noSuchAttribute", 20: "attributeOrValueExists"}
+# Samba answers noSuchAttribute also for an attribute its schema lacks; that is no conflict.
+_NOT_IN_SCHEMA = "not found in the schema"
 # Largest modify request sent at once. Samba refuses requests over 16 MiB by default (ldap max
 # authenticated request size); a first upload of a big store is split into several modifies.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -518,6 +517,12 @@ def apply_changes(
     write another user's values, a DC that went away).
     """
     changes = tuple(changes)
+    missing = {c.attribute for c in changes if c.attribute in CREDROAM_ATTRIBUTES}
+    if missing and not record.credroam_schema:
+        raise DirectoryError(
+            f"cannot write {', '.join(sorted(missing))} of {record.dn}: credroam's schema "
+            f"(auxiliary class credroamUser) is not installed on {conn.server.host}"
+        )
     modifications, stamp = build_modifications(record, changes, now, max_request_bytes)
     done: list[dict] = []
     for modlist in modifications:
@@ -529,7 +534,7 @@ def apply_changes(
             ) from exc
         result = conn.result or {}
         code = result.get("result", 0)
-        if code in _CONFLICT_RESULTS:
+        if code in _CONFLICT_RESULTS and _NOT_IN_SCHEMA not in str(result.get("message")):
             raise ConcurrentModification(
                 f"the roaming values of {record.dn} changed on {conn.server.host} since they "
                 f"were read ({_CONFLICT_RESULTS[code]}: {result.get('message', '')})".rstrip(),

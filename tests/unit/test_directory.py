@@ -277,7 +277,8 @@ class FakeConnection:
     def modify(self, dn, changes):
         self.operations.append(("modify", dn, changes))
         code = self.modify_results.pop(0) if self.modify_results else 0
-        self.result = {"result": code, "description": f"code{code}", "message": "msg"}
+        message = getattr(self, "modify_message", "msg")
+        self.result = {"result": code, "description": f"code{code}", "message": message}
         return code == 0
 
 
@@ -320,6 +321,24 @@ def test_find_user_escapes_the_filter_and_needs_exactly_one_selector():
         find_user(conn, "DC=lab,DC=example", sam_account_name="a", upn="a@lab")
 
 
+WITH_SCHEMA = {"allowedAttributes": [b"credroamKeyEnvelopes", b"credroamRoamingKeys"]}
+
+
+def test_credroam_attributes_are_not_written_without_their_schema():
+    conn = FakeConnection()
+    with pytest.raises(DirectoryError, match=r"credroam's schema .* is not installed"):
+        apply_changes(conn, record(), [ValueChange(KEY_ENVELOPES, add=b"x")], now=NOW)
+    assert conn.operations == []
+
+
+def test_an_attribute_missing_from_the_schema_is_no_conflict():
+    conn = FakeConnection(modify_results=[16])
+    conn.modify_message = "attribute 'credroamKeyEnvelopes' was not found in the schema!"
+    with pytest.raises(DirectoryError) as caught:
+        apply_changes(conn, record(**WITH_SCHEMA), [ValueChange(KEY_ENVELOPES, add=b"x")], now=NOW)
+    assert not isinstance(caught.value, ConcurrentModification)
+
+
 def test_apply_nothing_sends_nothing():
     conn = FakeConnection()
     applied = apply_changes(conn, record(), [], now=NOW)
@@ -329,16 +348,16 @@ def test_apply_nothing_sends_nothing():
 def test_apply_returns_the_modlist_it_sent():
     conn = FakeConnection()
     change = ValueChange(KEY_ENVELOPES, add=b"sealed", label="%9\\" + THUMB_A)
-    applied = apply_changes(conn, record(), [change], now=NOW)
+    applied = apply_changes(conn, record(**WITH_SCHEMA), [change], now=NOW)
     assert [op[2] for op in conn.operations] == list(applied.modifications)
     assert applied.describe() == [f"add {KEY_ENVELOPES} %9\\{THUMB_A}"]
 
 
-@pytest.mark.parametrize("code", [16, 19, 20])
+@pytest.mark.parametrize("code", [16, 20])
 def test_a_vanished_or_existing_value_is_a_concurrent_modification(code):
     conn = FakeConnection(modify_results=[code])
     with pytest.raises(ConcurrentModification, match=r"changed on dc1\.lab\.example"):
-        apply_changes(conn, record(), [ValueChange(KEY_ENVELOPES, add=b"x")], now=NOW)
+        apply_changes(conn, record(**WITH_SCHEMA), [ValueChange(KEY_ENVELOPES, add=b"x")], now=NOW)
 
 
 def test_other_write_errors_name_the_attribute_and_the_dc():
