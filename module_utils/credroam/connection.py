@@ -120,7 +120,15 @@ def connect(target: LdapTarget) -> ldap3.Connection:
         connect_timeout=target.timeout,
     )
     if target.bind_method == "gssapi":
-        conn_args: dict = {"authentication": ldap3.SASL, "sasl_mechanism": ldap3.KERBEROS}
+        # The Kerberos service principal is ldap/<DC name>: a DC reached by IP needs its name
+        # (tls_server_name), or the KDC is asked for a ticket to ldap/<IP>, which does not exist.
+        # ldap3 negotiates no SASL security layer, so the DC must accept SASL inside TLS
+        # (Samba: "ldap server require strong auth = allow_sasl_over_tls").
+        conn_args: dict = {
+            "authentication": ldap3.SASL,
+            "sasl_mechanism": ldap3.KERBEROS,
+            "sasl_credentials": (target.tls_server_name or target.server,),
+        }
         if target.bind_user:
             conn_args["user"] = target.bind_user
     else:
