@@ -60,6 +60,8 @@ def render_admin_templates(template_dir: str, guid: str) -> dict[str, bytes]:
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(enabled_extensions=("admx.j2", "adml.j2")),
         keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     context = template_context()
     files = {}
