@@ -1,0 +1,528 @@
+#!/usr/bin/python
+"""Ansible module ad_schema: extend the AD schema (attributes, classes, auxiliary class links)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ad_schema
+short_description: Extend the Active Directory schema with attributes and classes, forest-safe
+description:
+  - Finds the schema master (the C(fSMORoleOwner) of the schema naming context) from O(server) and
+    writes there, with the same credentials and TLS settings.
+  - Adds missing C(attributeSchema) and C(classSchema) objects, adds auxiliary classes to existing
+    classes (for credroam, C(credroamUser) to C(user)), then writes C(schemaUpdateNow).
+  - An existing object that shares a name, cn or OID with a definition but differs in what
+    defines it (OID, syntax, single-valued, linked, required searchFlags bits, property set) is
+    never modified; the module fails, shows both definitions and writes nothing.
+    Objects that exist and match are reported in RV(verified).
+  - O(preset=credroam) brings credroam's definitions (one table in
+    C(module_utils/credroam/schema.py)): the four native roaming attributes, verified on a
+    2008 R2+ schema and added only where missing, and credroam's own linked, confidential
+    DN-Binary attributes C(credroamKeyEnvelopes) and C(credroamRoamingKeys) on the auxiliary class
+    C(credroamUser), which is added to C(user).
+  - Runs from the controller (ldap3); check mode and diff mode show the exact LDAP adds and
+    modifies that would be executed.
+version_added: "0.1.0"
+author: credroam
+extends_documentation_fragment: [credroam_ldap]
+options:
+  preset:
+    description:
+      - V(credroam) adds credroam's own definitions to O(attributes), O(classes) and O(extend).
+    type: str
+    choices: [credroam, none]
+    default: none
+  oid_base:
+    description:
+      - Arc under which definitions given by O(attributes[].oid_index) / O(classes[].oid_index)
+        get their OIDs, as C(<oid_base>.1.<index>) (attributes) and C(<oid_base>.2.<index>)
+        (classes).
+      - The default is derived, with Microsoft's documented oidgen method, from credroam's fixed
+        GUID 3a71eca5-4273-4a26-b0b8-d236a98a134f under 1.2.840.113556.1.8000.2554, that is
+        C(1.2.840.113556.1.8000.2554.14961.60581.17011.18982.45240.13776553.9048911).
+      - Changing it for a forest where credroam's attributes already exist makes the run fail
+        with a conflict (the OIDs differ), by design.
+    type: str
+  attributes:
+    description: Attribute definitions (in addition to the preset's).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: lDAPDisplayName.
+        type: str
+        required: true
+      cn:
+        description: Common name of the schema object; defaults to O(attributes[].name).
+        type: str
+      attribute_id:
+        description: The OID; give this or O(attributes[].oid_index).
+        type: str
+      oid_index:
+        description: Last arc under C(<oid_base>.1).
+        type: int
+      syntax:
+        description: Attribute syntax; mapped to attributeSyntax, oMSyntax and oMObjectClass.
+        type: str
+        required: true
+        choices: [boolean, integer, enumeration, large-integer, octet-string, sid, oid,
+                  unicode-string, ia5-string, printable-string, numeric-string,
+                  case-sensitive-string, generalized-time, utc-time, nt-security-descriptor,
+                  dn, dn-binary, dn-string]
+      single_valued:
+        description: isSingleValued.
+        type: bool
+        default: false
+      linked:
+        description:
+          - A forward link. Without O(attributes[].link_id) the DC allocates the linkID
+            (linkID written as 1.2.840.113556.1.2.50; Windows Server 2003+ and Samba 4 do this).
+          - Multi-valued linked values replicate one by one, so writes through two DCs merge.
+        type: bool
+        default: false
+      link_id:
+        description: An explicit, even, forward linkID (for forests that cannot allocate one).
+        type: int
+      search_flags:
+        description: searchFlags bits; an existing attribute must have at least these.
+        type: int
+        default: 0
+      confidential:
+        description: Adds searchFlags 128 (reading needs the control access right).
+        type: bool
+        default: false
+      rodc_filtered:
+        description: Adds searchFlags 512 (not replicated to read-only DCs).
+        type: bool
+        default: false
+      security_guid:
+        description:
+          - attributeSecurityGUID, a GUID or V(private-information) (the property set whose
+            default ACE lets each user read and write only their own values).
+        type: str
+      description:
+        description: adminDescription.
+        type: str
+      native:
+        description: Microsoft's own attribute; verified or added, never made defunct.
+        type: bool
+        default: false
+  classes:
+    description: Class definitions (in addition to the preset's).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: lDAPDisplayName.
+        type: str
+        required: true
+      cn:
+        description: Common name; defaults to O(classes[].name).
+        type: str
+      governs_id:
+        description: The OID; give this or O(classes[].oid_index).
+        type: str
+      oid_index:
+        description: Last arc under C(<oid_base>.2).
+        type: int
+      category:
+        description: objectClassCategory.
+        type: str
+        choices: [auxiliary, structural, abstract]
+        default: auxiliary
+      subclass_of:
+        description: subClassOf.
+        type: str
+        default: top
+      may_contain:
+        description: mayContain; entries missing from an existing class of ours are added.
+        type: list
+        elements: str
+        default: []
+      must_contain:
+        description: mustContain (must match exactly on an existing class).
+        type: list
+        elements: str
+        default: []
+      description:
+        description: adminDescription.
+        type: str
+      native:
+        description: Not ours; verified, never made defunct.
+        type: bool
+        default: false
+  extend:
+    description: Auxiliary classes to add to existing classes.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      class:
+        description: lDAPDisplayName of the class to extend, e.g. V(user).
+        type: str
+        required: true
+      auxiliary:
+        description: Auxiliary classes to add to its auxiliaryClass.
+        type: list
+        elements: str
+        required: true
+  state:
+    description:
+      - V(present) adds what is missing.
+      - V(absent) is refused unless O(defunct=true): AD schema objects cannot be deleted, only made
+        defunct, which is irreversible in practice (OIDs and names stay taken).
+    type: str
+    choices: [present, absent]
+    default: present
+  defunct:
+    description:
+      - With O(state=absent), remove our auxiliary classes from the classes they extend and set
+        isDefunct on our own (non-native) classes and attributes.
+    type: bool
+    default: false
+  wait_for_replication:
+    description:
+      - After a change (or always, when nothing changed), wait until every DC of the forest (the
+        nTDSDSA objects under CN=Sites) shows the definitions. Fails after
+        O(replication_timeout) seconds naming the DCs that lag and what they lack.
+    type: bool
+    default: false
+  replication_timeout:
+    description: Seconds to wait for every DC.
+    type: int
+    default: 300
+  dc_addresses:
+    description:
+      - Map of DC DNS name to the address to connect to, for DCs whose names the controller
+        cannot resolve (the certificate is still checked against the DNS name).
+      - Used for the schema master and for O(wait_for_replication).
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Extend the schema for credroam and wait for every DC
+  ad_schema:
+    server: dc1.example.com
+    ca_cert: /etc/credroam/ad-ca.pem
+    bind_user: schema-admin@example.com
+    bind_password: "{{ vault_schema_admin_password }}"
+    preset: credroam
+    wait_for_replication: true
+  delegate_to: localhost
+  run_once: true
+
+- name: Refused with an explanation (schema objects cannot be deleted)
+  ad_schema:
+    server: dc1.example.com
+    bind_user: schema-admin@example.com
+    bind_password: "{{ vault_schema_admin_password }}"
+    preset: credroam
+    state: absent
+"""
+
+RETURN = r"""
+schema_master:
+  description: DNS name of the schema master that was written to (or would be).
+  type: str
+  returned: always
+added:
+  description: The LDAP adds executed (or, in check mode, that would be), in order.
+  type: list
+  elements: dict
+  returned: always
+  sample: [{dn: "CN=credroam-User,CN=Schema,...", objectClass: classSchema,
+            attributes: {governsID: ["1.2.840..."]}}]
+modlist:
+  description: The LDAP modifies executed (or that would be), e.g. auxiliaryClass on user.
+  type: list
+  elements: dict
+  returned: always
+verified:
+  description: Names of definitions that already exist and match.
+  type: list
+  elements: str
+  returned: always
+replication:
+  description: With O(wait_for_replication), the DCs checked and how many seconds it took.
+  type: dict
+  returned: when wait_for_replication
+"""
+
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.credroam_ansible import (
+    LDAP_REQUIRED_IF,
+    connect_or_fail,
+    ldap_argument_spec,
+    target_from_params,
+)
+
+try:
+    import ldap3
+    from ansible.module_utils.credroam.connection import (
+        DirectoryError,
+        LdapTarget,
+        check_result,
+        connect,
+        first,
+        read_root_dse,
+    )
+    from ansible.module_utils.credroam.schema import (
+        CREDROAM_OID_BASE,
+        READ_ATTRIBUTES,
+        SYNTAXES,
+        LdapAdd,
+        SchemaConflict,
+        SchemaDefinitionError,
+        SchemaDefinitions,
+        SchemaPlan,
+        definitions_from_params,
+        missing_on_dc,
+        normalize_entry,
+        plan_defunct,
+        plan_present,
+        read_filter,
+        to_wire,
+        wait_until_replicated,
+    )
+except ImportError:  # reported by connect_or_fail with missing_required_lib
+    SYNTAXES = {}
+    CREDROAM_OID_BASE = ""
+
+ABSENT_REFUSED = (
+    "state=absent refused: Active Directory cannot delete attributeSchema or classSchema "
+    "objects; they can only be made defunct (isDefunct=TRUE), which keeps their names and OIDs "
+    "taken and their values unreadable. Set defunct=true to do that explicitly."
+)
+
+
+def argument_spec() -> dict[str, Any]:
+    attribute = {
+        "name": {"type": "str", "required": True},
+        "cn": {"type": "str"},
+        "attribute_id": {"type": "str"},
+        "oid_index": {"type": "int"},
+        "syntax": {"type": "str", "required": True, "choices": sorted(SYNTAXES)},
+        "single_valued": {"type": "bool", "default": False},
+        "linked": {"type": "bool", "default": False},
+        "link_id": {"type": "int"},
+        "search_flags": {"type": "int", "default": 0},
+        "confidential": {"type": "bool", "default": False},
+        "rodc_filtered": {"type": "bool", "default": False},
+        "security_guid": {"type": "str"},
+        "description": {"type": "str"},
+        "native": {"type": "bool", "default": False},
+    }
+    klass = {
+        "name": {"type": "str", "required": True},
+        "cn": {"type": "str"},
+        "governs_id": {"type": "str"},
+        "oid_index": {"type": "int"},
+        "category": {
+            "type": "str",
+            "default": "auxiliary",
+            "choices": ["auxiliary", "structural", "abstract"],
+        },
+        "subclass_of": {"type": "str", "default": "top"},
+        "may_contain": {"type": "list", "elements": "str", "default": []},
+        "must_contain": {"type": "list", "elements": "str", "default": []},
+        "description": {"type": "str"},
+        "native": {"type": "bool", "default": False},
+    }
+    extension = {
+        "class": {"type": "str", "required": True},
+        "auxiliary": {"type": "list", "elements": "str", "required": True},
+    }
+    return {
+        **ldap_argument_spec(),
+        "preset": {"type": "str", "default": "none", "choices": ["credroam", "none"]},
+        "oid_base": {"type": "str"},
+        "attributes": {"type": "list", "elements": "dict", "default": [], "options": attribute},
+        "classes": {"type": "list", "elements": "dict", "default": [], "options": klass},
+        "extend": {"type": "list", "elements": "dict", "default": [], "options": extension},
+        "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        "defunct": {"type": "bool", "default": False},
+        "wait_for_replication": {"type": "bool", "default": False},
+        "replication_timeout": {"type": "int", "default": 300},
+        "dc_addresses": {"type": "dict", "default": {}},
+    }
+
+
+def definitions(params: dict[str, Any]) -> SchemaDefinitions:
+    return definitions_from_params(
+        attributes=params["attributes"],
+        classes=params["classes"],
+        extend=params["extend"],
+        oid_base=params["oid_base"] or CREDROAM_OID_BASE,
+        preset=params["preset"],
+    )
+
+
+def target_for(base: LdapTarget, fqdn: str, dc_addresses: dict[str, str]) -> LdapTarget:
+    """A DC by DNS name: connect to its mapped address but check the certificate for the name."""
+    address = next((a for n, a in dc_addresses.items() if n.lower() == fqdn.lower()), None)
+    if address is None:
+        return base.with_server(fqdn, base.tls_server_name if fqdn == base.server else None)
+    return base.with_server(address, tls_server_name=fqdn)
+
+
+def read_one(conn, dn: str, attributes: list[str]) -> dict:
+    if not conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=attributes):
+        check_result(conn, f"reading {dn}")
+        raise DirectoryError(f"{dn} not found on {conn.server.host}")
+    return conn.response[0]["attributes"]
+
+
+def schema_master(conn, schema_dn: str) -> tuple[str, str]:
+    """(server object DN, DNS name) of the schema FSMO owner."""
+    owner = first(read_one(conn, schema_dn, ["fSMORoleOwner"]), "fSMORoleOwner")
+    if not owner:
+        raise DirectoryError(f"{schema_dn} names no fSMORoleOwner")
+    server_dn = str(owner).split(",", 1)[1]  # parent of CN=NTDS Settings
+    return server_dn, str(first(read_one(conn, server_dn, ["dNSHostName"]), "dNSHostName"))
+
+
+def forest_dcs(conn, configuration_dn: str) -> list[str]:
+    """DNS names of every DC in the forest: servers under CN=Sites holding an nTDSDSA object."""
+    sites = f"CN=Sites,{configuration_dn}"
+    ok = conn.search(sites, "(objectClass=nTDSDSA)", attributes=["objectClass"])
+    check_result(conn, f"listing nTDSDSA objects under {sites}")
+    servers = {e["dn"].split(",", 1)[1].lower() for e in conn.response if ok and "dn" in e}
+    conn.search(sites, "(objectClass=server)", attributes=["dNSHostName"])
+    check_result(conn, f"listing servers under {sites}")
+    names = [
+        str(first(e["attributes"], "dNSHostName"))
+        for e in conn.response
+        if e.get("dn", "").lower() in servers and first(e["attributes"], "dNSHostName")
+    ]
+    return sorted(names)
+
+
+def read_schema(conn, schema_dn: str, defs: SchemaDefinitions) -> list[dict[str, Any]]:
+    conn.search(
+        schema_dn,
+        read_filter(defs),
+        search_scope=ldap3.LEVEL,
+        attributes=list(READ_ATTRIBUTES),
+    )
+    check_result(conn, f"reading schema objects under {schema_dn}")
+    return [
+        normalize_entry(e["dn"], e["raw_attributes"])
+        for e in conn.response
+        if e.get("type") == "searchResEntry"
+    ]
+
+
+def refresh_schema_cache(conn) -> None:
+    conn.modify("", {"schemaUpdateNow": [(ldap3.MODIFY_REPLACE, ["1"])]})
+    check_result(conn, "schemaUpdateNow")
+
+
+_OPERATIONS = {"add": ldap3.MODIFY_ADD, "replace": ldap3.MODIFY_REPLACE}
+_OPERATIONS["delete"] = ldap3.MODIFY_DELETE
+
+
+def apply_plan(conn, plan: SchemaPlan, done: list[dict[str, Any]]) -> None:
+    """Execute the plan phase by phase, recording each executed operation in ``done``."""
+    for phase in plan.phases():
+        for op in phase:
+            if isinstance(op, LdapAdd):
+                wire = {k: to_wire(k, v) for k, v in op.attributes.items()}
+                conn.add(op.dn, op.object_class, wire)
+                check_result(conn, f"adding {op.dn}")
+            else:
+                changes = {k: [(_OPERATIONS[o], to_wire(k, v))] for k, (o, v) in op.changes.items()}
+                conn.modify(op.dn, changes)
+                check_result(conn, f"modifying {op.dn}")
+            done.append(op.as_dict())
+        refresh_schema_cache(conn)
+
+
+def wait_for_dcs(module, base: LdapTarget, conn, root, defs: SchemaDefinitions) -> dict:
+    dcs = forest_dcs(conn, root.configuration_naming_context)
+    addresses = module.params["dc_addresses"]
+
+    def check(fqdn: str) -> list[str]:
+        dc_conn = connect(target_for(base, fqdn, addresses))
+        try:
+            return missing_on_dc(defs, read_schema(dc_conn, root.schema_naming_context, defs))
+        finally:
+            dc_conn.unbind()
+
+    started = time.monotonic()
+    timeout = module.params["replication_timeout"]
+    lagging = wait_until_replicated(dcs, check, timeout, time.sleep, time.monotonic)
+    if lagging:
+        detail = "; ".join(f"{dc} lacks {', '.join(missing)}" for dc, missing in lagging.items())
+        raise DirectoryError(f"schema change not on every DC after {timeout} s: {detail}")
+    return {"dcs": dcs, "seconds": round(time.monotonic() - started, 1)}
+
+
+def run(module: AnsibleModule) -> dict[str, Any]:
+    params = module.params
+    try:
+        defs = definitions(params)
+    except SchemaDefinitionError as exc:
+        module.fail_json(msg=f"invalid schema definition: {exc}")
+    if params["state"] == "absent" and not params["defunct"]:
+        module.fail_json(msg=ABSENT_REFUSED)
+    if not (defs.attributes or defs.classes or defs.extensions):
+        module.fail_json(msg="nothing to do: give preset, attributes, classes or extend")
+
+    base = target_from_params(params)
+    conn = connect_or_fail(module, base)
+    result: dict[str, Any] = {"changed": False, "added": [], "modlist": [], "verified": []}
+    done: list[dict[str, Any]] = []
+    try:
+        root = read_root_dse(conn)
+        schema_dn = root.schema_naming_context
+        master_dn, master_name = schema_master(conn, schema_dn)
+        result["schema_master"] = master_name
+        if master_dn.lower() != root.server_name.lower():
+            conn.unbind()
+            conn = connect(target_for(base, master_name, params["dc_addresses"]))
+        entries = read_schema(conn, schema_dn, defs)
+        if params["state"] == "absent":
+            plan = plan_defunct(defs, entries, schema_dn)
+        else:
+            plan = plan_present(defs, entries, schema_dn)
+        ops = [op.as_dict() for phase in plan.phases() for op in phase]
+        result["added"] = [op for op in ops if "attributes" in op]
+        result["modlist"] = [op for op in ops if "changes" in op]
+        result["verified"] = plan.verified
+        result["changed"] = plan.changed
+        if module._diff:
+            result["diff"] = {"before": plan.before, "after": plan.after}
+        if plan.changed and not module.check_mode:
+            apply_plan(conn, plan, done)
+        if params["wait_for_replication"] and not module.check_mode:
+            if params["state"] == "absent":
+                module.warn("wait_for_replication is not checked for state=absent")
+            else:
+                result["replication"] = wait_for_dcs(module, base, conn, root, defs)
+    except SchemaConflict as exc:
+        module.fail_json(msg=f"schema conflict, nothing was written:\n{exc}", **result)
+    except DirectoryError as exc:
+        executed = {"executed": done} if done else {}
+        module.fail_json(msg=str(exc), **result, **executed)
+    finally:
+        conn.unbind()
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        required_if=LDAP_REQUIRED_IF,
+        supports_check_mode=True,
+    )
+    module.exit_json(**run(module))
+
+
+if __name__ == "__main__":
+    main()
