@@ -482,7 +482,7 @@ CREDROAM_PRESET: dict[str, list[dict[str, Any]]] = {
         {
             **_NATIVE_DN_BINARY,
             "name": "msPKI-CredentialRoamingTokens",
-            "cn": "ms-PKI-CredentialRoamingTokens",
+            "cn": "ms-PKI-Credential-Roaming-Tokens",
             "attribute_id": "1.2.840.113556.1.4.2050",
             "link_id": 2162,
             "search_flags": 128,
@@ -677,8 +677,7 @@ def _attribute_differences(ours: AttributeDef, live: Mapping[str, Any]) -> list[
     out = []
     if not _eq(live["lDAPDisplayName"], ours.name):
         out.append("lDAPDisplayName")
-    if not _eq(live["cn"], ours.cn):
-        out.append("cn")
+    # cn is only the RDN: a different cn with our name and OID is the same attribute.
     if live["attributeID"] != ours.attribute_id:
         out.append("attributeID (OID)")
     if live["syntax"] != ours.syntax:
@@ -705,8 +704,6 @@ def _class_differences(ours: ClassDef, live: Mapping[str, Any]) -> list[str]:
     out = []
     if not _eq(live["lDAPDisplayName"], ours.name):
         out.append("lDAPDisplayName")
-    if not _eq(live["cn"], ours.cn):
-        out.append("cn")
     if live["governsID"] != ours.governs_id:
         out.append("governsID (OID)")
     if live["objectClassCategory"] != ours.category:
