@@ -1,0 +1,66 @@
+"""Integration fixtures: the session's own lab forest `citest`, brought up by the real playbook.
+
+Fixtures:
+  lab              (session) tests.lab.Lab for lab `citest`: 172.29.200.0/24, 2 DCs, 3 clients.
+  lab_admin_ldap   (function) bound LDAPS connection to dc1 as Administrator, CA validated.
+
+CREDROAM_KEEP_LAB=1 reuses a running `citest` and leaves it up at the end (fast dev loops);
+otherwise the session starts from a clean lab and always tears it down, also on failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import ldap3
+import pytest
+
+from tests.lab import Lab, LabNotUpError, lab_playbook
+
+# CREDROAM_TEST_LAB / CREDROAM_TEST_SUBNET: a lab of one's own, so that engineers running
+# integration tests at the same time never share (or tear down) each other's lab.
+CITEST = {
+    "name": os.environ.get("CREDROAM_TEST_LAB", "citest"),
+    "subnet": os.environ.get("CREDROAM_TEST_SUBNET", "172.29.200.0/24"),
+    "dc_count": 2,
+    "client_count": 3,
+}
+
+
+def _running_citest() -> Lab | None:
+    try:
+        lab = Lab.load(CITEST["name"])
+    except LabNotUpError:
+        return None
+    return lab if lab.is_up() else None
+
+
+def _require(run_state: str, playbook_run) -> None:
+    if playbook_run.returncode != 0:
+        pytest.fail(f"lab {CITEST['name']} {run_state} failed:\n{playbook_run.output[-6000:]}")
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    keep = os.environ.get("CREDROAM_KEEP_LAB") == "1"
+    running = _running_citest() if keep else None
+    if running is None:
+        # A leftover from an interrupted session would make `present` refuse: start clean.
+        _require("teardown", lab_playbook(**CITEST, state="absent"))
+    try:
+        if running is None:
+            _require("bring-up", lab_playbook(**CITEST, state="present"))
+        yield Lab.load(CITEST["name"])
+    finally:
+        if not keep:
+            _require("teardown", lab_playbook(**CITEST, state="absent"))
+
+
+@pytest.fixture
+def lab_admin_ldap(lab: Lab) -> Iterator[ldap3.Connection]:
+    connection = lab.ldap_connection()
+    try:
+        yield connection
+    finally:
+        connection.unbind()

@@ -1,0 +1,218 @@
+"""The embedded lab forest behaves like a real, isolated AD forest with real SSH hosts."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import ldap3
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from ldap3.core.exceptions import LDAPInvalidCredentialsResult, LDAPSocketOpenError
+
+from tests.integration.conftest import CITEST
+from tests.lab import Lab, lab_playbook
+
+pytestmark = pytest.mark.integration
+
+# Samba 4.17 provisions the Windows Server 2012 R2 base schema.
+SCHEMA_2012_R2 = 69
+
+
+def _read_base(conn: ldap3.Connection, dn: str, attributes: list[str]) -> dict:
+    conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=attributes)
+    assert len(conn.entries) == 1, f"{dn} not found"
+    return conn.entries[0].entry_attributes_as_dict
+
+
+def test_admin_reads_root_dse_over_validated_ldaps(lab: Lab, lab_admin_ldap) -> None:
+    root = _read_base(lab_admin_ldap, "", ["defaultNamingContext", "dnsHostName"])
+    assert root["defaultNamingContext"] == [lab.base_dn]
+    assert root["dnsHostName"][0].lower() == lab.dc(0).fqdn
+
+
+def test_schema_version_is_readable(lab: Lab, lab_admin_ldap) -> None:
+    schema_nc = f"CN=Schema,CN=Configuration,{lab.base_dn}"
+    version = _read_base(lab_admin_ldap, schema_nc, ["objectVersion"])["objectVersion"]
+    assert [int(v) for v in version] == [SCHEMA_2012_R2]
+
+
+def test_normal_user_binds_and_reads_own_entry(lab: Lab) -> None:
+    alice = lab.user("alice")
+    conn = lab.ldap_connection(alice.upn, alice.password, dc=1)
+    try:
+        entry = _read_base(conn, alice.dn, ["sAMAccountName", "userPrincipalName"])
+    finally:
+        conn.unbind()
+    assert entry["sAMAccountName"] == ["alice"]
+    assert entry["userPrincipalName"][0].lower() == alice.upn
+
+
+def test_wrong_password_is_refused(lab: Lab) -> None:
+    with pytest.raises(LDAPInvalidCredentialsResult):
+        lab.ldap_connection(lab.user("bob").upn, "not-the-password")
+
+
+def _foreign_ca(directory: Path) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the lab CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "foreign-ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+def test_certificate_validation_is_really_on(lab: Lab, tmp_path: Path) -> None:
+    with pytest.raises(LDAPSocketOpenError):
+        lab.ldap_connection(ca_cert=_foreign_ca(tmp_path))
+
+
+def test_dc_certificates_name_fqdn_short_name_and_ip(lab: Lab) -> None:
+    for dc in lab.dcs:
+        cert_path = lab.state_dir / dc.name / "tls" / "cert.pem"
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert set(sans.get_values_for_type(x509.DNSName)) == {dc.fqdn, dc.name}
+        assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(dc.ip)]
+
+
+def test_client_reaches_dc_ldaps_by_lab_name(lab: Lab) -> None:
+    dc = lab.dc(0)
+    probe = f"import socket; socket.create_connection(('{dc.fqdn}', 636), 5); print('reached')"
+    result = lab.client(0).ssh(f'getent hosts {dc.fqdn} && python3 -c "{probe}"')
+    assert dc.ip in result.stdout
+    assert "reached" in result.stdout
+
+
+def test_each_client_has_its_own_hostname_etc_and_home(lab: Lab) -> None:
+    first, second = lab.client(0), lab.client(1)
+    assert first.ssh("hostname").stdout.strip() == first.name
+    assert second.ssh("hostname").stdout.strip() == second.name
+    marker = f"credroam-lab-probe-{uuid.uuid4().hex}"
+    first.ssh(f"touch /etc/{marker} /home/{marker} /root/{marker}")
+    try:
+        for folder in ("/etc", "/home", "/root"):
+            assert not (Path(folder) / marker).exists(), f"{folder} is the machine's"
+            listing = second.ssh(f"ls {folder}").stdout.split()
+            assert marker not in listing, f"{folder} is shared with {second.name}"
+    finally:
+        first.ssh(f"rm -f /etc/{marker} /home/{marker} /root/{marker}")
+
+
+def test_second_dc_replicates_a_change_made_on_the_first(lab: Lab, lab_admin_ldap) -> None:
+    carol = lab.user("carol")
+    description = f"replication probe {uuid.uuid4().hex}"
+    lab_admin_ldap.modify(carol.dn, {"description": [(ldap3.MODIFY_REPLACE, [description])]})
+    first, second = lab.dc(0), lab.dc(1)
+    admin = f"{lab.domain}\\{lab.admin.name}"
+    second.run(
+        "samba-tool", "drs", "replicate", second.name, first.name, lab.base_dn,
+        "-U", admin, f"--password={lab.admin.password}",
+    )  # fmt: skip
+    conn = lab.ldap_connection(dc=1)
+    try:
+        assert _read_base(conn, carol.dn, ["description"])["description"] == [description]
+    finally:
+        conn.unbind()
+
+
+def test_dns_stays_in_the_lab(lab: Lab) -> None:
+    for dc in lab.dcs:
+        assert not re.search(r"^\s*dns\s*forwarder", Path(dc.smb_conf).read_text(), re.M | re.I)
+    client = lab.client(0)
+    assert "default" not in client.ssh("ip route").stdout, "a route leads out of the lab"
+    # The lab resolver has no forwarder: an outside name fails (timeout bounds a hang).
+    outside = client.ssh("getent hosts debian.org", check=False, timeout=30)
+    assert outside.returncode == 2, outside.stdout
+
+
+def test_lab_json_is_private_and_complete(lab: Lab) -> None:
+    path = lab.state_dir / "lab.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    data = json.loads(path.read_text())
+    assert [dc["name"] for dc in data["dcs"]] == ["dc1", "dc2"]
+    assert [c["ip"] for c in data["clients"]] == ["172.29.200.21", "172.29.200.22", "172.29.200.23"]
+
+
+def test_bringing_the_lab_up_again_changes_nothing(lab: Lab) -> None:
+    again = lab_playbook(**CITEST, state="present")
+    assert again.returncode == 0, again.output[-4000:]
+    assert again.changed == 0, again.output[-4000:]
+    assert lab.is_up()  # the same processes still serve
+
+
+CLEANTEST = {"name": "cleanlab", "subnet": "172.29.210.0/24", "dc_count": 1, "client_count": 1}
+
+
+def _lab_traces(name: str) -> list[str]:
+    """Whatever of lab `name` the machine still shows: namespaces, links, mounts."""
+    prefix = f"cr-{name}-"
+    traces = [f"netns {n}" for n in Path("/run/netns").glob(f"{prefix}*")]
+    traces += [f"link {p.name}" for p in Path("/sys/class/net").glob(f"{prefix}*")]
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    traces += [f"mount {m}" for m in mounts if prefix in m or f"/.lab/{name}" in m]
+    return traces
+
+
+def _namespace_pids(name: str) -> list[int]:
+    pids = []
+    for netns in Path("/run/netns").glob(f"cr-{name}-*"):
+        listed = subprocess.run(["ip", "netns", "pids", netns.name], capture_output=True, text=True)
+        pids += [int(pid) for pid in listed.stdout.split()]
+    return pids
+
+
+def _is_live(pid: int) -> bool:
+    """A running process (a zombie is dead; see the role's README on PID 1 and reaping)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return re.search(r"^State:\s+Z", status, re.MULTILINE) is None
+
+
+def test_check_mode_starts_nothing_and_absent_leaves_nothing() -> None:
+    name = CLEANTEST["name"]
+    assert lab_playbook(**CLEANTEST, state="absent").returncode == 0
+    checked = lab_playbook(**CLEANTEST, state="present", check_mode=True)
+    assert checked.returncode == 0, checked.output[-4000:]
+    assert checked.changed > 0
+    assert _lab_traces(name) == []
+
+    up = lab_playbook(**CLEANTEST, state="present")
+    assert up.returncode == 0, up.output[-4000:]
+    lab = Lab.load(name)
+    assert lab.is_up()
+    lab_pids = _namespace_pids(name)
+    assert len(lab_pids) > len(lab.dcs) + len(lab.clients)  # samba's workers included
+    # Teardown must not need lab.json (a half-started lab has none).
+    (lab.state_dir / "lab.json").unlink()
+
+    down = lab_playbook(**CLEANTEST, state="absent")
+    assert down.returncode == 0, down.output[-4000:]
+    assert down.changed > 0
+    assert _lab_traces(name) == []
+    assert not lab.state_dir.exists()
+    assert [pid for pid in lab_pids if _is_live(pid)] == []
+
+    again = lab_playbook(**CLEANTEST, state="absent")
+    assert again.returncode == 0 and again.changed == 0, again.output[-4000:]

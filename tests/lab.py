@@ -1,0 +1,254 @@
+"""Test helpers for the embedded lab forest: read lab.json, run commands on its hosts, bind LDAP.
+
+    lab = Lab.load("citest")
+    lab.dc(0).run("samba-tool", "user", "list")          # inside dc1, with dc1's smb.conf
+    lab.client(0).ssh("hostname")                         # real ssh as root with the lab key
+    conn = lab.ldap_connection(lab.admin.upn, lab.admin.password)   # LDAPS, CA validated
+
+`lab_playbook()` runs playbooks/lab.yml for any lab name (bring-up, teardown, idempotence).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import ldap3
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_ROOT = REPO / ".lab"
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+
+
+class LabNotUpError(RuntimeError):
+    """lab.json is missing or unreadable: the lab is not up."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str  # sAMAccountName
+    upn: str
+    dn: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    fqdn: str
+    ip: str
+    pid: int
+    exec: tuple[str, ...]  # argv prefix entering the host's network, mount and UTS namespaces
+
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 60, env: dict | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv inside this host (its /etc, resolver, network), output captured as text."""
+        return subprocess.run(
+            [*self.exec, *argv],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+
+    def is_running(self) -> bool:
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return False
+        return re.search(r"^State:\s+Z", status, re.MULTILINE) is None
+
+
+@dataclass(frozen=True)
+class DomainController(Host):
+    smb_conf: str = ""
+
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 60, env: dict | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the DC; Samba tools (samba-tool, ldbsearch) use this DC's smb.conf."""
+        return super().run(
+            *argv, check=check, timeout=timeout, env={"SMB_CONF_PATH": self.smb_conf, **(env or {})}
+        )
+
+
+@dataclass(frozen=True)
+class ClientHost(Host):
+    ssh_private_key: str = ""
+    known_hosts: str = ""
+
+    def ssh_argv(self) -> list[str]:
+        """ssh options that reach this host as root with the lab key, host key checked."""
+        return [
+            "ssh", "-i", self.ssh_private_key,
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
+            f"root@{self.ip}",
+        ]  # fmt: skip
+
+    def ssh(
+        self, command: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a shell command on the host over real SSH."""
+        return subprocess.run(
+            [*self.ssh_argv(), command],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    realm: str
+    domain: str
+    base_dn: str
+    subnet: str
+    controller_ip: str
+    roaming_ou_dn: str
+    ca_cert: str
+    admin: Account
+    users: tuple[Account, ...]
+    dcs: tuple[DomainController, ...]
+    clients: tuple[ClientHost, ...]
+    ssh_private_key: str
+    known_hosts: str
+    state_dir: Path
+
+    @classmethod
+    def load(cls, name: str = "lab", root: Path = LAB_ROOT) -> Lab:
+        path = root / name / "lab.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LabNotUpError(f"lab {name!r} is not up: cannot read {path} ({exc})") from exc
+        admin = data["admin"]
+        return cls(
+            name=data["name"],
+            realm=data["realm"],
+            domain=data["domain"],
+            base_dn=data["base_dn"],
+            subnet=data["subnet"],
+            controller_ip=data["controller_ip"],
+            roaming_ou_dn=data["roaming_ou_dn"],
+            ca_cert=data["ca_cert"],
+            admin=Account(admin["user"], admin["upn"], admin["dn"], admin["password"]),
+            users=tuple(Account(**user) for user in data["users"]),
+            dcs=tuple(
+                DomainController(
+                    name=dc["name"],
+                    fqdn=dc["fqdn"],
+                    ip=dc["ip"],
+                    pid=dc["pid"],
+                    exec=tuple(dc["exec"]),
+                    smb_conf=dc["smb_conf"],
+                )
+                for dc in data["dcs"]
+            ),
+            clients=tuple(
+                ClientHost(
+                    name=c["name"],
+                    fqdn=c["fqdn"],
+                    ip=c["ip"],
+                    pid=c["pid"],
+                    exec=tuple(c["exec"]),
+                    ssh_private_key=data["ssh_private_key"],
+                    known_hosts=data["known_hosts"],
+                )
+                for c in data["clients"]
+            ),
+            ssh_private_key=data["ssh_private_key"],
+            known_hosts=data["known_hosts"],
+            state_dir=path.parent,
+        )
+
+    def dc(self, index: int = 0) -> DomainController:
+        return self.dcs[index]
+
+    def client(self, index: int = 0) -> ClientHost:
+        return self.clients[index]
+
+    def user(self, name: str) -> Account:
+        return next(user for user in self.users if user.name == name)
+
+    def is_up(self) -> bool:
+        """Every DC and client process recorded in lab.json is alive."""
+        return all(host.is_running() for host in (*self.dcs, *self.clients))
+
+    def ldap_server(self, dc: int = 0, ca_cert: str | None = None) -> ldap3.Server:
+        """LDAPS server object for a DC, validating its certificate against the lab CA. The DC
+        is addressed by IP (its certificate names its IP too): the machine's resolver does not
+        know the lab names."""
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_cert or self.ca_cert)
+        return ldap3.Server(
+            self.dcs[dc].ip, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE,
+            connect_timeout=5,
+        )  # fmt: skip
+
+    def ldap_connection(
+        self,
+        user: str | None = None,
+        password: str | None = None,
+        dc: int = 0,
+        ca_cert: str | None = None,
+    ) -> ldap3.Connection:
+        """A bound ldap3 connection over LDAPS with CA validation (default: Administrator).
+        `user` is a UPN, DN or DOMAIN\\name. Raises ldap3 exceptions on failure."""
+        return ldap3.Connection(
+            self.ldap_server(dc, ca_cert),
+            user=user or self.admin.upn,
+            password=password if password is not None else self.admin.password,
+            auto_bind=ldap3.AUTO_BIND_NO_TLS,
+            raise_exceptions=True,
+            receive_timeout=30,
+        )
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    returncode: int
+    output: str
+
+    @property
+    def changed(self) -> int:
+        """The `changed=` count of the play recap."""
+        match = re.search(r"changed=(\d+)", self.output.rsplit("PLAY RECAP", 1)[-1])
+        if match is None:
+            raise AssertionError(f"no play recap in ansible-playbook output:\n{self.output}")
+        return int(match.group(1))
+
+
+def lab_playbook(
+    name: str,
+    subnet: str,
+    state: str = "present",
+    dc_count: int = 1,
+    client_count: int = 1,
+    check_mode: bool = False,
+    timeout: float = 600,
+) -> PlaybookRun:
+    """Run playbooks/lab.yml for one lab, as a user would; output is kept for diagnostics."""
+    extra = {
+        "lab_forest_name": name,
+        "lab_forest_subnet": subnet,
+        "lab_forest_state": state,
+        "lab_forest_dc_count": dc_count,
+        "lab_forest_client_count": client_count,
+    }
+    argv = [str(ANSIBLE_PLAYBOOK), "playbooks/lab.yml", "-e", json.dumps(extra)]
+    if check_mode:
+        argv.append("--check")
+    result = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return PlaybookRun(result.returncode, result.stdout + result.stderr)
