@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
 import re
 import subprocess
 import uuid
@@ -19,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from ldap3.core.exceptions import LDAPInvalidCredentialsResult, LDAPSocketOpenError
 
 from tests.integration.conftest import CITEST
-from tests.lab import Lab, lab_playbook
+from tests.lab import REPO, Lab, lab_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +217,25 @@ def test_check_mode_starts_nothing_and_absent_leaves_nothing() -> None:
 
     again = lab_playbook(**CLEANTEST, state="absent")
     assert again.returncode == 0 and again.changed == 0, again.output[-4000:]
+
+
+def _ansible(*argv: str, lab_name: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CREDROAM_LAB": lab_name}
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / argv[0]), *argv[1:]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_inventory_reaches_every_client_over_ssh_with_host_keys_checked(lab: Lab) -> None:
+    result = _ansible("ansible", "clients", "-m", "ansible.builtin.ping", lab_name=lab.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(lab.clients)
+
+
+def test_inventory_without_a_lab_still_parses() -> None:
+    result = _ansible("ansible-inventory", "--list", lab_name="nolab")
+    assert result.returncode == 0, result.stderr
+    groups = json.loads(result.stdout)
+    assert groups["controller"]["hosts"] == ["localhost"]
+    assert "hosts" not in groups.get("clients", {})
