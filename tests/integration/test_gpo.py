@@ -1,0 +1,224 @@
+"""ad_gpo against the lab DC, run the real way (ansible-playbook), checked with Samba's own tools.
+
+The tests in this file form one scenario on one GPO and run in file order: create, rerun,
+change, check mode, link, version mismatch, removal.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import ldap3
+import pytest
+
+from credroam.gpo import CREDENTIAL_ROAMING, GpoVersion
+from tests.lab import REPO, Lab
+
+pytestmark = pytest.mark.integration
+
+samba_ndr = pytest.importorskip("samba.ndr", reason="Samba's parser is the independent reader")
+from samba.dcerpc import preg as samba_preg
+
+KEY = CREDENTIAL_ROAMING.key
+ROAMING = {"enabled": True, "tombstone_days": 60, "max_tokens": 2000, "max_token_size": 65535}
+EXTRA = [{"key": "HKCU\\Software\\Policies\\credroam", "value": "Note", "type": "REG_SZ",
+          "data": "managed by credroam"}]  # fmt: skip
+
+PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: ad_gpo under test
+      ad_gpo: "{{ gpo_args }}"
+      register: gpo_result
+    - name: Hand the result to the test
+      ansible.builtin.copy:
+        content: "{{ gpo_result | to_json }}"
+        dest: "{{ result_file }}"
+        mode: "0600"
+      check_mode: false
+"""
+
+
+class GpoRunner:
+    def __init__(self, lab: Lab, workdir: Path) -> None:
+        self.lab = lab
+        self.workdir = workdir
+        (workdir / "play.yml").write_text(PLAYBOOK)
+        dc = lab.dc(0)
+        self.connection = {
+            "server": dc.ip,
+            "tls_server_name": dc.fqdn,
+            "ca_cert": lab.ca_cert,
+            "bind_user": lab.admin.upn,
+            "bind_password": lab.admin.password,
+        }
+
+    def __call__(self, *flags: str, **args) -> dict:
+        result_file = self.workdir / "result.json"
+        result_file.unlink(missing_ok=True)
+        extra = {"gpo_args": {**self.connection, **args}, "result_file": str(result_file)}
+        (self.workdir / "vars.json").write_text(json.dumps(extra))
+        run = subprocess.run(
+            [str(REPO / ".venv/bin/ansible-playbook"), str(self.workdir / "play.yml"),
+             "-e", f"@{self.workdir / 'vars.json'}", *flags],
+            cwd=REPO, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        return json.loads(result_file.read_text())
+
+
+@pytest.fixture(scope="module")
+def gpo(lab: Lab, tmp_path_factory) -> GpoRunner:
+    return GpoRunner(lab, tmp_path_factory.mktemp("gpo"))
+
+
+@pytest.fixture(scope="module")
+def name() -> str:
+    return f"credroam test {uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def state() -> dict:
+    return {}
+
+
+def sysvol_dir(lab: Lab) -> Path:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read(lab.dc(0).smb_conf)
+    return Path(parser["sysvol"]["path"]) / lab.realm.lower() / "Policies"
+
+
+def gpt_version(lab: Lab, guid: str) -> GpoVersion:
+    text = (sysvol_dir(lab) / guid / "GPT.INI").read_text()
+    return GpoVersion.from_number(int(text.split("Version=")[1].split()[0]))
+
+
+def ad_version(lab: Lab, guid: str) -> GpoVersion:
+    conn = lab.ldap_connection()
+    try:
+        dn = f"CN={guid},CN=Policies,CN=System,{lab.base_dn}"
+        conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["versionNumber"])
+        return GpoVersion.from_number(int(conn.response[0]["raw_attributes"]["versionNumber"][0]))
+    finally:
+        conn.unbind()
+
+
+def samba_registry(lab: Lab, guid: str) -> dict[tuple[str, str], tuple[int, object]]:
+    blob = (sysvol_dir(lab) / guid / "User" / "Registry.pol").read_bytes()
+    parsed = samba_ndr.ndr_unpack(samba_preg.file, blob)
+    return {(e.keyname, e.valuename): (e.type, e.data) for e in parsed.entries}
+
+
+def samba_tool(lab: Lab, *argv: str) -> str:
+    dc = lab.dc(0)
+    run = dc.run(
+        "samba-tool", "gpo", *argv, "-H", f"ldap://{dc.fqdn}",
+        f"-U{lab.admin.name}%{lab.admin.password}", check=False,
+    )  # fmt: skip
+    return run.stdout + run.stderr
+
+
+def test_create_is_changed_and_samba_reads_what_was_asked(lab, gpo, name, state):
+    result = gpo(name=name, credential_roaming=ROAMING, registry_values=EXTRA)
+    assert result["changed"]
+    guid = state["guid"] = result["guid"]
+    assert ad_version(lab, guid) == gpt_version(lab, guid) == GpoVersion(1, 0)
+    assert samba_registry(lab, guid) == {
+        (KEY, "DIMSRoaming"): (4, 1),
+        (KEY, "DIMSRoamingTombstoneDays"): (4, 60),
+        (KEY, "DIMSRoamingMaxNumTokens"): (4, 2000),
+        (KEY, "DIMSRoamingMaxTokenSize"): (4, 65535),
+        ("Software\\Policies\\credroam", "Note"): (1, "managed by credroam"),
+    }
+    shown = samba_tool(lab, "show", guid)
+    assert f"display name : {name}" in shown
+    assert "version      : 65536" in shown
+
+
+def test_rerun_with_the_same_settings_is_unchanged(lab, gpo, name, state):
+    result = gpo(name=name, credential_roaming=ROAMING, registry_values=EXTRA)
+    assert not result["changed"]
+    assert result["operations"] == []
+    assert ad_version(lab, state["guid"]) == GpoVersion(1, 0)
+
+
+def test_check_mode_changes_nothing_and_diff_shows_the_values(lab, gpo, name, state):
+    before = samba_registry(lab, state["guid"])
+    result = gpo("--check", "--diff", name=name,
+                 credential_roaming={**ROAMING, "tombstone_days": 90})  # fmt: skip
+    assert result["changed"]
+    diff = result["diff"]
+    old = {v["value"]: v["data"] for v in diff["before"]["registry_values"]}
+    new = {v["value"]: v["data"] for v in diff["after"]["registry_values"]}
+    assert (old["DIMSRoamingTombstoneDays"], new["DIMSRoamingTombstoneDays"]) == (60, 90)
+    assert diff["after"]["version"] == {"ad": 131072, "sysvol": 131072}
+    assert samba_registry(lab, state["guid"]) == before
+    assert ad_version(lab, state["guid"]) == gpt_version(lab, state["guid"]) == GpoVersion(1, 0)
+
+
+def test_changing_one_value_bumps_the_user_version_in_both_places(lab, gpo, name, state):
+    result = gpo(name=name, credential_roaming={**ROAMING, "tombstone_days": 90})
+    assert result["changed"]
+    guid = state["guid"]
+    assert ad_version(lab, guid) == gpt_version(lab, guid) == GpoVersion(2, 0)
+    assert samba_registry(lab, guid)[(KEY, "DIMSRoamingTombstoneDays")] == (4, 90)
+    assert (
+        "Software\\Policies\\credroam",
+        "Note",
+    ) in samba_registry(lab, guid), "values not named in the run are kept"
+
+
+def test_out_of_range_value_fails_and_writes_nothing(lab, gpo, name, state):
+    with pytest.raises(AssertionError, match="between 1 and 3650"):
+        gpo(name=name, credential_roaming={"tombstone_days": 4000})
+    assert ad_version(lab, state["guid"]) == GpoVersion(2, 0)
+
+
+def test_link_to_the_roaming_ou_agrees_with_samba_tool(lab, gpo, name, state):
+    links = [{"target": lab.roaming_ou_dn, "enforced": True}]
+    result = gpo(name=name, links=links)
+    assert result["changed"]
+    assert result["links"] == {
+        lab.roaming_ou_dn: {"linked": True, "enabled": True, "enforced": True, "order": 1}
+    }
+    listed = samba_tool(lab, "getlink", lab.roaming_ou_dn)
+    assert state["guid"] in listed and "GPLINK_OPT_ENFORCE" in listed
+    assert not gpo(name=name, links=links)["changed"]
+    assert ad_version(lab, state["guid"]) == GpoVersion(2, 0), "links are not content"
+
+
+def test_version_mismatch_is_reported_then_repaired(lab, gpo, name, state):
+    guid = state["guid"]
+    gpt = sysvol_dir(lab) / guid / "GPT.INI"
+    gpt.write_text(gpt.read_text().replace("Version=131072", "Version=65536"))
+    reported = gpo(name=name)
+    assert not reported["changed"]
+    assert reported["version_mismatch"] is True
+    assert gpt_version(lab, guid) == GpoVersion(1, 0)
+    repaired = gpo(name=name, repair_version_mismatch=True)
+    assert repaired["changed"] and not repaired["version_mismatch"]
+    assert ad_version(lab, guid) == gpt_version(lab, guid) == GpoVersion(2, 0)
+
+
+def test_absent_removes_container_folder_and_links(lab, gpo, name, state):
+    guid = state["guid"]
+    result = gpo(name=name, state="absent")
+    assert result["changed"]
+    assert not (sysvol_dir(lab) / guid).exists()
+    assert guid not in samba_tool(lab, "getlink", lab.roaming_ou_dn)
+    assert guid not in samba_tool(lab, "listall")
+    conn = lab.ldap_connection()
+    try:
+        conn.search(f"CN=Policies,CN=System,{lab.base_dn}", f"(cn={guid})", ldap3.SUBTREE)
+        assert conn.response == [] or all(r["type"] != "searchResEntry" for r in conn.response)
+    finally:
+        conn.unbind()
+    assert not gpo(name=name, state="absent")["changed"]
