@@ -64,6 +64,7 @@ __all__ = [
     "ValueChange",
     "apply_changes",
     "build_modifications",
+    "describe_changes",
     "find_user",
     "put_blob",
     "put_token",
@@ -433,16 +434,20 @@ class AppliedChanges:
         return bool(self.modifications)
 
     def describe(self) -> list[str]:
-        """One line per change, for logs and --diff (no key material, only names and sizes)."""
-        lines = []
-        for change in self.changes:
-            verb = (
-                "replace"
-                if change.delete and change.add is not None
-                else ("add" if change.add is not None else "delete")
-            )
-            lines.append(f"{verb} {change.attribute} {change.label}".rstrip())
-        return lines
+        return describe_changes(self.changes)
+
+
+def describe_changes(changes: Iterable[ValueChange]) -> list[str]:
+    """One line per change, for logs and --diff (no key material, only names and sizes)."""
+    lines = []
+    for change in changes:
+        verb = (
+            "replace"
+            if change.delete and change.add is not None
+            else ("add" if change.add is not None else "delete")
+        )
+        lines.append(f"{verb} {change.attribute} {change.label}".rstrip())
+    return lines
 
 
 def build_modifications(

@@ -1,0 +1,370 @@
+"""One sync of one user: read the directory, reconcile with the local store, write both sides.
+
+This module wires the pieces; the rules live in :mod:`.reconcile`. The order of writes is
+chosen so that a sync interrupted anywhere leaves both sides valid and the next sync finishes:
+
+1. read the user's roaming values (one search) and map valid tokens to reconcile items;
+2. reconcile against the local store and the last-synced base;
+3. write the directory first, optimistically (on :class:`ConcurrentModification` re-read and
+   re-plan, at most ``max_attempts`` times). Until it succeeded nothing local has changed;
+4. then write the local store, item by item. Every local write only brings the local side to a
+   version the directory now holds, so if one fails the next sync plans it again (the old base
+   is kept, and with the old base an item both sides already agree on is simply left alone);
+5. save the new base last, and only when every write succeeded.
+
+A sync with nothing to do costs exactly one LDAP search and no LDAP write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import ldap3
+
+from .certelement import certificate_token, parse_certificate_token
+from .connection import DirectoryError
+from .directory import (
+    ACCOUNT_CREDENTIALS,
+    KEY_ENVELOPES,
+    ConcurrentModification,
+    RejectedValue,
+    RoamingRecord,
+    StoredToken,
+    ValueChange,
+    apply_changes,
+    build_modifications,
+    describe_changes,
+    put_token,
+    read_roaming,
+    remove_token,
+)
+from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
+from .reconcile import Base, Item, ItemKind, Plan, Policy, StoreName, reconcile
+from .timestamps import to_filetime
+from .tokens import Token, TokenError, TokenFlags, TokenLimits, TokenType
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "READ_LIMITS",
+    "BaseStore",
+    "CertificateStore",
+    "DirectorySide",
+    "SyncError",
+    "SyncReport",
+    "directory_changes",
+    "map_record",
+    "sync_user",
+]
+
+DEFAULT_MAX_ATTEMPTS = 5
+# What is read is bounded by the policy template's largest values; the user's own policy is
+# enforced on what is written (reconcile refuses items over it), never by dropping what others
+# wrote.
+READ_LIMITS = TokenLimits(max_token_size=100000, max_tokens=10000)
+_KIND_OF_TYPE = {
+    TokenType.CERTIFICATE: (ItemKind.CERTIFICATE, StoreName.MY),
+    TokenType.CNG_CERTIFICATE: (ItemKind.CERTIFICATE, StoreName.MY),
+    TokenType.REQUEST: (ItemKind.REQUEST, StoreName.REQUEST),
+    TokenType.CNG_REQUEST: (ItemKind.REQUEST, StoreName.REQUEST),
+}
+
+
+class SyncError(DirectoryError):
+    """A sync could not complete; the message says which step and why."""
+
+
+class CertificateStore(Protocol):
+    """The local side as sync needs it. Payloads are canonical (see reconcile's docstring):
+    DER certificate, DER request, PKCS#8 DER private key."""
+
+    def items(self) -> Mapping[str, Item]: ...
+
+    def read(self, item: Item) -> bytes: ...
+
+    def write(self, item: Item, payload: bytes) -> None: ...
+
+    def delete(self, item: Item, *, keep_copy: bool) -> None: ...
+
+
+class BaseStore(Protocol):
+    """Where the last-synced base of one user on this host is kept (the state file)."""
+
+    def load(self) -> Base | None: ...
+
+    def save(self, base: Base) -> None: ...
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    user_dn: str
+    uploaded: tuple[str, ...] = ()
+    downloaded: tuple[str, ...] = ()
+    tombstoned: tuple[str, ...] = ()
+    archived: tuple[str, ...] = ()
+    purged: tuple[str, ...] = ()
+    deleted_local: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()  # (item key, reason)
+    rejected: tuple[RejectedValue, ...] = ()  # directory values that failed a check
+    conflicts: tuple[tuple[str, str], ...] = ()  # (item key, how it was resolved)
+    local_errors: tuple[tuple[str, str], ...] = ()  # (item key, error); base not saved
+    attempts: int = 1  # reads needed (more than one when another writer raced us)
+    modifications: tuple[dict, ...] = field(default=(), repr=False)  # LDAP modifies (or planned)
+    directory_changes: tuple[str, ...] = ()  # readable form of the modifies
+    check_mode: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.modifications or self.downloaded or self.deleted_local or self.archived)
+
+
+# --- the directory side as reconcile items ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirectorySide:
+    """Reconcile items of the directory, their canonical payloads, and what could not be used."""
+
+    items: dict[str, Item]
+    payloads: dict[str, bytes]
+    rejected: tuple[RejectedValue, ...]
+
+
+def _sha256(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
+    token = stored.token
+    kind, store = _KIND_OF_TYPE[token.type]
+    if token.is_tombstone:
+        item = Item(token.key, store, kind, token.last_modified, "", 0, tombstone=True)
+        return item, b""
+    element = parse_certificate_token(token)  # raises CertElementError (a TokenError)
+    item = Item(
+        key=token.key,
+        store=store,
+        kind=kind,
+        modified=token.last_modified,
+        content_hash=_sha256(element.der),
+        size=len(element.der),
+        archived=element.archived,
+        expires=to_filetime(element.not_valid_after),
+    )
+    return item, element.der
+
+
+def _owner_key(identifier: str, items: Mapping[str, Item]) -> str:
+    """The certificate or request a private key belongs to (same thumbprint)."""
+    for token_type in (TokenType.CERTIFICATE, TokenType.CNG_CERTIFICATE, TokenType.REQUEST):
+        key = f"%{token_type.value}\\{identifier}"
+        if key in items:
+            return key
+    return f"%{TokenType.CERTIFICATE.value}\\{identifier}"
+
+
+def _key_item(
+    stored: StoredToken, roaming_key: bytes, user_id: str, owners: Mapping[str, Item]
+) -> tuple[Item, bytes]:
+    token = stored.token
+    owner = owners.get(_owner_key(token.identifier, owners))
+    owner_key = owner.key if owner else _owner_key(token.identifier, owners)
+    if token.is_tombstone:
+        kind, store = ItemKind.KEY, StoreName.MY
+        return Item(token.key, store, kind, token.last_modified, "", 0, True, owner=owner_key), b""
+    try:
+        payload = open_private_key(roaming_key, token.data, private_key_aad(user_id, token.key))
+    except EnvelopeError as exc:
+        raise TokenError("envelope", f"sealed key {token.key}: {exc}") from exc
+    # A key is archived and expires together with its certificate (reconcile's convention).
+    item = Item(
+        key=token.key,
+        store=StoreName.MY,
+        kind=ItemKind.KEY,
+        modified=token.last_modified,
+        content_hash=_sha256(payload),
+        size=len(payload),
+        archived=bool(owner and owner.archived),
+        expires=owner.expires if owner else None,
+        owner=owner_key,
+    )
+    return item, payload
+
+
+def map_record(
+    record: RoamingRecord, roaming_key: bytes | None, local: Mapping[str, Item] | None = None
+) -> DirectorySide:
+    """Reconcile items for the certificate, request and key tokens of ``record``.
+
+    Tokens sync does not own (DPAPI master keys, CAPI keys, unknown types) are left alone. A
+    token whose content fails a check (element, envelope) is rejected like a malformed value.
+    """
+    items: dict[str, Item] = {}
+    payloads: dict[str, bytes] = {}
+    rejected = list(record.rejected)
+    for stored in record.stored(ACCOUNT_CREDENTIALS).values():
+        if stored.token.type not in _KIND_OF_TYPE:
+            continue
+        try:
+            items[stored.token.key], payloads[stored.token.key] = _certificate_item(stored)
+        except TokenError as exc:
+            rejected.append(RejectedValue(stored.attribute, stored.raw, exc))
+    owners = {**(local or {}), **items}
+    for stored in record.stored(KEY_ENVELOPES).values():
+        if stored.token.type != TokenType.CNG_KEY:
+            continue
+        try:
+            if roaming_key is None:
+                raise TokenError("envelope", f"no roaming key to open {stored.token.key}")
+            item, payload = _key_item(stored, roaming_key, str(record.object_guid), owners)
+        except TokenError as exc:
+            rejected.append(RejectedValue(stored.attribute, stored.raw, exc))
+            continue
+        items[item.key], payloads[item.key] = item, payload
+    return DirectorySide(items, payloads, tuple(rejected))
+
+
+# --- the plan as directory changes -----------------------------------------------------------
+
+
+def _split_key(key: str) -> tuple[TokenType, str]:
+    return TokenType(int(key[1])), key[3:]
+
+
+def _attribute(item: Item) -> str:
+    return KEY_ENVELOPES if item.kind is ItemKind.KEY else ACCOUNT_CREDENTIALS
+
+
+def _token_for(item: Item, payload: bytes, roaming_key: bytes | None, user_id: str) -> Token:
+    token_type, identifier = _split_key(item.key)
+    if item.tombstone:
+        return Token(token_type, identifier, item.modified, TokenFlags.TOMBSTONE, b"")
+    if item.kind is ItemKind.KEY:
+        if roaming_key is None:
+            raise SyncError(f"cannot upload private key {item.key}: no roaming key")
+        sealed = seal_private_key(roaming_key, payload, private_key_aad(user_id, item.key))
+        return Token(token_type, identifier, item.modified, TokenFlags(0), sealed)
+    return certificate_token(payload, item.modified, archived=item.archived, token_type=token_type)
+
+
+def directory_changes(
+    plan: Plan,
+    record: RoamingRecord,
+    store: CertificateStore,
+    roaming_key: bytes | None,
+) -> list[ValueChange]:
+    """The value changes that carry out the directory half of ``plan``."""
+    user_id = str(record.object_guid)
+    changes: list[ValueChange | None] = []
+    for item in (*plan.upload, *plan.archive_directory):
+        token = _token_for(item, store.read(item), roaming_key, user_id)
+        changes.append(put_token(record, _attribute(item), token))
+    for item in plan.tombstone_directory:
+        changes.append(put_token(record, _attribute(item), _token_for(item, b"", None, user_id)))
+    for item in plan.purge_directory:
+        changes.append(remove_token(record, _attribute(item), item.key))
+    return [change for change in changes if change is not None]
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+
+def _apply_local(
+    plan: Plan, payloads: Mapping[str, bytes], store: CertificateStore
+) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    for item in (*plan.download, *plan.archive_local):
+        try:
+            store.write(item, payloads[item.key])
+        except Exception as exc:  # one item's failure must not stop the others
+            errors.append((item.key, f"{type(exc).__name__}: {exc}"))
+    for deletion in plan.delete_local:
+        try:
+            store.delete(deletion.item, keep_copy=deletion.keep_copy)
+        except Exception as exc:
+            errors.append((deletion.item.key, f"{type(exc).__name__}: {exc}"))
+    return errors
+
+
+def sync_user(
+    conn: ldap3.Connection,
+    user_dn: str,
+    store: CertificateStore,
+    state: BaseStore,
+    policy: Policy,
+    roaming_key: bytes | None,
+    now: int,
+    *,
+    check_mode: bool = False,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> SyncReport:
+    """Sync one user's roaming items between ``store`` and the directory (``now``: FILETIME).
+
+    ``roaming_key`` opens and seals private keys (None: keys are reported as rejected and
+    none are uploaded). In check mode nothing is written anywhere; the report lists the LDAP
+    modifies that would be sent.
+    """
+    local = dict(store.items())
+    base = state.load()
+    for attempt in range(1, max_attempts + 1):
+        record = read_roaming(conn, user_dn, READ_LIMITS)
+        side = map_record(record, roaming_key, local)
+        stamp = record.timestamp.last_change if record.timestamp else None
+        plan = reconcile(local, side.items, base, policy, now, directory_timestamp=stamp)
+        changes = directory_changes(plan, record, store, roaming_key)
+        if check_mode:
+            modifications, _ = build_modifications(record, changes, now)
+            return _report(user_dn, plan, side, attempt, tuple(modifications), changes, (), True)
+        try:
+            applied = apply_changes(conn, record, changes, now=now)
+        except ConcurrentModification:
+            continue  # someone wrote in between: re-read and re-plan
+        break
+    else:
+        raise SyncError(
+            f"gave up syncing {user_dn} after {max_attempts} attempts: other writers kept "
+            f"changing its roaming values on {conn.server.host}"
+        )
+    errors = _apply_local(plan, side.payloads, store)
+    if not errors:
+        new_base = plan.base
+        if applied.timestamp is not None:
+            new_base = replace(new_base, directory_timestamp=applied.timestamp.last_change)
+        state.save(new_base)
+    return _report(
+        user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False
+    )
+
+
+def _report(
+    user_dn: str,
+    plan: Plan,
+    side: DirectorySide,
+    attempts: int,
+    modifications: tuple[dict, ...],
+    changes: list[ValueChange],
+    local_errors: tuple[tuple[str, str], ...],
+    check_mode: bool,
+) -> SyncReport:
+    def keys(items) -> tuple[str, ...]:
+        return tuple(item.key for item in items)
+
+    return SyncReport(
+        user_dn=user_dn,
+        uploaded=keys(plan.upload),
+        downloaded=keys(plan.download),
+        tombstoned=keys(plan.tombstone_directory),
+        archived=keys((*plan.archive_directory, *plan.archive_local)),
+        purged=keys(plan.purge_directory),
+        deleted_local=keys(d.item for d in plan.delete_local),
+        refused=tuple((r.item.key, r.reason) for r in plan.refused),
+        rejected=side.rejected,
+        conflicts=tuple((c.key, c.reason) for c in plan.conflicts),
+        local_errors=local_errors,
+        attempts=attempts,
+        modifications=modifications,
+        directory_changes=tuple(describe_changes(changes)),
+        check_mode=check_mode,
+    )

@@ -1,0 +1,231 @@
+"""The sync engine with a fake directory (exact-value LDAP semantics) and a fake local store."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import uuid
+
+import ldap3
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from credroam.certelement import thumbprint
+from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
+from credroam.envelope import new_roaming_key
+from credroam.reconcile import Base, Item, ItemKind, Policy, StoreName
+from credroam.sync import SyncError, sync_user
+from credroam.tokens import format_dn_binary
+
+USER_DN = "CN=alice,OU=Roaming,DC=lab,DC=example"
+GUID = uuid.UUID("6f1c9a52-0a5e-4d8b-9b1e-1d2c3b4a5f60")
+NOW = 134_000_000_000_000_000
+ALLOWED = [b"msPKIAccountCredentials", b"credroamKeyEnvelopes", b"credroamRoamingKeys"]
+
+
+class FakeDirectory:
+    """One user entry; modifies are atomic and fail like AD on a missing or duplicate value."""
+
+    def __init__(self):
+        self.server = type("Server", (), {"host": "dc1.lab.example"})()
+        self.values: dict[str, list[bytes]] = {}
+        self.searches = 0
+        self.writes = 0
+        self.before_modify = []  # callables run before a modify (a concurrent writer)
+        self.result, self.response = {}, []
+
+    def search(self, base, search_filter, search_scope=None, attributes=None):
+        self.searches += 1
+        raw = {name: list(values) for name, values in self.values.items() if values}
+        raw.update({"objectGUID": [GUID.bytes_le], "allowedAttributes": ALLOWED})
+        self.result = {"result": 0}
+        self.response = [{"type": "searchResEntry", "dn": USER_DN, "raw_attributes": raw}]
+        return True
+
+    def modify(self, dn, changes):
+        if self.before_modify:
+            self.before_modify.pop(0)()
+        self.writes += 1
+        staged = {name: list(values) for name, values in self.values.items()}
+        for attribute, operations in changes.items():
+            current = staged.setdefault(attribute, [])
+            for operation, values in operations:
+                for value in values:
+                    if operation == ldap3.MODIFY_DELETE and value not in current:
+                        self.result = {"result": 16, "message": "gone"}
+                        return False
+                    if operation == ldap3.MODIFY_ADD and value in current:
+                        self.result = {"result": 20, "message": "exists"}
+                        return False
+                    if operation == ldap3.MODIFY_DELETE:
+                        current.remove(value)
+                    else:
+                        current.append(value)
+        self.values = staged
+        self.result = {"result": 0}
+        return True
+
+
+class FakeStore:
+    def __init__(self, entries=()):
+        self.entries = {item.key: (item, payload) for item, payload in entries}
+        self.writes, self.fail_on = [], set()
+
+    def items(self):
+        return {key: item for key, (item, _) in self.entries.items()}
+
+    def read(self, item):
+        return self.entries[item.key][1]
+
+    def write(self, item, payload):
+        if item.key in self.fail_on:
+            raise OSError("disk full")
+        self.writes.append(item.key)
+        self.entries[item.key] = (item, payload)
+
+    def delete(self, item, *, keep_copy):
+        self.writes.append(("delete", item.key))
+        del self.entries[item.key]
+
+
+class FakeState:
+    def __init__(self):
+        self.base: Base | None = None
+        self.saves = 0
+
+    def load(self):
+        return self.base
+
+    def save(self, base):
+        self.base, self.saves = base, self.saves + 1
+
+
+@pytest.fixture
+def cert_and_key(make_certificate_der):
+    der = make_certificate_der("alice")
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    thumb = thumbprint(der)
+    cert_item = Item(
+        f"%3\\{thumb}",
+        StoreName.MY,
+        ItemKind.CERTIFICATE,
+        NOW - 100,
+        hashlib.sha256(der).hexdigest(),
+        len(der),
+        expires=NOW * 2,
+    )
+    key_item = Item(
+        f"%9\\{thumb}",
+        StoreName.MY,
+        ItemKind.KEY,
+        NOW - 100,
+        hashlib.sha256(key).hexdigest(),
+        len(key),
+        expires=NOW * 2,
+        owner=cert_item.key,
+    )
+    return (cert_item, der), (key_item, key)
+
+
+def run(directory, store, state, roaming_key, now=NOW, **kwargs):
+    return sync_user(directory, USER_DN, store, state, Policy(), roaming_key, now, **kwargs)
+
+
+def test_first_sync_uploads_and_a_second_costs_one_search_and_no_write(cert_and_key):
+    directory, store, state, roaming_key = (
+        FakeDirectory(),
+        FakeStore(cert_and_key),
+        FakeState(),
+        new_roaming_key(),
+    )
+    report = run(directory, store, state, roaming_key)
+    (cert_item, _), (key_item, key) = cert_and_key
+    assert set(report.uploaded) == {cert_item.key, key_item.key}
+    assert directory.writes == 1 and len(directory.values[KEY_ENVELOPES]) == 1
+    assert key not in directory.values[KEY_ENVELOPES][0]  # only the sealed key leaves the host
+    directory.searches = directory.writes = 0
+    again = run(directory, store, state, roaming_key, now=NOW + 10)
+    assert (directory.searches, directory.writes) == (1, 0)
+    assert not again.changed and again.modifications == ()
+
+
+def test_a_new_host_downloads_certificate_and_key(cert_and_key):
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    run(directory, FakeStore(cert_and_key), FakeState(), roaming_key)
+    fresh = FakeStore()
+    report = run(directory, fresh, FakeState(), roaming_key, now=NOW + 5)
+    (cert_item, der), (key_item, key) = cert_and_key
+    assert set(report.downloaded) == {cert_item.key, key_item.key}
+    assert fresh.entries[cert_item.key][1] == der and fresh.entries[key_item.key][1] == key
+
+
+def test_a_concurrent_writer_makes_sync_reread_and_converge(cert_and_key, make_certificate_der):
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    other_host = FakeStore([cert_and_key[0]])
+    other_der = make_certificate_der("other")
+    other_item = Item(
+        f"%3\\{thumbprint(other_der)}",
+        StoreName.MY,
+        ItemKind.CERTIFICATE,
+        NOW - 50,
+        hashlib.sha256(other_der).hexdigest(),
+        len(other_der),
+    )
+    racing = FakeStore([(other_item, other_der)])
+    directory.before_modify.append(lambda: run(directory, racing, FakeState(), roaming_key))
+    report = run(directory, other_host, FakeState(), roaming_key)
+    assert report.attempts == 2
+    assert len(directory.values[ACCOUNT_CREDENTIALS]) == 2  # nothing lost
+    assert other_item.key in report.downloaded
+
+
+def test_sync_gives_up_after_bounded_retries(cert_and_key):
+    directory = FakeDirectory()
+    directory.modify = lambda dn, changes: setattr(directory, "result", {"result": 16}) or False
+    with pytest.raises(SyncError, match="after 3 attempts"):
+        run(directory, FakeStore(cert_and_key), FakeState(), new_roaming_key(), max_attempts=3)
+
+
+def test_a_cve_named_token_is_rejected_and_nothing_is_written_locally():
+    name = rb"..\..\Windows\Start Menu\Programs\Startup\x.bat"
+    blob = struct.pack("<3s93sQHH20sI", b"%3\\", name, NOW, 0, 0, bytes(20), 0)
+    directory = FakeDirectory()
+    directory.values[ACCOUNT_CREDENTIALS] = [format_dn_binary(blob, USER_DN).encode()]
+    store = FakeStore()
+    report = run(directory, store, FakeState(), new_roaming_key())
+    assert [r.check for r in report.rejected] == ["identifier"]
+    assert store.writes == [] and directory.writes == 0
+
+
+def test_a_key_sealed_for_another_user_is_rejected(cert_and_key):
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    run(directory, FakeStore(cert_and_key), FakeState(), roaming_key)
+    report = run(directory, FakeStore(), FakeState(), new_roaming_key())  # wrong roaming key
+    assert [r.check for r in report.rejected] == ["envelope"]
+    assert report.downloaded == (cert_and_key[0][0].key,)
+
+
+def test_check_mode_writes_nothing_anywhere(cert_and_key):
+    directory, store, state = FakeDirectory(), FakeStore(cert_and_key), FakeState()
+    report = run(directory, store, state, new_roaming_key(), check_mode=True)
+    assert report.check_mode and len(report.modifications) == 1
+    assert len(report.directory_changes) == 2
+    assert (directory.writes, state.saves, store.writes) == (0, 0, [])
+
+
+def test_a_local_failure_keeps_the_old_base_and_the_next_sync_completes(cert_and_key):
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    run(directory, FakeStore(cert_and_key), FakeState(), roaming_key)
+    store, state = FakeStore(), FakeState()
+    store.fail_on = {cert_and_key[1][0].key}
+    report = run(directory, store, state, roaming_key, now=NOW + 5)
+    assert [key for key, _ in report.local_errors] == [cert_and_key[1][0].key]
+    assert state.saves == 0
+    store.fail_on = set()
+    report = run(directory, store, state, roaming_key, now=NOW + 6)
+    assert report.downloaded == (cert_and_key[1][0].key,) and state.saves == 1
