@@ -1,0 +1,648 @@
+"""Reconciliation: a pure function from (local items, directory items, base, policy, now) to a plan.
+
+No I/O happens here. The caller reads the local store and the directory, calls ``reconcile``,
+applies the plan (directory first, as one atomic modify per attribute; then the local store) and
+saves ``plan.base`` only after the whole plan was applied. If applying fails half-way the old
+base stays, and the next sync completes the work: every rule below is safe with an older base.
+
+Conventions (decided here, used by every caller):
+
+- All times are FILETIME ints (100 ns ticks since 1601-01-01 UTC), ``now`` included: the token
+  format, msPKIRoamingTimeStamp and the state file all use them, so no conversion can drift.
+  ``credroam.timestamps.to_filetime`` converts datetimes.
+- ``Item.content_hash`` is the lower-case hex SHA-256 of the item's canonical payload, the bytes
+  ``CertificateStore.read``/``write`` exchange: the DER certificate, the DER request, the
+  PKCS#8 DER private key. It never depends on the tombstone or archived flags, nor on how the
+  directory wraps the payload (store element, key envelope): the directory side must hash the
+  same canonical payload, or equal items would look different forever.
+- A version is ``(modified, tombstone, archived, content_hash)`` and versions are ordered as
+  that tuple: the newest ``modified`` wins; at equal times a tombstone wins over a live item
+  (a local copy not newer than a tombstone is deleted), an archived copy over the same copy not
+  yet archived, and then the larger content hash, so every host resolves a tie the same way.
+  ``newest`` applies the same order to duplicate directory values of one key (linked-value
+  replication can leave two values per key after concurrent writes through two DCs).
+- A local deletion is noticed at the next sync, so its tombstone carries that sync's time
+  (the local store keeps no record of when a file disappeared).
+
+The rules are listed as a table in docs/reconciliation.md; ``_decide`` implements them in the
+same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import NamedTuple
+
+__all__ = [
+    "TICKS_PER_DAY",
+    "Base",
+    "BaseEntry",
+    "Conflict",
+    "Item",
+    "ItemKind",
+    "LocalDeletion",
+    "Plan",
+    "Policy",
+    "ReconcileError",
+    "Refusal",
+    "StoreName",
+    "Version",
+    "newest",
+    "reconcile",
+]
+
+TICKS_PER_DAY = 24 * 60 * 60 * 10_000_000
+
+
+class ReconcileError(ValueError):
+    """Inputs to ``reconcile`` are inconsistent (a caller bug, not a roaming conflict)."""
+
+
+class StoreName(StrEnum):
+    """The two roamed certificate stores of a user."""
+
+    MY = "MY"
+    REQUEST = "REQUEST"
+
+
+class ItemKind(StrEnum):
+    CERTIFICATE = "certificate"
+    REQUEST = "request"
+    KEY = "key"
+
+
+class Version(NamedTuple):
+    """What makes two copies of one item equal; ordered so that the larger version wins."""
+
+    modified: int
+    tombstone: bool
+    archived: bool
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One roamed item (certificate, request or private key) as one side holds it.
+
+    ``key`` is ``%<token type>\\<identifier>`` (as in Windows' state file), unique across hosts
+    and the directory. ``owner`` is, for a private key, the key of the certificate or request it
+    belongs to: a key and its owner roam together (a refusal of one refuses both). A key carries
+    its owner's ``expires``, so both are archived together. ``size`` is the payload size in
+    bytes (0 for a tombstone). ``smartcard`` items are backed by a card or HSM.
+    """
+
+    key: str
+    store: StoreName
+    kind: ItemKind
+    modified: int
+    content_hash: str
+    size: int
+    tombstone: bool = False
+    archived: bool = False
+    expires: int | None = None
+    smartcard: bool = False
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key:
+            raise ReconcileError(f"item key must be a non-empty str, got {self.key!r}")
+        for name in ("modified", "size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ReconcileError(f"item {self.key}: {name} must be an int >= 0, not {value!r}")
+        if self.expires is not None and (
+            isinstance(self.expires, bool) or not isinstance(self.expires, int)
+        ):
+            raise ReconcileError(f"item {self.key}: expires must be a FILETIME int or None")
+        object.__setattr__(self, "store", StoreName(self.store))
+        object.__setattr__(self, "kind", ItemKind(self.kind))
+
+    @property
+    def version(self) -> Version:
+        if self.tombstone:  # a tombstone's identity is its time alone
+            return Version(self.modified, True, False, "")
+        return Version(self.modified, False, self.archived, self.content_hash)
+
+
+def newest(items: Iterable[Item]) -> Item:
+    """The winning copy among several copies of one key (same order as reconciliation)."""
+    return max(items, key=lambda item: item.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Roaming policy (spec section 4). Ranges are those of the legacy policy template."""
+
+    tombstone_days: int = 60
+    max_tokens: int = 2000
+    max_token_size: int = 65535
+    archive_expired: bool = True
+    # Smart-card certificates (public) may roam when this is on, as Windows'
+    # RoamSmartCardCertificates allows; their private keys live on the card and never roam.
+    roam_smartcard_certificates: bool = False
+    # Keep a recovery copy of every item removed locally because it was deleted elsewhere.
+    # A copy is always kept when the removed item held local changes the directory never saw.
+    keep_deleted_copy: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("tombstone_days", 1, 3650),
+            ("max_tokens", 1, 10000),
+            ("max_token_size", 1, 100000),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ReconcileError(
+                    f"policy {name} must be an int in {low}..{high}, not {value!r}"
+                )
+
+    @property
+    def tombstone_ticks(self) -> int:
+        return self.tombstone_days * TICKS_PER_DAY
+
+
+@dataclass(frozen=True, slots=True)
+class BaseEntry:
+    """The version of one item both sides held after the last sync that agreed on it.
+
+    ``last_seen_in_directory`` is the time of the last sync at which the directory held it.
+    ``store``, ``kind`` and ``owner`` let a tombstone be written for an item no side holds.
+    """
+
+    key: str
+    store: StoreName
+    kind: ItemKind
+    modified: int
+    content_hash: str
+    tombstone: bool
+    archived: bool
+    last_seen_in_directory: int
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "store", StoreName(self.store))
+        object.__setattr__(self, "kind", ItemKind(self.kind))
+
+    @classmethod
+    def of(cls, item: Item, last_seen_in_directory: int) -> BaseEntry:
+        version = item.version
+        return cls(
+            key=item.key,
+            store=item.store,
+            kind=item.kind,
+            modified=version.modified,
+            content_hash=version.content_hash,
+            tombstone=version.tombstone,
+            archived=version.archived,
+            last_seen_in_directory=last_seen_in_directory,
+            owner=item.owner,
+        )
+
+    @property
+    def version(self) -> Version:
+        return Version(self.modified, self.tombstone, self.archived, self.content_hash)
+
+    def tombstone_at(self, modified: int) -> Item:
+        return Item(
+            key=self.key,
+            store=self.store,
+            kind=self.kind,
+            modified=modified,
+            content_hash="",
+            size=0,
+            tombstone=True,
+            owner=self.owner,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """The last-synced state of one user on one host (the state file).
+
+    ``directory_timestamp`` is the msPKIRoamingTimeStamp last-change value read at that sync;
+    the caller replaces it with the value it wrote when the plan changed the directory.
+    """
+
+    entries: Mapping[str, BaseEntry] = field(default_factory=dict)
+    directory_timestamp: int | None = None
+    last_sync: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDeletion:
+    """Remove ``item`` from the local store; ``keep_copy``: move it to recovery instead."""
+
+    item: Item
+    keep_copy: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An upload not made (whole item, never partially) and why; the rest still roams."""
+
+    item: Item
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Both sides changed one item since the base; ``winner`` is what both now get."""
+
+    key: str
+    local: Item | None
+    directory: Item | None
+    winner: Item | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to write, and the base to save once every write succeeded.
+
+    Each action carries the item exactly as it must be stored after the write:
+    ``upload``/``archive_directory``: write this version to the directory (payload read from
+    the local store); ``download``/``archive_local``: write it locally (payload read from the
+    directory); ``tombstone_directory``: write this tombstone; ``purge_directory``: remove this
+    tombstone from the directory.
+    """
+
+    upload: tuple[Item, ...] = ()
+    download: tuple[Item, ...] = ()
+    delete_local: tuple[LocalDeletion, ...] = ()
+    tombstone_directory: tuple[Item, ...] = ()
+    purge_directory: tuple[Item, ...] = ()
+    archive_local: tuple[Item, ...] = ()
+    archive_directory: tuple[Item, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    warnings: tuple[str, ...] = ()
+    base: Base = field(default_factory=Base)
+
+    @property
+    def changes_directory(self) -> bool:
+        return bool(
+            self.upload
+            or self.tombstone_directory
+            or self.purge_directory
+            or self.archive_directory
+        )
+
+    @property
+    def changes_local(self) -> bool:
+        return bool(self.download or self.delete_local or self.archive_local)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing is to be written (refusals and warnings may still be reported)."""
+        return not (self.changes_directory or self.changes_local)
+
+
+# --- the per-item decision -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Decision:
+    """The outcome for one key before limits are applied."""
+
+    key: str
+    local: Item | None
+    directory: Item | None
+    base: BaseEntry | None
+    target: Item | None = None  # what both sides should hold; None: absent on both
+    hold: bool = False  # no change on either side (directory behind the base, or skipped)
+    hold_directory: bool = False  # leave the directory alone (it lags behind the base)
+    keep_copy: bool = False
+    deletion_reason: str = ""
+    conflict: str = ""
+
+    def keep_base(self) -> None:
+        self.hold = True
+        self.target = self.local
+
+
+def _tombstone_after(base: BaseEntry, now: int) -> Item:
+    """A tombstone for a deletion noticed at ``now``, always newer than what it deletes."""
+    return base.tombstone_at(max(now, base.modified + 1))
+
+
+def _never_roams(item: Item | None, policy: Policy) -> bool:
+    if item is None or not item.smartcard:
+        return False
+    return item.kind is ItemKind.KEY or not policy.roam_smartcard_certificates
+
+
+def _decide_absent_locally(d: _Decision, policy: Policy, now: int) -> None:
+    directory, base = d.directory, d.base
+    if directory is None:
+        if base is None or base.tombstone:
+            # Keep a tombstone in the base while lagging DCs may still show the old copy.
+            keep = base is not None and now - base.modified <= policy.tombstone_ticks
+            d.target, d.hold = None, keep
+            return
+        if now - base.last_seen_in_directory <= policy.tombstone_ticks:
+            # Deleted here; the DC we read has not got the item yet (replication lag).
+            d.target = _tombstone_after(base, now)
+            return
+        d.target = None  # deleted elsewhere and purged since; nothing left to do
+        return
+    if directory.tombstone:
+        d.target = directory
+        return
+    if base is None:
+        d.target = directory  # new elsewhere (or first use): download
+    elif base.tombstone:
+        if directory.version > base.version:
+            d.target = directory  # re-created elsewhere after the deletion
+        else:
+            d.hold, d.target = True, None  # a lagging DC still shows what was deleted
+    else:
+        tombstone = _tombstone_after(base, now)
+        if directory.version > tombstone.version:
+            d.target = directory
+            d.conflict = "deleted here, but changed elsewhere later: kept the newer copy"
+        else:
+            d.target = tombstone
+            if directory.version != base.version:
+                d.conflict = "changed elsewhere, deleted here later: the deletion wins"
+
+
+def _decide_present_locally(d: _Decision, policy: Policy, now: int) -> None:
+    local, directory, base = d.local, d.directory, d.base
+    assert local is not None
+    changed_since_base = base is None or local.version != base.version
+    if directory is None:
+        if base is None:
+            d.target = local  # new here, or first use: upload
+        elif base.tombstone:
+            if local.version > base.version:
+                d.target = local  # re-created here after the deletion
+            else:
+                # A copy not newer than an agreed deletion came back (restore?): the deletion
+                # wins; the tombstone is already agreed, so the directory is left alone.
+                d.target, d.hold_directory, d.keep_copy = None, True, True
+                d.deletion_reason = "a copy older than its deletion reappeared"
+        elif now - base.last_seen_in_directory <= policy.tombstone_ticks:
+            # Seen in the directory within the tombstone days: it cannot have been deleted
+            # without a visible tombstone, so this is replication lag.
+            if changed_since_base:
+                d.target = local  # a real edit: it must roam; newest still wins on merge
+            else:
+                d.keep_base()  # keep it, and do not re-upload what the directory has
+        elif not changed_since_base:
+            d.target = None  # deleted elsewhere over tombstone days ago (no resurrection)
+            d.keep_copy = policy.keep_deleted_copy
+            d.deletion_reason = "deleted elsewhere, tombstone already purged"
+        elif local.modified > now - policy.tombstone_ticks:
+            # The purged deletion happened at least tombstone days ago: this edit is newer.
+            d.target = local
+        else:
+            d.target, d.keep_copy = None, True
+            d.deletion_reason = "deleted elsewhere; local edit of unknown order kept as a copy"
+            d.conflict = "edited here and deleted elsewhere, order unknown: local copy kept aside"
+        return
+    if directory.tombstone:
+        if local.version > directory.version:
+            d.target = local  # a real edit newer than the deletion resurrects the item
+        else:
+            d.target = directory
+            d.keep_copy = policy.keep_deleted_copy or changed_since_base
+            d.deletion_reason = "deleted elsewhere"
+            if base is not None and changed_since_base:
+                d.conflict = "edited here, deleted elsewhere later: the deletion wins"
+        return
+    if local.version == directory.version:
+        d.target = local
+        return
+    if (
+        base is not None
+        and not base.tombstone
+        and not changed_since_base
+        and directory.version < base.version
+    ):
+        d.keep_base()  # the DC we read lags behind what we already agreed on
+        return
+    d.target = max(local, directory, key=lambda item: item.version)
+    if base is None or (directory.version != base.version and changed_since_base):
+        d.conflict = "changed on both sides: the newest wins"
+
+
+def _decide(d: _Decision, policy: Policy, now: int) -> None:
+    if d.local is None:
+        _decide_absent_locally(d, policy, now)
+    else:
+        _decide_present_locally(d, policy, now)
+
+
+def _finish_target(d: _Decision, policy: Policy, now: int) -> None:
+    """Purge old tombstones and archive expired items in the agreed target."""
+    target = d.target
+    if target is None:
+        return
+    if target.tombstone and now - target.modified > policy.tombstone_ticks:
+        d.target = None
+    elif (
+        not target.tombstone
+        and policy.archive_expired
+        and not target.archived
+        and target.expires is not None
+        and target.expires <= now
+    ):
+        d.target = replace(target, archived=True)
+
+
+def _only_archived(before: Item, after: Item) -> bool:
+    return (
+        not before.tombstone
+        and not before.archived
+        and after.archived
+        and before.modified == after.modified
+        and before.content_hash == after.content_hash
+    )
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+
+def _group(item: Item) -> str:
+    return item.owner or item.key
+
+
+def _apply_limits(
+    uploads: dict[str, Item], directory: Mapping[str, Item], new_other: int, policy: Policy
+) -> dict[str, str]:
+    """Refusal reason per refused key. Uploads of one group (a certificate or request and its
+    keys) are refused together; the count limit refuses the newest groups that do not fit."""
+    reasons: dict[str, str] = {}
+    groups: dict[str, list[Item]] = {}
+    for item in uploads.values():
+        groups.setdefault(_group(item), []).append(item)
+    for group, members in groups.items():
+        too_big = [m for m in members if m.size > policy.max_token_size]
+        for member in members:
+            if member in too_big:
+                reasons[member.key] = (
+                    f"{member.size} bytes exceed the maximum token size {policy.max_token_size}"
+                )
+            elif too_big:
+                reasons[member.key] = f"roams with {too_big[0].key}, which was refused: too big"
+        if too_big:
+            groups[group] = []
+    count = len(directory) + new_other
+    for group in sorted(groups, key=lambda g: (max(m.modified for m in groups[g] or [0]), g)):
+        members = groups[group]
+        new_keys = sum(1 for m in members if m.key not in directory)
+        if count + new_keys <= policy.max_tokens:
+            count += new_keys
+            continue
+        for member in members:
+            reasons[member.key] = (
+                f"the directory would hold more than {policy.max_tokens} tokens; "
+                f"newest items are refused first"
+            )
+    return reasons
+
+
+# --- the entry point -------------------------------------------------------------------------
+
+
+def _check_inputs(
+    local: Mapping[str, Item], directory: Mapping[str, Item], base: Base | None
+) -> None:
+    for side, items in (("local", local), ("directory", directory)):
+        for key, item in items.items():
+            if key != item.key:
+                raise ReconcileError(f"{side} item filed under {key!r} has key {item.key!r}")
+    for key, item in local.items():
+        if item.tombstone:
+            raise ReconcileError(f"local item {key} is a tombstone; local stores hold live items")
+    if base is not None:
+        for key, entry in base.entries.items():
+            if key != entry.key:
+                raise ReconcileError(f"base entry filed under {key!r} has key {entry.key!r}")
+
+
+def reconcile(
+    local: Mapping[str, Item],
+    directory: Mapping[str, Item],
+    base: Base | None,
+    policy: Policy,
+    now: int,
+    *,
+    directory_timestamp: int | None = None,
+) -> Plan:
+    """Plan one sync of one user. ``directory`` holds one item per key (see ``newest``).
+
+    ``base`` is None on first use or when the state file was lost: then nothing is deleted on
+    the strength of absence, and a directory tombstone still beats a local copy not newer than
+    it. ``directory_timestamp`` (msPKIRoamingTimeStamp last change, as read) goes into the new
+    base unchanged.
+    """
+    if isinstance(now, bool) or not isinstance(now, int) or now < 0:
+        raise ReconcileError(f"now must be a FILETIME int, not {now!r}")
+    _check_inputs(local, directory, base)
+    entries = base.entries if base is not None else {}
+    decisions: list[_Decision] = []
+    for key in sorted(set(local) | set(directory) | set(entries)):
+        d = _Decision(key, local.get(key), directory.get(key), entries.get(key))
+        if _never_roams(d.local, policy) or _never_roams(d.directory, policy):
+            d.hold = True
+        else:
+            _decide(d, policy, now)
+            if not d.hold:
+                _finish_target(d, policy, now)
+        decisions.append(d)
+
+    uploads: dict[str, Item] = {}
+    new_other = 0
+    for d in decisions:
+        if d.hold or d.hold_directory:
+            continue
+        if d.target is None:
+            new_other -= d.directory is not None
+        elif d.directory is None or d.directory.version != d.target.version:
+            if not d.target.tombstone and not (
+                d.directory is not None and _only_archived(d.directory, d.target)
+            ):
+                uploads[d.key] = d.target
+            elif d.directory is None:
+                new_other += 1
+    refusals = _apply_limits(uploads, directory, new_other, policy)
+
+    out: dict[str, list] = {name: [] for name in _ACTION_FIELDS}
+    new_entries: dict[str, BaseEntry] = {}
+    for d in decisions:
+        _emit(d, refusals, policy, now, out, new_entries)
+    return Plan(
+        **{name: tuple(values) for name, values in out.items()},
+        base=Base(entries=new_entries, directory_timestamp=directory_timestamp, last_sync=now),
+    )
+
+
+_ACTION_FIELDS = (
+    "upload",
+    "download",
+    "delete_local",
+    "tombstone_directory",
+    "purge_directory",
+    "archive_local",
+    "archive_directory",
+    "conflicts",
+    "refused",
+    "warnings",
+)
+
+
+def _emit(
+    d: _Decision,
+    refusals: Mapping[str, str],
+    policy: Policy,
+    now: int,
+    out: dict[str, list],
+    new_entries: dict[str, BaseEntry],
+) -> None:
+    if d.hold:
+        if d.base is not None:
+            new_entries[d.key] = d.base
+        return
+    target, local, directory = d.target, d.local, d.directory
+    if d.conflict:
+        out["conflicts"].append(Conflict(d.key, local, directory, target, d.conflict))
+
+    # Local side.
+    if target is None or target.tombstone:
+        if local is not None:
+            keep = d.keep_copy or policy.keep_deleted_copy
+            reason = d.deletion_reason or "deleted elsewhere"
+            out["delete_local"].append(LocalDeletion(local, keep, reason))
+    elif local is None or local.version != target.version:
+        out["archive_local" if local and _only_archived(local, target) else "download"].append(
+            target
+        )
+
+    # Directory side.
+    refused = d.key in refusals
+    if refused:
+        out["refused"].append(Refusal(target, refusals[d.key]))  # type: ignore[arg-type]
+        out["warnings"].append(f"{d.key} not roamed: {refusals[d.key]}")
+    elif d.hold_directory:
+        pass
+    elif target is None:
+        if directory is not None:
+            out["purge_directory"].append(directory)
+    elif directory is None or directory.version != target.version:
+        if target.tombstone:
+            out["tombstone_directory"].append(target)
+        elif directory is not None and _only_archived(directory, target):
+            out["archive_directory"].append(target)
+        else:
+            out["upload"].append(target)
+
+    # The new base: what both sides agree on after the plan.
+    if refused or d.hold_directory:
+        if d.base is not None:
+            new_entries[d.key] = d.base
+    elif target is not None:
+        new_entries[d.key] = BaseEntry.of(target, now)
