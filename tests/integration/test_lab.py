@@ -183,7 +183,7 @@ def _namespace_pids(name: str) -> list[int]:
 
 
 def _is_live(pid: int) -> bool:
-    """A running process (a zombie is dead; see the role's README on PID 1 and reaping)."""
+    """A running process (a zombie awaiting PID 1's reaping is dead; see the role README)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
