@@ -15,9 +15,9 @@ description:
     defines it (OID, syntax, single-valued, linked, required searchFlags bits, property set) is
     never modified; the module fails, shows both definitions and writes nothing.
     Objects that exist and match are reported in RV(verified).
-  - O(preset=credroam) brings credroam's definitions (one table in
-    C(module_utils/credroam/schema.py)): the four native roaming attributes, verified on a
-    2008 R2+ schema and added only where missing, and credroam's own linked, confidential
+  - O(preset=credroam) brings credroam's definitions, kept in one table in
+    C(module_utils/credroam/schema.py). They are the four native roaming attributes, verified on
+    a 2008 R2+ schema and added only where missing, and credroam's own linked, confidential
     DN-Binary attributes C(credroamKeyEnvelopes) and C(credroamRoamingKeys) on the auxiliary class
     C(credroamUser), which is added to C(user).
   - Runs from the controller (ldap3); check mode and diff mode show the exact LDAP adds and
@@ -171,8 +171,8 @@ options:
   state:
     description:
       - V(present) adds what is missing.
-      - V(absent) is refused unless O(defunct=true): AD schema objects cannot be deleted, only made
-        defunct, which is irreversible in practice (OIDs and names stay taken).
+      - V(absent) is refused unless O(defunct=true), because AD schema objects cannot be
+        deleted, only made defunct, which is irreversible in practice (OIDs and names stay taken).
     type: str
     choices: [present, absent]
     default: present
@@ -423,12 +423,13 @@ def refresh_schema_cache(conn) -> None:
     check_result(conn, "schemaUpdateNow")
 
 
-_OPERATIONS = {"add": ldap3.MODIFY_ADD, "replace": ldap3.MODIFY_REPLACE}
-_OPERATIONS["delete"] = ldap3.MODIFY_DELETE
-
-
 def apply_plan(conn, plan: SchemaPlan, done: list[dict[str, Any]]) -> None:
     """Execute the plan phase by phase, recording each executed operation in ``done``."""
+    operations = {
+        "add": ldap3.MODIFY_ADD,
+        "replace": ldap3.MODIFY_REPLACE,
+        "delete": ldap3.MODIFY_DELETE,
+    }
     for phase in plan.phases():
         for op in phase:
             if isinstance(op, LdapAdd):
@@ -436,7 +437,7 @@ def apply_plan(conn, plan: SchemaPlan, done: list[dict[str, Any]]) -> None:
                 conn.add(op.dn, op.object_class, wire)
                 check_result(conn, f"adding {op.dn}")
             else:
-                changes = {k: [(_OPERATIONS[o], to_wire(k, v))] for k, (o, v) in op.changes.items()}
+                changes = {k: [(operations[o], to_wire(k, v))] for k, (o, v) in op.changes.items()}
                 conn.modify(op.dn, changes)
                 check_result(conn, f"modifying {op.dn}")
             done.append(op.as_dict())
