@@ -1,0 +1,152 @@
+"""Small filesystem helpers: atomic private writes, no-follow reads, an exclusive lock file.
+
+Everything here refuses to follow a symbolic link in the last path component (O_NOFOLLOW), and
+creates files 0600 and directories 0700 whatever the umask, because the files hold private
+keys, sealed keys and sync state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import time
+from collections.abc import Iterator
+
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "LockHeld",
+    "UnsafePath",
+    "atomic_write",
+    "ensure_private_dir",
+    "exclusive_lock",
+    "read_private",
+]
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_TEMP_PREFIX = ".tmp-"
+
+
+class UnsafePath(OSError):
+    """A path is a symbolic link, not a regular file/directory, or escapes its folder."""
+
+
+class LockHeld(OSError):
+    """Another process (or thread) holds the lock file."""
+
+
+def ensure_private_dir(path: str) -> str:
+    """Create ``path`` (and parents) 0700 if missing; refuse a symlink or non-directory."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+        os.chmod(path, DIR_MODE)  # makedirs honours the umask
+        info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafePath(errno.ENOTDIR, "not a real directory (symlink or file)", path)
+    return path
+
+
+def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old or the new file, never a mix.
+
+    A temporary file in the same directory is written, fsynced, renamed over ``path`` and the
+    directory fsynced. On any error the temporary file is removed and ``path`` is untouched.
+    A symbolic link at ``path`` is replaced, never followed.
+    """
+    directory = os.path.dirname(path) or "."
+    temp = os.path.join(directory, f"{_TEMP_PREFIX}{os.path.basename(path)}.{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)  # left by a crashed earlier run of this process id
+    fd = os.open(temp, flags, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # os.open honours the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_private(path: str, max_size: int) -> bytes:
+    """Read a regular file without following a symlink; refuse one larger than ``max_size``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(errno.ELOOP, "refusing to follow a symbolic link", path) from exc
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafePath(errno.EINVAL, "not a regular file", path)
+        if info.st_size > max_size:
+            raise UnsafePath(errno.EFBIG, f"file larger than {max_size} bytes", path)
+        return handle.read(max_size + 1)[:max_size]
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, timeout: float | None = 0, what: str = "") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600) for the ``with`` block.
+
+    ``timeout`` 0 fails at once, None waits as long as it takes, a number waits that many
+    seconds. Raises ``LockHeld`` naming the lock file and ``what`` it protects. The lock goes
+    with the process, so a crashed sync never leaves a stale lock behind.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(errno.ELOOP, "lock file is a symbolic link", path) from exc
+        raise
+    try:
+        _acquire(fd, path, timeout, what)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, path: str, timeout: float | None, what: str) -> None:
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                subject = f" ({what})" if what else ""
+                raise LockHeld(
+                    errno.EWOULDBLOCK,
+                    f"another credroam sync holds the lock{subject}; try again when it ends",
+                    path,
+                ) from None
+            time.sleep(0.05)
