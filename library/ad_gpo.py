@@ -120,6 +120,14 @@ options:
         higher version, recreating missing folders.
     type: bool
     default: false
+  security_filtering:
+    description:
+      - Groups (sAMAccountName, DN or SID) that get "Apply Group Policy" on the GPO; every other
+        Apply Group Policy ACE, including the default one of Authenticated Users, is removed.
+        Each group also gets Read; Authenticated Users keep Read, which clients need.
+      - Not given means the ACL is not managed.
+    type: list
+    elements: str
   publish_admx:
     description:
       - Render credroam's administrative templates and write them to SYSVOL; C(credroam.admx)
@@ -212,6 +220,11 @@ links:
   description: Containers linking the GPO after the run, with enabled, enforced and order.
   returned: state=present and links given
   type: dict
+security_filtering:
+  description: SIDs holding Apply Group Policy after the run.
+  returned: state=present and security_filtering given
+  type: list
+  elements: str
 operations:
   description:
     - Every write performed (or, in check mode, that would be), in order; kind is one of
@@ -302,6 +315,7 @@ def argument_spec() -> dict:
         },
         links_exclusive={"type": "bool", "default": False},
         repair_version_mismatch={"type": "bool", "default": False},
+        security_filtering={"type": "list", "elements": "str"},
         publish_admx={"type": "bool", "default": False},
         admx_template_dir={"type": "path"},
         smb_server={"type": "str"},
@@ -329,6 +343,7 @@ def build_request(params: dict, check_mode: bool) -> GpoRequest:
         links=links,
         links_exclusive=params["links_exclusive"],
         repair_version_mismatch=params["repair_version_mismatch"],
+        security_filtering=params.get("security_filtering"),
         check_mode=check_mode,
     )
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ldap3
+from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
 from . import preg
@@ -40,6 +41,7 @@ from .gpo import (
     remove_link,
     update_gpt_ini,
 )
+from .secdesc import AUTHENTICATED_USERS, SecurityDescriptor, format_sid, security_filter
 from .sysvol import Sysvol
 
 __all__ = ["GpoApplier", "GpoRequest", "LinkRequest"]
@@ -75,6 +77,7 @@ class GpoRequest:
     links: list[LinkRequest] | None = None
     links_exclusive: bool = False
     repair_version_mismatch: bool = False
+    security_filtering: list[str] | None = None  # group names, DNs or SIDs; None = unmanaged
     files: Mapping[str, bytes] = field(
         default_factory=dict
     )  # extra SYSVOL files, Policies-relative
@@ -293,17 +296,20 @@ class GpoApplier:
             self._ldap_modify(gpc.dn, gpc_changes)
 
         links_before, links_after = self._apply_links(gpc.guid, request)
+        filter_before, filter_after = self._apply_security_filtering(gpc, request, created)
         before = {
             "exists": not created,
             "registry_values": change.before,
             "version": _version_view(ad_version, sysvol_version),
             "links": links_before,
+            "security_filtering": filter_before,
         }
         after = {
             "exists": True,
             "registry_values": change.after,
             "version": _version_view(new_version, new_version if gpt_written else sysvol_version),
             "links": links_after,
+            "security_filtering": filter_after,
         }
         result = self._result(bool(self.operations), gpc, before, after)
         result.update(
@@ -312,6 +318,7 @@ class GpoApplier:
             version_mismatch_found=mismatch,
             registry_values=change.after,
             links=links_after,
+            security_filtering=filter_after,
         )
         return result
 
@@ -383,6 +390,48 @@ class GpoApplier:
         if not self.check_mode:
             self.conn.modify(target, {"gPLink": [(ldap3.MODIFY_REPLACE, [value] if value else [])]})
             check_result(self.conn, f"writing gPLink of {target}")
+
+    # --- security filtering ----------------------------------------------------------------
+    def _resolve_sid(self, principal: str) -> str:
+        if principal.upper().startswith("S-1-"):
+            return principal.upper()
+        if principal.lower() in ("authenticated users", "nt authority\\authenticated users"):
+            return AUTHENTICATED_USERS
+        if "=" in principal:
+            found = self._search(principal, "(objectClass=*)", ldap3.BASE, ["objectSid"])
+        else:
+            flt = f"(sAMAccountName={escape_filter_chars(principal)})"
+            found = self._search(self.domain_dn, flt, ldap3.SUBTREE, ["objectSid"])
+        if len(found) != 1:
+            raise GpoError(f"security_filtering: no single account {principal!r} in the domain")
+        return format_sid(found[0]["raw_attributes"]["objectSid"][0])
+
+    def _apply_security_filtering(
+        self, gpc: _Gpc, request: GpoRequest, created: bool
+    ) -> tuple[list[str] | None, list[str] | None]:
+        if request.security_filtering is None:
+            return None, None
+        sids = [self._resolve_sid(p) for p in request.security_filtering]
+        controls = security_descriptor_control(sdflags=0x04)  # DACL only
+        if created and self.check_mode:
+            return [AUTHENTICATED_USERS], sorted(set(sids))
+        self.conn.search(gpc.dn, "(objectClass=*)", ldap3.BASE,
+                         attributes=["nTSecurityDescriptor"], controls=controls)  # fmt: skip
+        check_result(self.conn, f"reading the ACL of {gpc.dn}")
+        raw = self.conn.response[0]["raw_attributes"]["nTSecurityDescriptor"][0]
+        current = SecurityDescriptor.parse(raw)
+        wanted = security_filter(current, sids)
+        if wanted.aces != current.aces:
+            self._record("ldap_modify", gpc.dn, replace={"nTSecurityDescriptor": "DACL: "
+                         f"Apply Group Policy for {', '.join(wanted.apply_trustees)}"})  # fmt: skip
+            if not self.check_mode:
+                self.conn.modify(
+                    gpc.dn,
+                    {"nTSecurityDescriptor": [(ldap3.MODIFY_REPLACE, [wanted.pack()])]},
+                    controls=controls,
+                )
+                check_result(self.conn, f"writing the ACL of {gpc.dn}")
+        return current.apply_trustees, wanted.apply_trustees
 
     # --- result ----------------------------------------------------------------------------
     def _result(self, changed: bool, gpc: _Gpc | None, before: dict, after: dict) -> dict:

@@ -195,6 +195,21 @@ def test_link_to_the_roaming_ou_agrees_with_samba_tool(lab, gpo, name, state):
     assert ad_version(lab, state["guid"]) == GpoVersion(2, 0), "links are not content"
 
 
+def test_security_filtering_gives_apply_to_the_group_only(lab, gpo, name, state):
+    dn = f"CN={state['guid']},CN=Policies,CN=System,{lab.base_dn}"
+    result = gpo(name=name, security_filtering=["Domain Users"])
+    assert result["changed"]
+    acl = lab.dc(0).run(
+        "samba-tool", "dsacl", "get", f"--objectdn={dn}", "-H", f"ldap://{lab.dc(0).fqdn}",
+        f"-U{lab.admin.name}%{lab.admin.password}",
+    ).stdout  # fmt: skip
+    apply_right = "(OA;CI;CR;edacfd8f-ffb3-11d1-b41d-00a0c968f939;;"
+    assert apply_right + "DU)" in acl
+    assert apply_right + "AU)" not in acl
+    assert "(A;CI;RPLCLORC;;;AU)" in acl, "Authenticated Users keep Read"
+    assert not gpo(name=name, security_filtering=["Domain Users"])["changed"]
+
+
 def test_version_mismatch_is_reported_then_repaired(lab, gpo, name, state):
     guid = state["guid"]
     gpt = sysvol_dir(lab) / guid / "GPT.INI"
