@@ -267,3 +267,23 @@ def test_wait_for_replication_times_out_naming_the_lagging_dc(credroam_schema: L
     assert result.get("failed") is True
     assert f"{lab.dc(1).fqdn} lacks unreachable" in result["msg"]
     assert lab.dc(0).fqdn not in result["msg"].split("s:", 1)[1]
+
+
+def test_defunct_on_request_unlinks_and_defuncts_once(lab: Lab):
+    defs = unique_definitions()
+    attribute, klass = defs["attributes"][0]["name"], defs["classes"][0]["name"]
+    assert run_module(lab, **defs)["changed"] is True
+
+    refused = run_module(lab, state="absent", **defs)
+    assert refused.get("failed") is True and read_schema_object(lab, klass) is not None
+
+    defunct = run_module(lab, state="absent", defunct=True, **defs)
+
+    assert defunct["changed"] is True, defunct
+    assert klass not in read_schema_object(lab, "user").get("auxiliaryclass", [])
+    assert read_schema_object(lab, klass)["isdefunct"] == ["TRUE"]
+    assert read_schema_object(lab, attribute)["isdefunct"] == ["TRUE"]
+    assert run_module(lab, state="absent", defunct=True, **defs)["changed"] is False
+    # A defunct definition is never silently revived.
+    revived = run_module(lab, **defs)
+    assert revived.get("failed") is True and "it is defunct" in revived["msg"]
