@@ -158,6 +158,8 @@ def test_bringing_the_lab_up_again_changes_nothing(lab: Lab) -> None:
     again = lab_playbook(**CITEST, state="present")
     assert again.returncode == 0, again.output[-4000:]
     assert again.changed == 0, again.output[-4000:]
+    checked = lab_playbook(**CITEST, state="present", check_mode=True)
+    assert checked.returncode == 0 and checked.changed == 0, checked.output[-4000:]
     assert lab.is_up()  # the same processes still serve
 
 
