@@ -561,7 +561,7 @@ def read_filter(defs: SchemaDefinitions) -> str:
     for c in defs.classes:
         terms += [f"(lDAPDisplayName={c.name})", f"(cn={c.cn})", f"(governsID={c.governs_id})"]
     for e in defs.extensions:
-        terms.append(f"(lDAPDisplayName={e.class_name})")
+        terms += [f"(lDAPDisplayName={name})" for name in (e.class_name, *e.auxiliary)]
     terms = list(dict.fromkeys(_escape_term(t) for t in terms))
     return f"(|{''.join(terms)})"
 
@@ -790,6 +790,86 @@ def _find(entries: Sequence[Mapping[str, Any]], name: str, cn: str, oid: str) ->
     return [e for e in entries if _matches(e, name, cn, oid)]
 
 
+def _check_existing(
+    kind: str,
+    ours: AttributeDef | ClassDef,
+    found: Sequence[Mapping[str, Any]],
+    summarize: Callable[[Mapping[str, Any]], dict[str, Any]],
+    differences: Callable[[Any, Mapping[str, Any]], list[str]],
+) -> list[str]:
+    """Conflict messages for every live object sharing a name, cn or OID with ``ours``."""
+    conflicts = []
+    for entry in found:
+        live = summarize(entry)
+        why = differences(ours, live)
+        if _eq(_one(entry, "isDefunct"), "TRUE"):
+            why = [*why, "it is defunct"]
+        if why:
+            conflicts.append(
+                _conflict_message(kind, ours.summary(), live, ", ".join(why) + " differ")
+            )
+    return conflicts
+
+
+def _plan_add(plan: SchemaPlan, add: LdapAdd, phase: list[LdapAdd]) -> None:
+    phase.append(add)
+    plan.before[add.dn] = None
+    plan.after[add.dn] = add.as_dict()
+
+
+def _plan_class_may_contain(plan: SchemaPlan, c: ClassDef, entry: Mapping[str, Any]) -> list[str]:
+    """Add attributes of ours missing from our class's mayContain; a native class is a conflict."""
+    live = _live_class_summary(entry)
+    have = {n.lower() for n in live["mayContain"]}
+    missing = [n for n in c.may_contain if n.lower() not in have]
+    if missing and c.native:
+        return [
+            _conflict_message("class", c.summary(), live, "mayContain lacks " + ", ".join(missing))
+        ]
+    if missing:
+        _add_values(plan, entry, "mayContain", missing)
+    else:
+        plan.verified.append(c.name)
+    return []
+
+
+def _plan_extension(
+    plan: SchemaPlan,
+    ext: ClassExtension,
+    entries: Sequence[Mapping[str, Any]],
+    our_classes: set[str],
+) -> list[str]:
+    live_entries = [e for e in entries if not _eq(_one(e, "isDefunct"), "TRUE")]
+    target = [
+        e
+        for e in live_entries
+        if _eq(_one(e, "lDAPDisplayName"), ext.class_name) and _is_class(e, "classSchema")
+    ]
+    if not target:
+        return [f"class {ext.class_name} to extend is not in the schema"]
+    have = {
+        n.lower()
+        for n in (*target[0].get("auxiliaryclass", []), *target[0].get("systemauxiliaryclass", []))
+    }
+    missing = [a for a in ext.auxiliary if a.lower() not in have]
+    unknown = [
+        a
+        for a in missing
+        if a.lower() not in our_classes
+        and not any(_eq(_one(e, "lDAPDisplayName"), a) for e in live_entries)
+    ]
+    if unknown:
+        return [
+            f"extension of {ext.class_name}: auxiliary class(es) {', '.join(unknown)} are "
+            "neither defined here nor in the schema"
+        ]
+    if missing:
+        _add_values(plan, target[0], "auxiliaryClass", missing)
+    else:
+        plan.verified.append(f"{ext.class_name}.auxiliaryClass")
+    return []
+
+
 def plan_present(
     defs: SchemaDefinitions, entries: Sequence[Mapping[str, Any]], schema_dn: str
 ) -> SchemaPlan:
@@ -800,95 +880,31 @@ def plan_present(
     """
     plan = SchemaPlan()
     conflicts: list[str] = []
-    defunct = [e for e in entries if _eq(_one(e, "isDefunct"), "TRUE")]
-    live_entries = [e for e in entries if e not in defunct]
-
     for d in defs.attributes:
         found = _find(entries, d.name, d.cn, d.attribute_id)
         if not found:
-            add = attribute_add(d, schema_dn)
-            plan.attribute_adds.append(add)
-            plan.before[add.dn] = None
-            plan.after[add.dn] = add.as_dict()
+            _plan_add(plan, attribute_add(d, schema_dn), plan.attribute_adds)
             continue
-        attribute_ok = True
-        for entry in found:
-            live = _live_attribute_summary(entry)
-            why = _attribute_differences(d, live)
-            if entry in defunct:
-                why = [*why, "it is defunct"]
-            if why:
-                attribute_ok = False
-                conflicts.append(
-                    _conflict_message("attribute", d.summary(), live, ", ".join(why) + " differ")
-                )
-        if attribute_ok:
+        clashes = _check_existing(
+            "attribute", d, found, _live_attribute_summary, _attribute_differences
+        )
+        conflicts += clashes
+        if not clashes:
             plan.verified.append(d.name)
 
     for c in defs.classes:
         found = _find(entries, c.name, c.cn, c.governs_id)
         if not found:
-            add = class_add(c, schema_dn)
-            plan.class_adds.append(add)
-            plan.before[add.dn] = None
-            plan.after[add.dn] = add.as_dict()
+            _plan_add(plan, class_add(c, schema_dn), plan.class_adds)
             continue
-        class_ok = True
-        for entry in found:
-            live = _live_class_summary(entry)
-            why = _class_differences(c, live)
-            if entry in defunct:
-                why = [*why, "it is defunct"]
-            if why:
-                class_ok = False
-                conflicts.append(
-                    _conflict_message("class", c.summary(), live, ", ".join(why) + " differ")
-                )
-        if class_ok and len(found) == 1:
-            live = _live_class_summary(found[0])
-            have = {n.lower() for n in live["mayContain"]}
-            missing = [n for n in c.may_contain if n.lower() not in have]
-            if missing and c.native:
-                conflicts.append(
-                    _conflict_message(
-                        "class", c.summary(), live, "mayContain lacks " + ", ".join(missing)
-                    )
-                )
-            elif missing:
-                _add_values(plan, found[0], "mayContain", missing)
-            else:
-                plan.verified.append(c.name)
+        clashes = _check_existing("class", c, found, _live_class_summary, _class_differences)
+        conflicts += clashes
+        if not clashes:  # exactly one object matched every identity of ours
+            conflicts += _plan_class_may_contain(plan, c, found[0])
 
     our_classes = {c.name.lower() for c in defs.classes}
     for ext in defs.extensions:
-        target = [
-            e
-            for e in live_entries
-            if _eq(_one(e, "lDAPDisplayName"), ext.class_name) and _is_class(e, "classSchema")
-        ]
-        if not target:
-            conflicts.append(f"class {ext.class_name} to extend is not in the schema")
-            continue
-        have = {
-            n.lower()
-            for n in (
-                *target[0].get("auxiliaryclass", []),
-                *target[0].get("systemauxiliaryclass", []),
-            )
-        }
-        missing = [a for a in ext.auxiliary if a.lower() not in have]
-        unknown = [
-            a for a in missing if a.lower() not in our_classes and not _find(live_entries, a, a, "")
-        ]
-        if unknown:
-            conflicts.append(
-                f"extension of {ext.class_name}: auxiliary class(es) {', '.join(unknown)} are "
-                "neither defined here nor in the schema"
-            )
-        elif missing:
-            _add_values(plan, target[0], "auxiliaryClass", missing)
-        else:
-            plan.verified.append(f"{ext.class_name}.auxiliaryClass")
+        conflicts += _plan_extension(plan, ext, entries, our_classes)
 
     if conflicts:
         raise SchemaConflict(conflicts)

@@ -417,3 +417,19 @@ def test_wait_times_out_naming_lagging_and_unreachable_dcs():
     }
     assert clock.now == 30
     assert max(clock.sleeps) <= 10
+
+
+def test_extending_with_an_existing_class_of_someone_else_needs_only_the_link():
+    defs = definitions_from_params(extend=[{"class": "user", "auxiliary": ["shadowAccount"]}])
+    assert "(lDAPDisplayName=shadowAccount)" in schema.read_filter(defs)
+    shadow = {
+        "dn": f"CN=ShadowAccount,{SCHEMA_DN}",
+        "objectclass": ["top", "classSchema"],
+        "ldapdisplayname": ["shadowAccount"],
+    }
+    plan = plan_present(defs, [user_class(), shadow], SCHEMA_DN)
+    assert [m.changes for m in plan.class_modifies] == [
+        {"auxiliaryClass": ("add", ["shadowAccount"])}
+    ]
+    with pytest.raises(SchemaConflict, match="shadowAccount are neither defined here nor"):
+        plan_present(defs, [user_class()], SCHEMA_DN)
