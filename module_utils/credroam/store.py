@@ -1,0 +1,448 @@
+"""Local certificate stores behind one small interface, and the file store for Linux.
+
+``CertificateStore`` is what sync needs from a host. Contract for every implementation:
+
+- ``items()`` (alias ``list_items()``) returns the live and archived items of the user's MY and
+  REQUEST stores, keyed by ``Item.key`` (``%<type>\\<identifier>``), never tombstones. Each
+  ``content_hash`` is the SHA-256 of the canonical payload (see ``credroam.reconcile``).
+  Private keys are items of kind KEY whose ``owner`` is their certificate or request; a key
+  without one is not listed (RoamUnaffiliatedKeys is off). Smart-card items are flagged.
+- ``read(item)`` returns the canonical payload: DER certificate, DER request, PKCS#8 DER key.
+- ``write(item, payload)`` creates or replaces the item atomically, archived or not as
+  ``item.archived`` says, and records ``item.modified`` so the next listing reports the same
+  version. It refuses a payload that does not match ``item.content_hash`` or the identifier.
+- ``delete(item, keep_copy=...)`` removes it (a missing item is not an error); with
+  ``keep_copy`` the payload is moved to a recovery area that ``items()`` does not list.
+- ``archive(item)`` marks a live item archived (expired certificates), keeping it.
+- ``lock(timeout)`` is a context manager giving one sync of one user exclusive use.
+Every identifier is untrusted (it may come from the directory, CVE-2022-30170): it passes
+``tokens.validate_identifier`` and derived paths are checked to stay inside the store.
+
+Room is left for an NSS database (certutil/pk12util, or python-nss) and for Windows
+(CurrentUser\\My and \\REQUEST through crypt32 or PowerShell); neither is implemented.
+
+``FileStore`` layout (every directory 0700, every file 0600)::
+
+    <root>/.lock                 flock of the running sync
+    <root>/index.json            metadata sidecar: key -> modified, content_hash, archived
+    <root>/MY/<ID>.cert.pem      certificate (token type 3; .cng.cert.pem for type 7)
+    <root>/MY/<ID>.key.pem       PKCS#8 private key of that certificate (token type 9)
+    <root>/REQUEST/<ID>.csr.pem  certificate request (type 4; .cng.csr.pem for type 8), key
+    <root>/archive/MY/...        archived items, same names
+    <root>/recovery/...          copies of deleted items, never listed
+
+``<ID>`` is the upper-case SHA-1 of the DER (the thumbprint Windows uses); a private key file
+carries the identifier of its certificate or request. Item times come from the sidecar index,
+not from file mtimes (a copy or a restore changes mtimes, not content): a file whose content
+hash matches its index entry has the recorded time; a file changed or added by hand gets its
+mtime, but never a time earlier than the recorded one, so the change wins as the newest.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Mapping
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .fsutil import atomic_write, ensure_private_dir, exclusive_lock, read_private
+from .reconcile import Item, ItemKind, StoreName
+from .timestamps import to_filetime
+from .tokens import TokenError, TokenType, validate_identifier
+
+__all__ = ["MAX_PAYLOAD", "CertificateStore", "FileStore", "StoreError"]
+
+MAX_PAYLOAD = 1024 * 1024
+_TICKS_PER_SECOND_NS = 100  # FILETIME ticks are 100 ns
+_FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
+_INDEX_VERSION = 1
+
+
+class StoreError(Exception):
+    """A store operation failed; the message names the item or file at fault."""
+
+
+class CertificateStore(Protocol):
+    """A user's local MY and REQUEST stores (contract in the module docstring)."""
+
+    def items(self) -> dict[str, Item]: ...
+
+    def read(self, item: Item | str) -> bytes: ...
+
+    def write(self, item: Item, payload: bytes) -> None: ...
+
+    def delete(self, item: Item | str, *, keep_copy: bool = False) -> None: ...
+
+    def archive(self, item: Item | str) -> None: ...
+
+    def lock(self, timeout: float | None = 0) -> contextlib.AbstractContextManager[None]: ...
+
+
+# One row per token type the file store holds: kind, suffix, PEM label, folder (None: a key,
+# which lives beside its owner).
+_LAYOUT: dict[TokenType, tuple[ItemKind, str, str, StoreName | None]] = {
+    TokenType.CERTIFICATE: (ItemKind.CERTIFICATE, ".cert.pem", "CERTIFICATE", StoreName.MY),
+    TokenType.CNG_CERTIFICATE: (
+        ItemKind.CERTIFICATE,
+        ".cng.cert.pem",
+        "CERTIFICATE",
+        StoreName.MY,
+    ),
+    TokenType.REQUEST: (ItemKind.REQUEST, ".csr.pem", "CERTIFICATE REQUEST", StoreName.REQUEST),
+    TokenType.CNG_REQUEST: (
+        ItemKind.REQUEST,
+        ".cng.csr.pem",
+        "CERTIFICATE REQUEST",
+        StoreName.REQUEST,
+    ),
+    TokenType.CNG_KEY: (ItemKind.KEY, ".key.pem", "PRIVATE KEY", None),
+}
+_TYPE_OF_SUFFIX = {suffix: token_type for token_type, (_, suffix, _, _) in _LAYOUT.items()}
+_FILE_NAME = re.compile(r"(?P<identifier>[0-9A-F]{40})(?P<suffix>(?:\.[a-z]+)+)")
+_KEY_RE = re.compile(r"%(?P<type>[0-9])\\(?P<identifier>.+)", re.DOTALL)
+_OWNER_TYPES = {
+    StoreName.MY: (TokenType.CERTIFICATE, TokenType.CNG_CERTIFICATE),
+    StoreName.REQUEST: (TokenType.REQUEST, TokenType.CNG_REQUEST),
+}
+
+
+def _split_key(key: str) -> tuple[TokenType, str]:
+    """(type, identifier) of an item key, both checked; raises StoreError."""
+    match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
+    if match is None:
+        raise StoreError(f"item key {key!r:.80} is not %<type>\\<identifier>")
+    try:
+        token_type = TokenType(int(match["type"]))
+        identifier = validate_identifier(token_type, match["identifier"])
+    except (TokenError, ValueError) as exc:
+        raise StoreError(f"item key {key!r:.80} refused: {exc}") from exc
+    if token_type not in _LAYOUT:
+        raise StoreError(f"item key {key}: the file store does not hold token type {token_type}")
+    return token_type, identifier
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    body = base64.encodebytes(der).replace(b"\n", b"")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"\n".join(
+        [f"-----BEGIN {label}-----".encode(), *lines, f"-----END {label}-----".encode(), b""]
+    )
+
+
+def _unpem(label: str, data: bytes) -> bytes:
+    """The DER of exactly one PEM block with ``label``; ValueError otherwise."""
+    lines = data.decode("ascii").strip().splitlines()
+    if len(lines) < 3 or lines[0] != f"-----BEGIN {label}-----":
+        raise ValueError(f"not a single PEM {label} block")
+    if lines[-1] != f"-----END {label}-----":
+        raise ValueError(f"PEM {label} block is not terminated")
+    try:
+        return base64.b64decode("".join(line.strip() for line in lines[1:-1]), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"bad base64 in PEM {label}: {exc}") from None
+
+
+def _thumbprint(der: bytes) -> str:
+    return hashlib.sha1(der).hexdigest().upper()
+
+
+def _check_payload(token_type: TokenType, identifier: str, der: bytes) -> int | None:
+    """Validate a payload against its type and identifier; return the expiry (FILETIME)."""
+    kind = _LAYOUT[token_type][0]
+    if kind is ItemKind.KEY:
+        serialization.load_der_private_key(der, password=None)
+        return None
+    if _thumbprint(der) != identifier:
+        raise ValueError(f"SHA-1 of the content is {_thumbprint(der)}, not {identifier}")
+    if kind is ItemKind.REQUEST:
+        x509.load_der_x509_csr(der)
+        return None
+    return to_filetime(x509.load_der_x509_certificate(der).not_valid_after_utc)
+
+
+def _filetime_of_mtime(info: os.stat_result) -> int:
+    return _FILETIME_UNIX_EPOCH + info.st_mtime_ns // _TICKS_PER_SECOND_NS
+
+
+class FileStore:
+    """The user's MY and REQUEST stores as PEM files under ``root`` (layout in module doc).
+
+    ``problems`` collects files that ``items()`` skipped and why (symlinks, names that do not
+    match their content, unreadable or foreign files), for the sync report.
+    """
+
+    def __init__(self, root: str) -> None:
+        ensure_private_dir(root)
+        self.root = os.path.realpath(root)
+        self.problems: list[str] = []
+
+    # --- paths -------------------------------------------------------------------------------
+    def _folder(self, store: StoreName, archived: bool, create: bool = False) -> str:
+        parts = (["archive"] if archived else []) + [store.value]
+        path = self.root
+        for part in parts:
+            path = os.path.join(path, part)
+            if create:
+                ensure_private_dir(path)
+        return path
+
+    def _inside(self, folder: str, name: str) -> str:
+        """``folder/name`` after checking it stays inside ``folder`` and is no symlink."""
+        path = os.path.join(folder, name)
+        if os.path.realpath(folder) != folder:
+            raise StoreError(f"store folder {folder} is reached through a symbolic link")
+        if os.path.dirname(os.path.normpath(path)) != folder:
+            raise StoreError(f"path {path!r:.120} leaves its folder {folder}")
+        if os.path.islink(path):
+            raise StoreError(f"refusing the symbolic link planted at {path}")
+        if os.path.commonpath([os.path.realpath(path), folder]) != folder:
+            raise StoreError(f"path {path!r:.120} resolves outside {folder}")
+        return path
+
+    def _candidates(self, key: str) -> list[tuple[str, StoreName, bool]]:
+        """Where the item of ``key`` may live: (path, store, archived), validated."""
+        token_type, identifier = _split_key(key)
+        _, suffix, _, store = _LAYOUT[token_type]
+        stores = [store] if store is not None else list(StoreName)
+        found = []
+        for candidate_store in stores:
+            for archived in (False, True):
+                folder = self._folder(candidate_store, archived)
+                found.append((self._inside(folder, identifier + suffix), candidate_store, archived))
+        return found
+
+    def _locate(self, key: str) -> tuple[str, StoreName, bool] | None:
+        for path, store, archived in self._candidates(key):
+            if os.path.lexists(path):
+                return path, store, archived
+        return None
+
+    # --- the metadata sidecar ------------------------------------------------------------------
+    def _index_path(self) -> str:
+        return os.path.join(self.root, "index.json")
+
+    def _load_index(self) -> dict[str, dict]:
+        try:
+            document = json.loads(read_private(self._index_path(), MAX_PAYLOAD * 16))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            self.problems.append(f"index {self._index_path()} unusable ({exc}); using mtimes")
+            return {}
+        if not isinstance(document, dict) or document.get("version") != _INDEX_VERSION:
+            document = {}
+        entries = document.get("items")
+        if not isinstance(entries, dict):
+            self.problems.append(f"index {self._index_path()} has an unknown format; ignored")
+            return {}
+        return {
+            key: entry
+            for key, entry in entries.items()
+            if isinstance(entry, dict)
+            and isinstance(entry.get("modified"), int)
+            and isinstance(entry.get("content_hash"), str)
+        }
+
+    def _save_index(self, index: Mapping[str, dict]) -> None:
+        document = {"version": _INDEX_VERSION, "items": dict(sorted(index.items()))}
+        atomic_write(self._index_path(), json.dumps(document, indent=1).encode() + b"\n")
+
+    # --- listing -------------------------------------------------------------------------------
+    def items(self) -> dict[str, Item]:
+        self.problems = []
+        index = self._load_index()
+        found: dict[str, Item] = {}
+        keys: list[tuple[str, str, StoreName, bool, TokenType, str]] = []
+        for store in StoreName:
+            for archived in (False, True):
+                folder = self._folder(store, archived)
+                for name in sorted(self._names(folder)):
+                    parsed = self._parse_name(folder, name, store)
+                    if parsed is not None:
+                        keys.append((folder, name, store, archived, *parsed))
+        # Certificates and requests first: a key takes its owner's expiry.
+        keys.sort(key=lambda entry: _LAYOUT[entry[4]][0] is ItemKind.KEY)
+        for folder, name, store, archived, token_type, identifier in keys:
+            item = self._item(folder, name, store, archived, token_type, identifier, index, found)
+            if item is None:
+                continue
+            if item.key in found:
+                self.problems.append(f"{item.key} is both archived and active; archived ignored")
+                continue
+            found[item.key] = item
+        return found
+
+    list_items = items
+
+    def _names(self, folder: str) -> list[str]:
+        try:
+            info = os.lstat(folder)
+        except FileNotFoundError:
+            return []
+        if not stat.S_ISDIR(info.st_mode):
+            self.problems.append(f"{folder} is not a real directory; skipped")
+            return []
+        return [name for name in os.listdir(folder) if not name.startswith(".tmp-")]
+
+    def _parse_name(self, folder: str, name: str, store: StoreName) -> tuple[TokenType, str] | None:
+        match = _FILE_NAME.fullmatch(name)
+        token_type = _TYPE_OF_SUFFIX.get(match["suffix"]) if match else None
+        if match is None or token_type is None:
+            self.problems.append(f"{os.path.join(folder, name)}: not a store file name; skipped")
+            return None
+        expected_store = _LAYOUT[token_type][3]
+        if expected_store not in (None, store):
+            self.problems.append(f"{os.path.join(folder, name)}: belongs in {expected_store}")
+            return None
+        return token_type, match["identifier"]
+
+    def _item(
+        self,
+        folder: str,
+        name: str,
+        store: StoreName,
+        archived: bool,
+        token_type: TokenType,
+        identifier: str,
+        index: Mapping[str, dict],
+        found: Mapping[str, Item],
+    ) -> Item | None:
+        path = os.path.join(folder, name)
+        kind, _, label, _ = _LAYOUT[token_type]
+        key = f"%{token_type.value}\\{identifier}"
+        owner = None
+        if kind is ItemKind.KEY:
+            owner = next(
+                (
+                    found[k]
+                    for t in _OWNER_TYPES[store]
+                    if (k := f"%{t.value}\\{identifier}") in found
+                ),
+                None,
+            )
+            if owner is None:
+                self.problems.append(f"{path}: private key without its certificate; not roamed")
+                return None
+        try:
+            self._inside(folder, name)
+            info = os.lstat(path)
+            der = _unpem(label, read_private(path, MAX_PAYLOAD))
+            expires = _check_payload(token_type, identifier, der)
+        except (StoreError, OSError, ValueError, UnicodeDecodeError) as exc:
+            self.problems.append(f"{path}: {exc}; skipped")
+            return None
+        content_hash = hashlib.sha256(der).hexdigest()
+        recorded = index.get(key, {})
+        if recorded.get("content_hash") == content_hash:
+            modified = recorded["modified"]
+        else:  # changed or added outside credroam: newer than anything recorded
+            modified = max(_filetime_of_mtime(info), recorded.get("modified", -1) + 1)
+        return Item(
+            key=key,
+            store=store,
+            kind=kind,
+            modified=modified,
+            content_hash=content_hash,
+            size=len(der),
+            archived=archived,
+            expires=owner.expires if owner is not None else expires,
+            owner=owner.key if owner is not None else None,
+        )
+
+    # --- reading and writing -------------------------------------------------------------------
+    def read(self, item: Item | str) -> bytes:
+        key = item.key if isinstance(item, Item) else item
+        location = self._locate(key)
+        if location is None:
+            raise StoreError(f"{key} is not in the store {self.root}")
+        token_type, _ = _split_key(key)
+        try:
+            return _unpem(_LAYOUT[token_type][2], read_private(location[0], MAX_PAYLOAD))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise StoreError(f"cannot read {key} from {location[0]}: {exc}") from exc
+
+    def _target_store(self, item: Item, token_type: TokenType) -> StoreName:
+        folder = _LAYOUT[token_type][3]
+        if folder is not None:
+            return folder
+        if item.owner is None:
+            raise StoreError(f"private key {item.key} has no owner certificate or request")
+        owner_type, owner_id = _split_key(item.owner)
+        if _LAYOUT[owner_type][0] is ItemKind.KEY or owner_id != _split_key(item.key)[1]:
+            raise StoreError(f"private key {item.key} cannot belong to {item.owner}")
+        return _LAYOUT[owner_type][3]  # type: ignore[return-value]
+
+    def write(self, item: Item, payload: bytes) -> None:
+        if item.tombstone:
+            raise StoreError(f"{item.key}: a tombstone is not written to a local store")
+        token_type, identifier = _split_key(item.key)
+        if len(payload) > MAX_PAYLOAD:
+            raise StoreError(f"{item.key}: payload of {len(payload)} bytes is too large")
+        if hashlib.sha256(payload).hexdigest() != item.content_hash:
+            raise StoreError(f"{item.key}: payload does not match the item's content hash")
+        try:
+            _check_payload(token_type, identifier, payload)
+        except ValueError as exc:
+            raise StoreError(f"{item.key}: payload refused: {exc}") from exc
+        store = self._target_store(item, token_type)
+        _, suffix, label, _ = _LAYOUT[token_type]
+        folder = self._folder(store, item.archived, create=True)
+        path = self._inside(folder, identifier + suffix)
+        previous = self._locate(item.key)
+        try:
+            atomic_write(path, _pem(label, payload))
+        except OSError as exc:
+            raise StoreError(f"cannot write {item.key} to {path}: {exc}") from exc
+        if previous is not None and previous[0] != path:
+            os.unlink(previous[0])  # it moved between active and archive
+        index = self._load_index()
+        index[item.key] = {
+            "modified": item.modified,
+            "content_hash": item.content_hash,
+            "archived": item.archived,
+        }
+        self._save_index(index)
+
+    def delete(self, item: Item | str, *, keep_copy: bool = False) -> None:
+        key = item.key if isinstance(item, Item) else item
+        location = self._locate(key)
+        if location is not None:
+            path = location[0]
+            if keep_copy:
+                recovery = ensure_private_dir(os.path.join(self.root, "recovery"))
+                index = self._load_index()
+                stamp = index.get(key, {}).get("modified", 0)
+                os.replace(path, self._inside(recovery, f"{os.path.basename(path)}.{stamp}"))
+            else:
+                os.unlink(path)
+        index = self._load_index()
+        if index.pop(key, None) is not None:
+            self._save_index(index)
+
+    def archive(self, item: Item | str) -> None:
+        key = item.key if isinstance(item, Item) else item
+        location = self._locate(key)
+        if location is None:
+            raise StoreError(f"{key} is not in the store {self.root}")
+        path, store, archived = location
+        if archived:
+            return
+        folder = self._folder(store, True, create=True)
+        os.replace(path, self._inside(folder, os.path.basename(path)))
+        index = self._load_index()
+        if key in index:
+            index[key]["archived"] = True
+            self._save_index(index)
+
+    def lock(self, timeout: float | None = 0) -> contextlib.AbstractContextManager[None]:
+        """Exclusive use of this store for one sync; raises ``fsutil.LockHeld`` if busy."""
+        return exclusive_lock(os.path.join(self.root, ".lock"), timeout, f"store {self.root}")

@@ -1,0 +1,414 @@
+"""The Linux file store: layout, permissions, atomic writes, locking, hostile identifiers."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from credroam import fsutil
+from credroam.fsutil import LockHeld
+from credroam.reconcile import Item, ItemKind, StoreName
+from credroam.store import FileStore, StoreError
+from credroam.timestamps import to_filetime
+
+T0 = 133_000_000_000_000_000
+NOT_AFTER = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+
+
+def _certificate(name: str = "alice") -> tuple[bytes, bytes]:
+    """(DER certificate, PKCS#8 DER key) of a fresh self-signed EC certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(NOT_AFTER)
+        .sign(key, hashes.SHA256())
+    )
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.DER), pkcs8
+
+
+def _request() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "request")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+def _thumbprint(der: bytes) -> str:
+    return hashlib.sha1(der).hexdigest().upper()
+
+
+def _item(key: str, payload: bytes, kind: ItemKind, store: StoreName = StoreName.MY, **extra):
+    return Item(
+        key=key,
+        store=store,
+        kind=kind,
+        modified=T0,
+        content_hash=hashlib.sha256(payload).hexdigest(),
+        size=len(payload),
+        **extra,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(str(tmp_path / "store"))
+
+
+@pytest.fixture(scope="module")
+def cert_and_key() -> tuple[bytes, bytes]:
+    return _certificate()
+
+
+def _write_pair(store: FileStore, cert: bytes, key: bytes, **extra) -> tuple[Item, Item]:
+    thumb = _thumbprint(cert)
+    cert_item = _item(f"%3\\{thumb}", cert, ItemKind.CERTIFICATE, **extra)
+    key_item = _item(f"%9\\{thumb}", key, ItemKind.KEY, owner=cert_item.key, **extra)
+    store.write(cert_item, cert)
+    store.write(key_item, key)
+    return cert_item, key_item
+
+
+def _tree(path: Path) -> dict[str, bytes | str]:
+    """Every file and link under ``path`` (content, or link target)."""
+    result: dict[str, bytes | str] = {}
+    for entry in sorted(path.rglob("*")):
+        name = str(entry.relative_to(path))
+        if entry.is_symlink():
+            result[name] = "-> " + os.readlink(entry)
+        elif entry.is_file():
+            result[name] = entry.read_bytes()
+    return result
+
+
+# --- layout and listing -----------------------------------------------------------------------
+
+
+def test_written_items_are_listed_back_with_their_versions(store, cert_and_key) -> None:
+    cert, key = cert_and_key
+    cert_item, key_item = _write_pair(store, cert, key)
+    request = _request()
+    request_item = _item(
+        f"%4\\{_thumbprint(request)}", request, ItemKind.REQUEST, StoreName.REQUEST
+    )
+    store.write(request_item, request)
+
+    listed = store.items()
+    expires = to_filetime(NOT_AFTER)
+    assert listed == {
+        cert_item.key: cert_item.__class__(**{**_fields(cert_item), "expires": expires}),
+        key_item.key: key_item.__class__(**{**_fields(key_item), "expires": expires}),
+        request_item.key: request_item,
+    }
+    assert store.read(cert_item) == cert
+    assert store.read(key_item.key) == key
+    assert store.read(request_item) == request
+    assert store.problems == []
+
+
+def _fields(item: Item) -> dict:
+    return {name: getattr(item, name) for name in Item.__slots__}
+
+
+def test_files_are_pem_in_their_folders(store, cert_and_key, tmp_path) -> None:
+    cert, key = cert_and_key
+    _write_pair(store, cert, key)
+    thumb = _thumbprint(cert)
+    my = tmp_path / "store" / "MY"
+    assert sorted(os.listdir(my)) == [f"{thumb}.cert.pem", f"{thumb}.key.pem"]
+    assert (my / f"{thumb}.cert.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----\n")
+    pem_key = (my / f"{thumb}.key.pem").read_bytes()
+    assert serialization.load_pem_private_key(pem_key, None) is not None  # PKCS#8 PEM
+
+
+def test_every_file_is_0600_and_every_directory_0700(tmp_path, cert_and_key) -> None:
+    old_umask = os.umask(0)  # modes must not depend on the caller's umask
+    try:
+        store = FileStore(str(tmp_path / "store"))
+        cert, key = cert_and_key
+        cert_item, _ = _write_pair(store, cert, key)
+        store.archive(cert_item)
+        store.delete(cert_item, keep_copy=True)
+        with store.lock():
+            pass
+    finally:
+        os.umask(old_umask)
+    root = tmp_path / "store"
+    for entry in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(entry.lstat().st_mode)
+        assert mode == (0o700 if entry.is_dir() else 0o600), f"{entry} has mode {oct(mode)}"
+
+
+def test_key_without_its_certificate_is_not_roamed(store, cert_and_key, tmp_path) -> None:
+    cert, key = cert_and_key
+    cert_item, _key_item = _write_pair(store, cert, key)
+    store.delete(cert_item)
+    assert store.items() == {}
+    assert "without its certificate" in store.problems[0]
+
+
+def test_file_changed_by_hand_is_newer_than_recorded(store, cert_and_key, tmp_path) -> None:
+    cert, key = cert_and_key
+    _, key_item = _write_pair(store, cert, key)
+    _, other_key = _certificate("other")
+    path = tmp_path / "store" / "MY" / f"{_thumbprint(cert)}.key.pem"
+    path.write_bytes(
+        serialization.load_der_private_key(other_key, None).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    os.utime(path, ns=(0, 0))  # even an mtime far in the past
+    listed = store.items()[key_item.key]
+    assert listed.content_hash == hashlib.sha256(other_key).hexdigest()
+    assert listed.modified > key_item.modified
+
+
+def test_copied_store_keeps_recorded_times(store, cert_and_key, tmp_path) -> None:
+    cert, key = cert_and_key
+    cert_item, _ = _write_pair(store, cert, key)
+    for path in (tmp_path / "store").rglob("*.pem"):
+        os.utime(path)  # a restore or copy touches every mtime
+    assert store.items()[cert_item.key].modified == T0
+
+
+def test_file_whose_name_does_not_match_its_content_is_skipped(store, tmp_path) -> None:
+    cert, _ = _certificate("liar")
+    my = tmp_path / "store" / "MY"
+    my.mkdir(mode=0o700)
+    (my / ("A" * 40 + ".cert.pem")).write_bytes(
+        x509.load_der_x509_certificate(cert).public_bytes(serialization.Encoding.PEM)
+    )
+    (my / "notes.txt").write_text("hello")
+    assert store.items() == {}
+    assert any("SHA-1 of the content" in problem for problem in store.problems)
+    assert any("notes.txt" in problem for problem in store.problems)
+
+
+def test_payload_that_does_not_match_the_item_is_refused(store, cert_and_key) -> None:
+    cert, _key = cert_and_key
+    wrong_id = _item("%3\\" + "B" * 40, cert, ItemKind.CERTIFICATE)
+    with pytest.raises(StoreError, match="SHA-1 of the content"):
+        store.write(wrong_id, cert)
+    right = _item(f"%3\\{_thumbprint(cert)}", cert, ItemKind.CERTIFICATE)
+    with pytest.raises(StoreError, match="content hash"):
+        store.write(right, cert + b"\0")
+    not_a_key = _item(f"%9\\{_thumbprint(cert)}", cert, ItemKind.KEY, owner=right.key)
+    with pytest.raises(StoreError, match="payload refused"):
+        store.write(not_a_key, cert)
+
+
+# --- archive and delete -----------------------------------------------------------------------
+
+
+def test_archive_moves_the_item_and_keeps_it_listed(store, cert_and_key, tmp_path) -> None:
+    cert, key = cert_and_key
+    cert_item, key_item = _write_pair(store, cert, key)
+    store.archive(cert_item)
+    store.archive(key_item.key)
+    listed = store.items()
+    assert listed[cert_item.key].archived and listed[key_item.key].archived
+    assert os.listdir(tmp_path / "store" / "MY") == []
+    assert len(os.listdir(tmp_path / "store" / "archive" / "MY")) == 2
+    # Writing the item unarchived (a newer edit won) moves it back.
+    store.write(cert_item, cert)
+    assert not store.items()[cert_item.key].archived
+    assert os.listdir(tmp_path / "store" / "MY") == [f"{_thumbprint(cert)}.cert.pem"]
+
+
+def test_writing_an_archived_version_archives(store, cert_and_key, tmp_path) -> None:
+    cert, key = cert_and_key
+    cert_item, _ = _write_pair(store, cert, key, archived=True)
+    assert store.items()[cert_item.key].archived
+    assert not (tmp_path / "store" / "MY").exists()
+
+
+def test_delete_with_copy_keeps_it_aside_and_unlisted(store, cert_and_key, tmp_path) -> None:
+    cert, key = cert_and_key
+    cert_item, key_item = _write_pair(store, cert, key)
+    store.delete(key_item, keep_copy=True)
+    store.delete(cert_item)
+    store.delete(cert_item)  # already gone: not an error
+    assert store.items() == {}
+    recovered = os.listdir(tmp_path / "store" / "recovery")
+    assert recovered == [f"{_thumbprint(cert)}.key.pem.{T0}"]
+
+
+# --- hostile identifiers and planted links ----------------------------------------------------
+
+HOSTILE_KEYS = [
+    "%3\\..\\..\\Windows\\Start Menu\\Programs\\Startup\\x.bat",
+    "%3\\../../../../tmp/evil",
+    "%3\\/etc/passwd",
+    "%9\\..",
+    "%3\\" + "A" * 39 + ":",
+    "%3\\" + "A" * 39 + "\0",
+    "%3\\" + "a" * 40,  # lower case is not a thumbprint
+    "%9\\" + "A" * 200,
+    "%3\\",
+    "%5\\anything",  # a type the store does not hold
+    "../x",
+]
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS, ids=repr)
+def test_hostile_identifier_never_touches_the_filesystem(tmp_path, key, cert_and_key) -> None:
+    cert, _ = cert_and_key
+    store = FileStore(str(tmp_path / "home" / "store"))
+    before = _tree(tmp_path)
+    item = _item(key, cert, ItemKind.CERTIFICATE, owner="%3\\" + "A" * 40)
+    with pytest.raises(StoreError):
+        store.write(item, cert)
+    with pytest.raises(StoreError):
+        store.read(key)
+    with pytest.raises(StoreError):
+        store.delete(key)
+    with pytest.raises(StoreError):
+        store.archive(key)
+    assert _tree(tmp_path) == before
+    assert not Path("/tmp/evil").exists()
+
+
+def test_key_cannot_be_filed_under_another_identifier(store, cert_and_key) -> None:
+    cert, key = cert_and_key
+    item = _item("%9\\" + "C" * 40, key, ItemKind.KEY, owner=f"%3\\{_thumbprint(cert)}")
+    with pytest.raises(StoreError, match="cannot belong"):
+        store.write(item, key)
+
+
+def test_symlink_planted_at_an_item_path_is_refused(tmp_path, cert_and_key) -> None:
+    cert, _key = cert_and_key
+    store = FileStore(str(tmp_path / "store"))
+    outside = tmp_path / "victim"
+    outside.write_bytes(b"precious")
+    my = tmp_path / "store" / "MY"
+    my.mkdir(mode=0o700)
+    thumb = _thumbprint(cert)
+    os.symlink(outside, my / f"{thumb}.cert.pem")
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.write(_item(f"%3\\{thumb}", cert, ItemKind.CERTIFICATE), cert)
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.read(f"%3\\{thumb}")
+    assert store.items() == {}
+    assert any("symbolic link" in problem for problem in store.problems)
+    assert outside.read_bytes() == b"precious"
+
+
+def test_symlinked_store_folder_is_refused(tmp_path, cert_and_key) -> None:
+    cert, _ = cert_and_key
+    store = FileStore(str(tmp_path / "store"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, tmp_path / "store" / "MY")
+    with pytest.raises((StoreError, OSError)):
+        store.write(_item(f"%3\\{_thumbprint(cert)}", cert, ItemKind.CERTIFICATE), cert)
+    assert os.listdir(elsewhere) == []
+    assert store.items() == {}
+
+
+# --- atomicity --------------------------------------------------------------------------------
+
+
+def test_crash_mid_write_leaves_the_old_file_intact(store, tmp_path, monkeypatch) -> None:
+    cert, key = _certificate()
+    cert_item, key_item = _write_pair(store, cert, key)
+    path = tmp_path / "store" / "MY" / f"{_thumbprint(cert)}.key.pem"
+    old = path.read_bytes()
+    _, new_key = _certificate("new")
+    real_write = os.write
+
+    def write_half_then_crash(fd: int, data) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError("power cut")
+
+    monkeypatch.setattr(fsutil.os, "write", write_half_then_crash)
+    new_item = _item(key_item.key, new_key, ItemKind.KEY, owner=cert_item.key)
+    with pytest.raises(StoreError, match="power cut"):
+        store.write(new_item, new_key)
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert sorted(os.listdir(path.parent)) == sorted([path.name, f"{_thumbprint(cert)}.cert.pem"])
+    assert store.items()[key_item.key].content_hash == key_item.content_hash
+
+
+# --- locking ----------------------------------------------------------------------------------
+
+
+def test_second_sync_of_the_same_user_fails_cleanly(tmp_path) -> None:
+    first = FileStore(str(tmp_path / "store"))
+    second = FileStore(str(tmp_path / "store"))
+    with first.lock():
+        with pytest.raises(LockHeld) as caught, second.lock():
+            pass
+        assert "another credroam sync holds the lock" in str(caught.value)
+        assert str(tmp_path / "store" / ".lock") in str(caught.value)
+    with second.lock():  # free again once the first sync ended
+        pass
+
+
+def test_lock_excludes_another_process(tmp_path) -> None:
+    root = str(tmp_path / "store")
+    FileStore(root)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from credroam.store import FileStore\n"
+            f"with FileStore({root!r}).lock():\n"
+            "    print('locked', flush=True); sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockHeld), FileStore(root).lock():
+            pass
+    finally:
+        holder.communicate("done\n", timeout=30)
+    with FileStore(root).lock():  # released when the holder exited
+        pass
+
+
+def test_waiting_lock_gets_it_only_after_release(tmp_path) -> None:
+    root = str(tmp_path / "store")
+    order: list[str] = []
+    holding = threading.Event()
+
+    def second_sync() -> None:
+        holding.wait()
+        with FileStore(root).lock(timeout=None):
+            order.append("second acquired")
+
+    thread = threading.Thread(target=second_sync)
+    thread.start()
+    with FileStore(root).lock():
+        holding.set()
+        order.append("first releasing")
+    thread.join(timeout=30)
+    assert order == ["first releasing", "second acquired"]
