@@ -479,7 +479,7 @@ def _apply_limits(
     groups: dict[str, list[Item]] = {}
     for item in uploads.values():
         groups.setdefault(_group(item), []).append(item)
-    for group, members in groups.items():
+    for members in groups.values():
         too_big = [m for m in members if m.size > policy.max_token_size]
         for member in members:
             if member in too_big:
@@ -488,11 +488,10 @@ def _apply_limits(
                 )
             elif too_big:
                 reasons[member.key] = f"roams with {too_big[0].key}, which was refused: too big"
-        if too_big:
-            groups[group] = []
+    fitting = {group: members for group, members in groups.items() if members[0].key not in reasons}
     count = len(directory) + new_other
-    for group in sorted(groups, key=lambda g: (max(m.modified for m in groups[g] or [0]), g)):
-        members = groups[group]
+    for group in sorted(fitting, key=lambda g: (max(m.modified for m in fitting[g]), g)):
+        members = fitting[group]
         new_keys = sum(1 for m in members if m.key not in directory)
         if count + new_keys <= policy.max_tokens:
             count += new_keys
@@ -608,7 +607,8 @@ def _emit(
             new_entries[d.key] = d.base
         return
     target, local, directory = d.target, d.local, d.directory
-    if d.conflict:
+    refused = d.key in refusals
+    if d.conflict and not refused:  # a refused item is reported as refused, unresolved
         out["conflicts"].append(Conflict(d.key, local, directory, target, d.conflict))
 
     # Local side.
@@ -623,7 +623,6 @@ def _emit(
         )
 
     # Directory side.
-    refused = d.key in refusals
     if refused:
         out["refused"].append(Refusal(target, refusals[d.key]))  # type: ignore[arg-type]
         out["warnings"].append(f"{d.key} not roamed: {refusals[d.key]}")

@@ -1,0 +1,482 @@
+"""Reconciliation rules, one test (at least) per row of docs/reconciliation.md (R1..R31)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from credroam.reconcile import (
+    TICKS_PER_DAY,
+    Base,
+    BaseEntry,
+    Item,
+    ItemKind,
+    Plan,
+    Policy,
+    ReconcileError,
+    StoreName,
+    newest,
+    reconcile,
+)
+
+T0 = 133_000_000_000_000_000
+DAY = TICKS_PER_DAY
+POLICY = Policy()  # 60 tombstone days
+NOW = T0 + 10 * DAY
+CERT = "%3\\" + "A" * 40
+KEY = "%9\\" + "A" * 40
+OTHER = "%3\\" + "B" * 40
+
+
+def item(key: str = CERT, modified: int = T0, content: str = "v1", **extra) -> Item:
+    extra.setdefault("store", StoreName.MY)
+    extra.setdefault("kind", ItemKind.KEY if key.startswith("%9") else ItemKind.CERTIFICATE)
+    extra.setdefault("size", 1000)
+    return Item(key=key, modified=modified, content_hash=content, **extra)
+
+
+def tomb(key: str = CERT, modified: int = T0) -> Item:
+    return item(key, modified, "", size=0, tombstone=True)
+
+
+def base_of(*entries: tuple[Item, int]) -> Base:
+    return Base(entries={i.key: BaseEntry.of(i, seen) for i, seen in entries}, last_sync=T0)
+
+
+def run(local=(), directory=(), base=None, policy=POLICY, now=NOW) -> Plan:
+    return reconcile({i.key: i for i in local}, {i.key: i for i in directory}, base, policy, now)
+
+
+def apply(local, directory, plan: Plan) -> tuple[dict, dict]:
+    """Apply a plan as the sync engine does, to dictionaries."""
+    local, directory = dict(local), dict(directory)
+    for i in (*plan.upload, *plan.archive_directory, *plan.tombstone_directory):
+        directory[i.key] = i
+    for i in plan.purge_directory:
+        del directory[i.key]
+    for i in (*plan.download, *plan.archive_local):
+        local[i.key] = i
+    for deletion in plan.delete_local:
+        del local[deletion.item.key]
+    return local, directory
+
+
+def only(plan: Plan, **expected) -> None:
+    """Assert that the plan holds exactly the given actions (keys per action)."""
+    actions = (
+        "upload",
+        "download",
+        "delete_local",
+        "tombstone_directory",
+        "purge_directory",
+        "archive_local",
+        "archive_directory",
+    )
+    for action in actions:
+        entries = getattr(plan, action)
+        keys = [getattr(e, "item", e).key for e in entries]
+        assert keys == expected.get(action, []), f"{action}: {keys}"
+
+
+# --- R1..R6: both sides live ------------------------------------------------------------------
+
+
+def test_r1_first_use_uploads_local_items() -> None:
+    local = item()
+    plan = run(local=[local])
+    only(plan, upload=[CERT])
+    assert plan.upload == (local,)
+    assert plan.base.entries[CERT] == BaseEntry.of(local, NOW)
+
+
+def test_r2_directory_items_are_downloaded() -> None:
+    remote = item(content="remote")
+    plan = run(directory=[remote])
+    only(plan, download=[CERT])
+    assert plan.download == (remote,)
+
+
+def test_r3_equal_versions_need_nothing() -> None:
+    plan = run(local=[item()], directory=[item()], base=base_of((item(), T0)))
+    assert plan.is_empty and not plan.conflicts
+    assert plan.base.entries[CERT].last_seen_in_directory == NOW
+
+
+@pytest.mark.parametrize("local_newer", [True, False])
+def test_r4_newest_wins_in_both_directions(local_newer: bool) -> None:
+    old, new = item(modified=T0, content="old"), item(modified=T0 + 5, content="new")
+    local, remote = (new, old) if local_newer else (old, new)
+    plan = run(local=[local], directory=[remote], base=base_of((old, T0)))
+    if local_newer:
+        only(plan, upload=[CERT])
+    else:
+        only(plan, download=[CERT])
+    assert not plan.conflicts  # only one side changed since the base
+
+
+def test_r4_both_changed_is_a_reported_conflict() -> None:
+    ancestor = item(modified=T0, content="v0")
+    local, remote = item(modified=T0 + 9, content="mine"), item(modified=T0 + 5, content="theirs")
+    plan = run(local=[local], directory=[remote], base=base_of((ancestor, T0)))
+    only(plan, upload=[CERT])
+    (conflict,) = plan.conflicts
+    assert conflict.winner == local and conflict.directory == remote
+
+
+def test_r5_lagging_dc_is_neither_downgraded_nor_reuploaded() -> None:
+    synced = item(modified=T0 + 5, content="v2")
+    plan = run(local=[synced], directory=[item(content="v1")], base=base_of((synced, T0 + 5)))
+    assert plan.is_empty
+    assert plan.base.entries[CERT] == BaseEntry.of(synced, T0 + 5)  # not "seen" now
+
+
+def test_r6_equal_times_break_ties_by_content_hash_the_same_everywhere() -> None:
+    a, b = item(content="aaaa"), item(content="bbbb")
+    one = run(local=[a], directory=[b])
+    other = run(local=[b], directory=[a])
+    only(one, download=[CERT])
+    only(other, upload=[CERT])
+    assert one.download[0] == other.upload[0] == b == newest([a, b])
+
+
+# --- R7..R10: deleted locally -----------------------------------------------------------------
+
+
+def test_r7_local_deletion_becomes_a_tombstone() -> None:
+    synced = item()
+    plan = run(directory=[synced], base=base_of((synced, T0)))
+    only(plan, tombstone_directory=[CERT])
+    (tombstone,) = plan.tombstone_directory
+    assert tombstone.tombstone and tombstone.modified == NOW and tombstone.size == 0
+    assert plan.base.entries[CERT].tombstone
+
+
+def test_r7_tombstone_is_newer_than_what_it_deletes_even_with_a_slow_clock() -> None:
+    synced = item(modified=NOW + 50)
+    plan = run(directory=[synced], base=base_of((synced, T0)))
+    assert plan.tombstone_directory[0].modified == NOW + 51
+
+
+def test_r8_local_deletion_against_a_newer_remote_edit() -> None:
+    synced = item(modified=T0)
+    edited = item(modified=T0 + 10, content="edited")
+    plan = run(directory=[edited], base=base_of((synced, T0)))
+    only(plan, tombstone_directory=[CERT])  # the deletion, noticed now, is the newest
+    assert "deletion wins" in plan.conflicts[0].reason
+    future = item(modified=NOW + DAY, content="from a host whose clock is ahead")
+    plan = run(directory=[future], base=base_of((synced, T0)))
+    only(plan, download=[CERT])
+    assert "kept the newer copy" in plan.conflicts[0].reason
+
+
+def test_r9_local_deletion_while_the_dc_lags_writes_a_tombstone() -> None:
+    synced = item()
+    plan = run(base=base_of((synced, NOW - DAY)))
+    only(plan, tombstone_directory=[CERT])
+
+
+def test_r10_local_deletion_of_an_item_purged_long_ago_is_forgotten() -> None:
+    synced = item()
+    plan = run(base=base_of((synced, NOW - 61 * DAY)))
+    assert plan.is_empty and CERT not in plan.base.entries
+
+
+# --- R11..R13: tombstone in the directory -----------------------------------------------------
+
+
+def test_r11_tombstone_deletes_an_unchanged_local_copy() -> None:
+    synced = item()
+    plan = run(local=[synced], directory=[tomb(modified=T0 + 5)], base=base_of((synced, T0)))
+    only(plan, delete_local=[CERT])
+    assert plan.base.entries[CERT].tombstone
+    assert not plan.conflicts
+
+
+def test_r11_without_base_a_tombstone_still_wins_and_nothing_is_reuploaded() -> None:
+    stale = item(modified=T0)
+    plan = run(local=[stale], directory=[tomb(modified=T0 + 5)], base=None)
+    only(plan, delete_local=[CERT])
+    assert plan.delete_local[0].keep_copy  # provenance unknown: keep it aside
+    equal_time = run(local=[stale], directory=[tomb(modified=T0)], base=None)
+    only(equal_time, delete_local=[CERT])  # not newer: the tombstone wins
+
+
+def test_r11_copy_is_kept_when_local_changes_lose_to_a_deletion() -> None:
+    synced, edited = item(), item(modified=T0 + 3, content="edited")
+    policy = Policy(keep_deleted_copy=False)
+    plan = run([edited], [tomb(modified=T0 + 5)], base_of((synced, T0)), policy)
+    assert plan.delete_local[0].keep_copy
+    assert plan.conflicts
+    unchanged = run([synced], [tomb(modified=T0 + 5)], base_of((synced, T0)), policy)
+    assert not unchanged.delete_local[0].keep_copy
+
+
+def test_r12_newer_local_edit_resurrects_a_deleted_item() -> None:
+    synced, edited = item(), item(modified=T0 + 9, content="edited")
+    plan = run(local=[edited], directory=[tomb(modified=T0 + 5)], base=base_of((synced, T0)))
+    only(plan, upload=[CERT])
+    assert plan.upload == (edited,)
+
+
+def test_r13_tombstone_with_nothing_local_is_recorded() -> None:
+    plan = run(directory=[tomb(modified=T0 + 5)])
+    assert plan.is_empty
+    assert plan.base.entries[CERT].tombstone
+
+
+# --- R14..R18: absent from the directory, no tombstone ----------------------------------------
+
+
+def test_r14_absent_within_tombstone_days_is_replication_lag() -> None:
+    synced = item()
+    plan = run(local=[synced], base=base_of((synced, NOW - 59 * DAY)))
+    assert plan.is_empty  # kept, and not re-uploaded
+    assert plan.base.entries[CERT] == BaseEntry.of(synced, NOW - 59 * DAY)
+
+
+def test_r15_local_edit_during_lag_is_uploaded() -> None:
+    synced, edited = item(), item(modified=T0 + 9, content="edited")
+    plan = run(local=[edited], base=base_of((synced, NOW - DAY)))
+    only(plan, upload=[CERT])
+
+
+def test_r16_absent_longer_than_tombstone_days_means_deleted_no_resurrection() -> None:
+    synced = item()
+    plan = run(local=[synced], base=base_of((synced, NOW - 61 * DAY)))
+    only(plan, delete_local=[CERT])
+    assert plan.delete_local[0].keep_copy == POLICY.keep_deleted_copy
+    assert CERT not in plan.base.entries
+    no_copy = run([synced], [], base_of((synced, NOW - 61 * DAY)), Policy(keep_deleted_copy=False))
+    assert not no_copy.delete_local[0].keep_copy
+
+
+def test_r17_edit_provably_newer_than_a_purged_deletion_roams() -> None:
+    synced, edited = item(), item(modified=NOW - DAY, content="edited")
+    plan = run(local=[edited], base=base_of((synced, NOW - 61 * DAY)))
+    only(plan, upload=[CERT])
+
+
+def test_r18_edit_of_unknown_order_against_a_purged_deletion_is_kept_aside() -> None:
+    synced = item(modified=NOW - 90 * DAY)
+    edited = item(modified=NOW - 70 * DAY, content="edited")
+    plan = run([edited], [], base_of((synced, NOW - 80 * DAY)), Policy(keep_deleted_copy=False))
+    only(plan, delete_local=[CERT])
+    assert plan.delete_local[0].keep_copy
+    assert "order unknown" in plan.conflicts[0].reason
+
+
+# --- R19..R22: the base holds a tombstone -----------------------------------------------------
+
+
+def test_r19_item_recreated_after_an_agreed_deletion_is_uploaded() -> None:
+    plan = run(local=[item(modified=T0 + 9)], base=base_of((tomb(modified=T0 + 5), T0 + 5)))
+    only(plan, upload=[CERT])
+
+
+def test_r20_old_copy_reappearing_after_an_agreed_deletion_is_removed() -> None:
+    agreed = tomb(modified=T0 + 5)
+    plan = run(local=[item(modified=T0)], base=base_of((agreed, NOW - DAY)))
+    only(plan, delete_local=[CERT])
+    assert plan.delete_local[0].keep_copy
+    assert plan.base.entries[CERT].tombstone
+
+
+def test_r21_item_recreated_elsewhere_after_the_deletion_is_downloaded() -> None:
+    plan = run(directory=[item(modified=T0 + 9)], base=base_of((tomb(modified=T0 + 5), T0 + 5)))
+    only(plan, download=[CERT])
+
+
+def test_r22_lagging_dc_showing_a_deleted_item_changes_nothing() -> None:
+    agreed = tomb(modified=T0 + 5)
+    plan = run(directory=[item(modified=T0)], base=base_of((agreed, T0 + 5)))
+    assert plan.is_empty
+    assert plan.base.entries[CERT] == BaseEntry.of(agreed, T0 + 5)
+
+
+# --- R23..R24: purge and archive --------------------------------------------------------------
+
+
+def test_r23_tombstones_older_than_tombstone_days_are_purged() -> None:
+    old = tomb(modified=NOW - 61 * DAY)
+    plan = run(directory=[old], base=base_of((old, NOW - DAY)))
+    only(plan, purge_directory=[CERT])
+    assert CERT not in plan.base.entries
+    young = tomb(modified=NOW - 59 * DAY)
+    assert run(directory=[young]).is_empty
+
+
+def test_r23_purge_also_removes_a_stale_local_copy() -> None:
+    synced = item(modified=NOW - 70 * DAY)
+    plan = run([synced], [tomb(modified=NOW - 61 * DAY)], base_of((synced, T0)))
+    only(plan, delete_local=[CERT], purge_directory=[CERT])
+
+
+def test_r24_expired_certificate_is_archived_on_both_sides() -> None:
+    expired = item(expires=NOW - 1)
+    plan = run(local=[expired], directory=[expired], base=base_of((expired, T0)))
+    only(plan, archive_local=[CERT], archive_directory=[CERT])
+    archived = replace(expired, archived=True)
+    assert plan.archive_local == plan.archive_directory == (archived,)
+    assert plan.base.entries[CERT].archived
+    new_host = run(directory=[expired])
+    only(new_host, download=[CERT], archive_directory=[CERT])
+    assert new_host.download == (archived,)
+
+
+def test_r24_archiving_can_be_turned_off() -> None:
+    expired = item(expires=NOW - 1)
+    policy = Policy(archive_expired=False)
+    assert run([expired], [expired], base_of((expired, T0)), policy).is_empty
+
+
+def test_r24_key_is_archived_with_its_certificate() -> None:
+    cert = item(expires=NOW - 1)
+    key = item(KEY, expires=NOW - 1, owner=CERT)
+    plan = run(local=[cert, key], directory=[cert, key])
+    only(plan, archive_local=[CERT, KEY], archive_directory=[CERT, KEY])
+
+
+# --- R25..R28: limits, smart cards, requests --------------------------------------------------
+
+
+def test_r25_item_over_the_size_limit_is_refused_with_its_key_and_the_rest_roams() -> None:
+    big = item(size=70000)
+    key = item(KEY, owner=CERT)
+    small = item(OTHER, content="small")
+    plan = run(local=[big, key, small])
+    only(plan, upload=[OTHER])
+    reasons = {refusal.item.key: refusal.reason for refusal in plan.refused}
+    assert "70000 bytes exceed the maximum token size 65535" in reasons[CERT]
+    assert "roams with" in reasons[KEY]
+    assert CERT not in plan.base.entries and KEY not in plan.base.entries
+    assert plan.warnings and plan.is_empty is False
+
+
+def test_r25_refused_update_keeps_the_old_base_and_retries() -> None:
+    synced = item()
+    grown = item(modified=T0 + 5, content="grown", size=70000)
+    plan = run([grown], [synced], base_of((synced, T0)))
+    only(plan)
+    assert plan.refused and plan.base.entries[CERT] == BaseEntry.of(synced, T0)
+    assert run([grown], [synced], plan.base).refused  # reported again, never blocks
+
+
+def test_r26_count_limit_refuses_only_the_newest_excess() -> None:
+    policy = Policy(max_tokens=3)
+    existing = item("%3\\" + "E" * 40, content="e")
+    new = [item(f"%3\\{c * 40}", modified=T0 + n, content=c) for n, c in enumerate("123")]
+    plan = run([existing, *new], [existing], base_of((existing, T0)), policy)
+    assert [i.key for i in plan.upload] == [new[0].key, new[1].key]
+    assert [r.item.key for r in plan.refused] == [new[2].key]
+    assert "more than 3 tokens" in plan.refused[0].reason
+
+
+def test_r26_certificate_and_key_are_counted_and_refused_together() -> None:
+    policy = Policy(max_tokens=2)
+    older = item(OTHER, modified=T0, content="o")
+    cert, key = item(modified=T0 + 5), item(KEY, modified=T0 + 5, owner=CERT)
+    plan = run([older, cert, key], [], None, policy)
+    only(plan, upload=[OTHER])
+    assert sorted(r.item.key for r in plan.refused) == [CERT, KEY]
+
+
+@pytest.mark.parametrize("side", ["local", "directory"])
+def test_r27_smartcard_items_never_roam(side: str) -> None:
+    card = item(smartcard=True)
+    plan = run(**{side: [card]})
+    assert plan.is_empty and CERT not in plan.base.entries
+
+
+def test_r27_smartcard_certificate_may_roam_by_policy_but_never_its_key() -> None:
+    policy = Policy(roam_smartcard_certificates=True)
+    cert, key = item(smartcard=True), item(KEY, owner=CERT, smartcard=True)
+    plan = run(local=[cert, key], policy=policy)
+    only(plan, upload=[CERT])
+
+
+def test_r28_request_store_items_roam_like_my_items() -> None:
+    request = item("%4\\" + "D" * 40, store=StoreName.REQUEST, kind=ItemKind.REQUEST)
+    only(run(local=[request]), upload=[request.key])
+    only(run(directory=[request]), download=[request.key])
+    only(run(directory=[request], base=base_of((request, T0))), tombstone_directory=[request.key])
+
+
+# --- R29..R31: lost base, idempotence, base tombstones ----------------------------------------
+
+
+def test_r29_without_base_nothing_is_deleted_because_of_absence() -> None:
+    plan = run(local=[item()], directory=[item(OTHER)], base=None)
+    only(plan, upload=[CERT], download=[OTHER])
+
+
+def test_r31_base_keeps_a_tombstone_for_tombstone_days_then_drops_it() -> None:
+    recent = base_of((tomb(modified=NOW - DAY), NOW - DAY))
+    assert run(base=recent).base.entries[CERT].tombstone
+    old = base_of((tomb(modified=NOW - 61 * DAY), NOW - 61 * DAY))
+    assert CERT not in run(base=old).base.entries
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def test_inconsistent_inputs_are_refused_by_name() -> None:
+    with pytest.raises(ReconcileError, match="filed under"):
+        reconcile({OTHER: item()}, {}, None, POLICY, NOW)
+    with pytest.raises(ReconcileError, match="tombstone"):
+        reconcile({CERT: tomb()}, {}, None, POLICY, NOW)
+    with pytest.raises(ReconcileError, match="tombstone_days"):
+        Policy(tombstone_days=0)
+    with pytest.raises(ReconcileError, match="modified"):
+        item(modified=-1)
+
+
+# --- R30: idempotence, for any inputs ---------------------------------------------------------
+
+KEYS = [CERT, OTHER, KEY, "%4\\" + "D" * 40]
+times = st.sampled_from([T0, T0 + 1, NOW - 61 * DAY, NOW - DAY, NOW, NOW + DAY])
+
+
+@st.composite
+def versions(draw, key: str) -> Item:
+    if draw(st.booleans()) and draw(st.booleans()):
+        return tomb(key, draw(times))
+    return item(
+        key,
+        draw(times),
+        draw(st.sampled_from(["a", "b", "c"])),
+        archived=draw(st.booleans()),
+        expires=draw(st.one_of(st.none(), times)),
+        smartcard=draw(st.sampled_from([False, False, False, True])),
+        size=draw(st.sampled_from([10, 70000])),
+        owner=CERT if key == KEY else None,
+    )
+
+
+@st.composite
+def states(draw) -> tuple[dict, dict, Base | None]:
+    local, directory, entries = {}, {}, {}
+    for key in KEYS:
+        if draw(st.booleans()):
+            v = draw(versions(key))
+            if not v.tombstone:
+                local[key] = v
+        if draw(st.booleans()):
+            directory[key] = draw(versions(key))
+        if draw(st.booleans()):
+            entries[key] = BaseEntry.of(draw(versions(key)), draw(times))
+    base = Base(entries=entries) if draw(st.booleans()) else None
+    return local, directory, base
+
+
+@settings(max_examples=300, deadline=None)
+@given(states(), st.sampled_from([Policy(), Policy(max_tokens=2)]))
+def test_r30_applying_a_plan_then_reconciling_again_changes_nothing(state, policy) -> None:
+    local, directory, base = state
+    plan = reconcile(local, directory, base, policy, NOW)
+    local, directory = apply(local, directory, plan)
+    again = reconcile(local, directory, plan.base, policy, NOW)
+    assert again.is_empty, again
+    assert not again.conflicts
