@@ -312,15 +312,11 @@ class _Decision:
     directory: Item | None
     base: BaseEntry | None
     target: Item | None = None  # what both sides should hold; None: absent on both
-    hold: bool = False  # no change on either side (directory behind the base, or skipped)
-    hold_directory: bool = False  # leave the directory alone (it lags behind the base)
+    hold: bool = False  # write nothing on either side and keep the base entry as it is
+    hold_directory: bool = False  # leave the directory alone (the deletion is already agreed)
     keep_copy: bool = False
     deletion_reason: str = ""
     conflict: str = ""
-
-    def keep_base(self) -> None:
-        self.hold = True
-        self.target = self.local
 
 
 def _tombstone_after(base: BaseEntry, now: int) -> Item:
@@ -390,7 +386,7 @@ def _decide_present_locally(d: _Decision, policy: Policy, now: int) -> None:
             if changed_since_base:
                 d.target = local  # a real edit: it must roam; newest still wins on merge
             else:
-                d.keep_base()  # keep it, and do not re-upload what the directory has
+                d.hold = True  # keep it, and do not re-upload what the directory has
         elif not changed_since_base:
             d.target = None  # deleted elsewhere over tombstone days ago (no resurrection)
             d.keep_copy = policy.keep_deleted_copy
@@ -422,7 +418,7 @@ def _decide_present_locally(d: _Decision, policy: Policy, now: int) -> None:
         and not changed_since_base
         and directory.version < base.version
     ):
-        d.keep_base()  # the DC we read lags behind what we already agreed on
+        d.hold = True  # the DC we read lags behind what we already agreed on
         return
     d.target = max(local, directory, key=lambda item: item.version)
     if base is None or (directory.version != base.version and changed_since_base):
@@ -624,7 +620,8 @@ def _emit(
 
     # Directory side.
     if refused:
-        out["refused"].append(Refusal(target, refusals[d.key]))  # type: ignore[arg-type]
+        assert target is not None  # only uploads of live items are refused
+        out["refused"].append(Refusal(target, refusals[d.key]))
         out["warnings"].append(f"{d.key} not roamed: {refusals[d.key]}")
     elif d.hold_directory:
         pass

@@ -181,7 +181,10 @@ class FileStore:
     """
 
     def __init__(self, root: str) -> None:
-        ensure_private_dir(root)
+        try:
+            ensure_private_dir(root)
+        except OSError as exc:
+            raise StoreError(f"store root {root} unusable: {exc}") from exc
         self.root = os.path.realpath(root)
         self.problems: list[str] = []
 
@@ -192,7 +195,10 @@ class FileStore:
         for part in parts:
             path = os.path.join(path, part)
             if create:
-                ensure_private_dir(path)
+                try:
+                    ensure_private_dir(path)
+                except OSError as exc:
+                    raise StoreError(f"store folder {path} unusable: {exc}") from exc
         return path
 
     def _inside(self, folder: str, name: str) -> str:

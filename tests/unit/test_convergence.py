@@ -340,7 +340,7 @@ operations = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operations, min_size=10, max_size=80))
 def test_hosts_and_dcs_converge_without_loss_or_resurrection(ops: list[Operation]) -> None:
     world = World()

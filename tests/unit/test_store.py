@@ -323,7 +323,7 @@ def test_symlinked_store_folder_is_refused(tmp_path, cert_and_key) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.symlink(elsewhere, tmp_path / "store" / "MY")
-    with pytest.raises((StoreError, OSError)):
+    with pytest.raises(StoreError, match="MY"):
         store.write(_item(f"%3\\{_thumbprint(cert)}", cert, ItemKind.CERTIFICATE), cert)
     assert os.listdir(elsewhere) == []
     assert store.items() == {}
