@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from credroam import fsutil
 from credroam.fsutil import LockHeld
-from credroam.reconcile import Item, ItemKind, StoreName
+from credroam.reconcile import Item, ItemKind, Policy, StoreName, reconcile
 from credroam.store import FileStore, StoreError
 from credroam.timestamps import to_filetime
 
@@ -412,3 +412,41 @@ def test_waiting_lock_gets_it_only_after_release(tmp_path) -> None:
         order.append("first releasing")
     thread.join(timeout=30)
     assert order == ["first releasing", "second acquired"]
+
+
+# --- the store under reconciliation -----------------------------------------------------------
+
+
+def test_two_hosts_roam_a_certificate_and_its_key_through_reconcile(tmp_path) -> None:
+    """Listings, writes and plans fit together: what one host has, the other gets, exactly."""
+    directory: dict[str, Item] = {}
+    payloads: dict[str, bytes] = {}
+
+    def sync(store: FileStore, base, now: int):
+        plan = reconcile(store.items(), directory, base, Policy(), now)
+        for i in (*plan.upload, *plan.archive_directory):
+            directory[i.key], payloads[i.key] = i, store.read(i)
+        for i in plan.tombstone_directory:
+            directory[i.key] = i
+        for i in (*plan.download, *plan.archive_local):
+            store.write(i, payloads[i.key])
+        for deletion in plan.delete_local:
+            store.delete(deletion.item, keep_copy=deletion.keep_copy)
+        return plan.base
+
+    laptop, desktop = FileStore(str(tmp_path / "laptop")), FileStore(str(tmp_path / "desktop"))
+    cert, key = _certificate()
+    cert_item, key_item = _write_pair(laptop, cert, key)
+    laptop_base = sync(laptop, None, T0 + 10)
+    desktop_base = sync(desktop, None, T0 + 20)
+    assert desktop.items() == laptop.items()
+    assert desktop.read(key_item) == key
+    assert reconcile(desktop.items(), directory, desktop_base, Policy(), T0 + 30).is_empty
+
+    desktop.delete(cert_item)
+    desktop.delete(key_item)
+    desktop_base = sync(desktop, desktop_base, T0 + 40)
+    assert directory[cert_item.key].tombstone and directory[key_item.key].tombstone
+    sync(laptop, laptop_base, T0 + 50)
+    assert laptop.items() == {}
+    assert len(os.listdir(tmp_path / "laptop" / "recovery")) == 2  # policy keeps copies
