@@ -13,10 +13,14 @@ chosen so that a sync interrupted anywhere leaves both sides valid and the next 
 5. save the new base last, and only when every write succeeded.
 
 A sync with nothing to do costs exactly one LDAP search and no LDAP write.
+
+The whole sync runs under the local store's lock (:meth:`.store.CertificateStore.lock`), so
+two syncs of one user on one host never interleave; a held lock raises :class:`SyncBusy`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -42,7 +46,9 @@ from .directory import (
     remove_token,
 )
 from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
+from .fsutil import LockHeld
 from .reconcile import Base, Item, ItemKind, Plan, Policy, StoreName, reconcile
+from .store import CertificateStore
 from .timestamps import to_filetime
 from .tokens import Token, TokenError, TokenFlags, TokenLimits, TokenType
 
@@ -50,8 +56,8 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "READ_LIMITS",
     "BaseStore",
-    "CertificateStore",
     "DirectorySide",
+    "SyncBusy",
     "SyncError",
     "SyncReport",
     "directory_changes",
@@ -76,17 +82,8 @@ class SyncError(DirectoryError):
     """A sync could not complete; the message says which step and why."""
 
 
-class CertificateStore(Protocol):
-    """The local side as sync needs it. Payloads are canonical (see reconcile's docstring):
-    DER certificate, DER request, PKCS#8 DER private key."""
-
-    def items(self) -> Mapping[str, Item]: ...
-
-    def read(self, item: Item) -> bytes: ...
-
-    def write(self, item: Item, payload: bytes) -> None: ...
-
-    def delete(self, item: Item, *, keep_copy: bool) -> None: ...
+class SyncBusy(SyncError):
+    """Another sync of the same user holds the local store's lock; try again when it ends."""
 
 
 class BaseStore(Protocol):
@@ -299,13 +296,40 @@ def sync_user(
     *,
     check_mode: bool = False,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    lock_timeout: float | None = 0,
 ) -> SyncReport:
     """Sync one user's roaming items between ``store`` and the directory (``now``: FILETIME).
 
     ``roaming_key`` opens and seals private keys (None: keys are reported as rejected and
     none are uploaded). In check mode nothing is written anywhere; the report lists the LDAP
-    modifies that would be sent.
+    modifies that would be sent. The sync holds ``store.lock(lock_timeout)`` from the first
+    read of the store to the save of the base (0: fail at once when another sync holds it,
+    None: wait); a held lock raises :class:`SyncBusy` and nothing is read or written.
     """
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(store.lock(lock_timeout))
+        except LockHeld as exc:
+            raise SyncBusy(
+                f"another credroam sync of {user_dn} is running on this host "
+                f"(lock {exc.filename} held); nothing was synced, try again when it ends"
+            ) from exc
+        return _sync_locked(
+            conn, user_dn, store, state, policy, roaming_key, now, check_mode, max_attempts
+        )
+
+
+def _sync_locked(
+    conn: ldap3.Connection,
+    user_dn: str,
+    store: CertificateStore,
+    state: BaseStore,
+    policy: Policy,
+    roaming_key: bytes | None,
+    now: int,
+    check_mode: bool,
+    max_attempts: int,
+) -> SyncReport:
     local = dict(store.items())
     base = state.load()
     for attempt in range(1, max_attempts + 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 import uuid
@@ -15,7 +16,8 @@ from credroam.certelement import thumbprint
 from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
 from credroam.envelope import new_roaming_key
 from credroam.reconcile import Base, Item, ItemKind, Policy, StoreName
-from credroam.sync import SyncError, sync_user
+from credroam.store import FileStore
+from credroam.sync import SyncBusy, SyncError, sync_user
 from credroam.tokens import format_dn_binary
 
 USER_DN = "CN=alice,OU=Roaming,DC=lab,DC=example"
@@ -68,25 +70,49 @@ class FakeDirectory:
 
 
 class FakeStore:
+    """An in-memory store that insists on being used under its own lock, as sync must."""
+
     def __init__(self, entries=()):
         self.entries = {item.key: (item, payload) for item, payload in entries}
         self.writes, self.fail_on = [], set()
+        self.locked = False
+        self.lock_timeouts = []
+
+    def _check_locked(self):
+        assert self.locked, "store used outside its lock"
 
     def items(self):
+        self._check_locked()
         return {key: item for key, (item, _) in self.entries.items()}
 
     def read(self, item):
+        self._check_locked()
         return self.entries[item.key][1]
 
     def write(self, item, payload):
+        self._check_locked()
         if item.key in self.fail_on:
             raise OSError("disk full")
         self.writes.append(item.key)
         self.entries[item.key] = (item, payload)
 
-    def delete(self, item, *, keep_copy):
+    def delete(self, item, *, keep_copy=False):
+        self._check_locked()
         self.writes.append(("delete", item.key))
         del self.entries[item.key]
+
+    def archive(self, item):
+        raise AssertionError("sync archives by writing the archived version")
+
+    @contextlib.contextmanager
+    def lock(self, timeout=0):
+        self.lock_timeouts.append(timeout)
+        assert not self.locked, "store locked twice"
+        self.locked = True
+        try:
+            yield
+        finally:
+            self.locked = False
 
 
 class FakeState:
@@ -229,3 +255,27 @@ def test_a_local_failure_keeps_the_old_base_and_the_next_sync_completes(cert_and
     store.fail_on = set()
     report = run(directory, store, state, roaming_key, now=NOW + 6)
     assert report.downloaded == (cert_and_key[1][0].key,) and state.saves == 1
+
+
+def test_sync_holds_the_store_lock_throughout_and_releases_it(cert_and_key):
+    store = FakeStore(cert_and_key)  # every store call asserts it is made under the lock
+    run(FakeDirectory(), store, FakeState(), new_roaming_key())
+    assert store.lock_timeouts == [0] and not store.locked
+
+
+def test_a_second_sync_of_the_same_store_is_refused_while_one_runs(tmp_path, cert_and_key):
+    store, directory, state = FileStore(str(tmp_path / "store")), FakeDirectory(), FakeState()
+    with store.lock():  # as another sync process would hold it
+        with pytest.raises(SyncBusy, match=r"another credroam sync of CN=alice.*\.lock held"):
+            run(directory, store, state, new_roaming_key())
+    assert (directory.searches, directory.writes, state.saves) == (0, 0, 0)
+    report = run(directory, store, state, new_roaming_key())  # released: the next sync runs
+    assert directory.searches == 1 and not report.changed
+
+
+def test_the_lock_is_released_when_the_sync_fails(cert_and_key):
+    directory, store = FakeDirectory(), FakeStore(cert_and_key)
+    directory.modify = lambda dn, changes: setattr(directory, "result", {"result": 16}) or False
+    with pytest.raises(SyncError):
+        run(directory, store, FakeState(), new_roaming_key(), max_attempts=1)
+    assert not store.locked
