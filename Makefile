@@ -12,6 +12,10 @@ APT_PACKAGES := samba-ad-dc samba-ad-provision openssh-server python3-venv iprou
 LAB         ?= lab
 PLAYBOOK    := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# The venv first on PATH, as if activated (ansible-lint and Ansible look for their tools there).
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+# The inventory script (inventories/lab) describes the lab named here.
+export CREDROAM_LAB := $(LAB)
 
 .PHONY: help deps run test lint unit integration lab-up lab-down lab-status bench clean
 
@@ -42,6 +46,7 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 run: deps  ## The main job: bring up the embedded lab forest and roll credential roaming out on it.
+	$(PLAYBOOK) playbooks/lab.yml -e lab_forest_name=$(LAB) -e lab_forest_state=present
 	$(PLAYBOOK) playbooks/site.yml
 
 lab-up: deps  ## Bring up the lab forest only (LAB=name for another lab).

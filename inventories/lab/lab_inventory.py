@@ -43,6 +43,7 @@ def lab_vars(lab: dict) -> dict:
         "credroam_ldap_ca_file": lab["ca_cert"],
         "credroam_ldap_bind_user": lab["admin"]["upn"],
         "credroam_ldap_bind_password": lab["admin"]["password"],
+        "credroam_dc_addresses": {dc["fqdn"]: dc["ip"] for dc in lab["dcs"]},
         "credroam_lab_users": lab["users"],
         "credroam_lab_dcs": [
             {key: dc[key] for key in ("name", "fqdn", "ip", "smb_conf")} for dc in lab["dcs"]

@@ -69,9 +69,9 @@ def run_module(lab: Lab, check: bool = False, **params: Any) -> dict[str, Any]:
 
 def run_schema_playbook(lab: Lab, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(VENV / "ansible-playbook"), "playbooks/schema.yml", "-i", "localhost,",
-         "-e", f"lab_forest_name={lab.name}", *extra],
+        [str(VENV / "ansible-playbook"), "playbooks/schema.yml", *extra],
         cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "CREDROAM_LAB": lab.name},
     )  # fmt: skip
 
 
