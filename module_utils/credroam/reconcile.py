@@ -23,6 +23,12 @@ Conventions (decided here, used by every caller):
   replication can leave two values per key after concurrent writes through two DCs).
 - A local deletion is noticed at the next sync, so its tombstone carries that sync's time
   (the local store keeps no record of when a file disappeared).
+- A plan is a decision taken at ``now`` and holds only while the clock is near ``now``: the base
+  records ``now`` as the time each item was seen in the directory, and for an uploaded item that
+  must not be earlier than its write. Otherwise a later sync that reads a DC the write has not
+  reached yet takes replication lag for a deletion purged long ago (R10, R16). The caller writes
+  only a plan that ``Plan.is_current`` at the moment of writing; otherwise it re-reads and
+  re-plans with the current time.
 
 The rules are listed as a table in docs/reconciliation.md; ``_decide`` implements them in the
 same order.
@@ -36,6 +42,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 __all__ = [
+    "MAX_PLAN_AGE",
     "TICKS_PER_DAY",
     "Base",
     "BaseEntry",
@@ -54,6 +61,10 @@ __all__ = [
 ]
 
 TICKS_PER_DAY = 24 * 60 * 60 * 10_000_000
+# How long after its ``now`` a plan may still be written. One sync reads, plans and writes within
+# seconds; the bound only has to stay far below the tombstone days minus the replication lag
+# (R32). Fifteen minutes is also AD's default MaxConnIdleTime.
+MAX_PLAN_AGE = 15 * 60 * 10_000_000
 
 
 class ReconcileError(ValueError):
@@ -298,6 +309,19 @@ class Plan:
     def is_empty(self) -> bool:
         """True when nothing is to be written (refusals and warnings may still be reported)."""
         return not (self.changes_directory or self.changes_local)
+
+    @property
+    def made_at(self) -> int | None:
+        """The ``now`` the plan was made for (None for a plan not made by ``reconcile``)."""
+        return self.base.last_sync
+
+    def is_current(self, clock: int) -> bool:
+        """Whether the plan may still be written at ``clock`` (FILETIME), see R32.
+
+        False once more than ``MAX_PLAN_AGE`` has passed since ``made_at``, or when the clock
+        went back before it: the caller then re-reads and re-plans at ``clock``.
+        """
+        return self.made_at is not None and 0 <= clock - self.made_at <= MAX_PLAN_AGE
 
 
 # --- the per-item decision -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reconciliation rules, one test (at least) per row of docs/reconciliation.md (R1..R31)."""
+"""Reconciliation rules, one test (at least) per row of docs/reconciliation.md (R1..R32)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from credroam.reconcile import (
+    MAX_PLAN_AGE,
     TICKS_PER_DAY,
     Base,
     BaseEntry,
@@ -404,7 +405,7 @@ def test_r28_request_store_items_roam_like_my_items() -> None:
     only(run(directory=[request], base=base_of((request, T0))), tombstone_directory=[request.key])
 
 
-# --- R29..R31: lost base, idempotence, base tombstones ----------------------------------------
+# --- R29..R32: lost base, idempotence, base tombstones, plan age ------------------------------
 
 
 def test_r29_without_base_nothing_is_deleted_because_of_absence() -> None:
@@ -417,6 +418,17 @@ def test_r31_base_keeps_a_tombstone_for_tombstone_days_then_drops_it() -> None:
     assert run(base=recent).base.entries[CERT].tombstone
     old = base_of((tomb(modified=NOW - 61 * DAY), NOW - 61 * DAY))
     assert CERT not in run(base=old).base.entries
+
+
+def test_r32_a_plan_may_be_written_only_close_to_the_time_it_was_made_for() -> None:
+    plan = run(local=[item()], now=NOW)
+    assert plan.made_at == NOW == plan.base.entries[CERT].last_seen_in_directory
+    assert plan.is_current(NOW)
+    assert plan.is_current(NOW + MAX_PLAN_AGE)
+    # Later, the base would date the upload before its write: see docs/reconciliation.md.
+    assert not plan.is_current(NOW + MAX_PLAN_AGE + 1)
+    assert not plan.is_current(NOW - 1)  # the clock went back: re-plan at the new time
+    assert not Plan().is_current(NOW)  # not made by reconcile: no time to judge it by
 
 
 # --- inputs -----------------------------------------------------------------------------------
