@@ -1,0 +1,607 @@
+"""The per-user roaming key's life cycle: find it, create it once, keep its wrapped copies current.
+
+:mod:`.envelope` does the cryptography; this module decides which record to open and when to
+create, rewrap or add one, and writes through :mod:`.directory` like every roaming value
+(optimistic: one LDAP modify that also replaces the exact msPKIRoamingTimeStamp read).
+
+Each value of ``credroamRoamingKeys`` is DN-Binary (the user's own DN) whose binary part is::
+
+    "CRKV" | version 1 | key id (16 bytes) | envelope record (password "CRPW" or recovery "CRRK")
+
+The *key id* is the first 16 bytes of SHA-256("credroam-roaming-key-id" NUL key). It names the
+key a record wraps without opening it, so a cached key is checked against the directory with no
+password and no scrypt. A record's id is checked again against the key it yields when opened,
+so a header that lies is caught. The envelope records use the user's objectGUID as user id.
+
+:func:`obtain_roaming_key` decides as follows (the cache is the 0600 file of
+``envelope.write_key_cache``; "matches": its key id is among the directory's records):
+
+=============== ====================== ======================== =============================
+cache           directory              password                 outcome
+=============== ====================== ======================== =============================
+matches         any records            none                     use the cache
+matches         password record opens  given                    use the cache; nothing written
+matches         record does not open   given (a new password)   rewrap: replace that record
+matches         no password record     given                    add one
+none, no match  records                opens one                use it; cache it
+none, no match  records                wrong or none            RoamingKeyUnavailable, no write
+valid           no records             any                      wrap the cached key and write
+none            no records             given                    first use: create, wrap, write
+none            no records             none                     RoamingKeyUnavailable
+=============== ====================== ======================== =============================
+
+Then every configured recovery public key without a record for this roaming key gets one. A
+record that could not be opened is never replaced unless the key it wraps is known (the cache
+with that key id): replacing it could lose every sealed private key. The cache only ever holds
+a key the directory holds a record of, so a host never seals with a key no other host can get.
+
+The password given must be the user's *current* one (for example the one that just bound to
+the directory): a record that does not open with it is rewrapped for it.
+
+Known limit: two hosts creating a key at the same time through different DCs leave two keys
+after replication. Each host keeps the key it has (cache) and the report names both; a host
+without a cache takes the one with the smallest key id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import ldap3
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .connection import DirectoryError
+from .directory import (
+    ROAMING_KEYS,
+    ConcurrentModification,
+    RoamingRecord,
+    StoredBlob,
+    ValueChange,
+    apply_changes,
+    build_modifications,
+    put_blob,
+    read_roaming,
+)
+from .envelope import (
+    DEFAULT_SCRYPT,
+    EnvelopeError,
+    KeyCacheError,
+    ScryptParams,
+    WrongPassword,
+    WrongRecoveryKey,
+    new_roaming_key,
+    read_key_cache,
+    recovery_key_id,
+    unwrap_with_password,
+    unwrap_with_recovery_key,
+    wrap_with_password,
+    wrap_with_recovery_key,
+    write_key_cache,
+)
+from .fsutil import ensure_private_dir
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "KEY_ID_SIZE",
+    "KeyChanges",
+    "KeyPlan",
+    "RecordKind",
+    "RoamingKeyError",
+    "RoamingKeyUnavailable",
+    "WrappedKey",
+    "encode_wrapped_key",
+    "obtain_roaming_key",
+    "parse_wrapped_keys",
+    "plan_recovery",
+    "plan_roaming_key",
+    "public_key_id",
+    "recover_with_recovery_key",
+    "roaming_key_id",
+]
+
+DEFAULT_MAX_ATTEMPTS = 5
+KEY_ID_SIZE = 16
+_VALUE_MAGIC = b"CRKV"
+_VALUE_VERSION = 1
+_VALUE_HEADER = struct.Struct("<4sB16s")  # magic, version, key id
+_KEY_ID_CONTEXT = b"credroam-roaming-key-id\0"
+_ENVELOPE_KINDS = {b"CRPW": "password", b"CRRK": "recovery"}
+
+
+class RoamingKeyError(Exception):
+    """The roaming key could not be obtained or recovered; the message names the user."""
+
+
+class RoamingKeyUnavailable(RoamingKeyError):
+    """No usable key: no cache, and the password opens no record (or none was given).
+
+    Nothing was written. The organisation's recovery key can set a new password record
+    (:func:`recover_with_recovery_key`).
+    """
+
+    def __init__(self, user: str, reason: str) -> None:
+        super().__init__(f"roaming key of {user} unavailable: {reason}; nothing was overwritten")
+        self.user = user
+
+
+class RecordKind(StrEnum):
+    PASSWORD = "password"
+    RECOVERY = "recovery"
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """One parsed value of credroamRoamingKeys. ``stored`` is the value read (for replacing)."""
+
+    kind: RecordKind
+    key_id: str  # hex of the roaming key's id
+    envelope: bytes
+    recovery_key_id: str | None = None  # hex SHA-256 of the recovery key's SPKI
+    stored: StoredBlob | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class KeyPlan:
+    """The key to use and the credroamRoamingKeys changes that keep the directory current."""
+
+    key: bytes = field(repr=False)
+    changes: tuple[ValueChange, ...] = ()
+    actions: tuple[str, ...] = ()  # what the changes do, readable, no key material
+    problems: tuple[str, ...] = ()  # values or cache skipped, and why
+
+    @property
+    def key_id(self) -> str:
+        return roaming_key_id(self.key)
+
+
+@dataclass(frozen=True)
+class KeyChanges:
+    """What obtaining (or recovering) the key changed; in check mode what it would change."""
+
+    changes: tuple[ValueChange, ...] = ()
+    actions: tuple[str, ...] = ()
+    modifications: tuple[dict, ...] = field(default=(), repr=False)  # LDAP modifies (or planned)
+    cache_written: bool = False
+    problems: tuple[str, ...] = ()
+    check_mode: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes or self.cache_written)
+
+
+# --- ids and the value format --------------------------------------------------------------
+
+
+def roaming_key_id(key: bytes) -> str:
+    """Hex id of a roaming key: the first 16 bytes of a domain-separated SHA-256."""
+    return hashlib.sha256(_KEY_ID_CONTEXT + key).digest()[:KEY_ID_SIZE].hex()
+
+
+def public_key_id(public_key_pem: bytes) -> str:
+    """Hex SHA-256 of a recovery public key's SubjectPublicKeyInfo, as ``recovery_key_id``."""
+    try:
+        key = serialization.load_pem_public_key(public_key_pem)
+    except ValueError as exc:
+        raise RoamingKeyError(f"recovery public key is not a PEM public key: {exc}") from None
+    return _spki_id(key)
+
+
+def _spki_id(public_key) -> str:
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def encode_wrapped_key(key_id: str, envelope: bytes) -> bytes:
+    """The binary part of a credroamRoamingKeys value (module docstring)."""
+    return _VALUE_HEADER.pack(_VALUE_MAGIC, _VALUE_VERSION, bytes.fromhex(key_id)) + envelope
+
+
+def _decode_wrapped_key(blob: StoredBlob) -> WrappedKey:
+    data = blob.blob
+    if len(data) < _VALUE_HEADER.size + 4:
+        raise EnvelopeError(f"value of {len(data)} bytes is too short")
+    magic, version, key_id = _VALUE_HEADER.unpack_from(data)
+    if magic != _VALUE_MAGIC or version != _VALUE_VERSION:
+        raise EnvelopeError(f"unknown format (magic {magic!r}, version {version})")
+    envelope = data[_VALUE_HEADER.size :]
+    kind = _ENVELOPE_KINDS.get(envelope[:4])
+    if kind is None:
+        raise EnvelopeError(f"unknown envelope record {envelope[:4]!r}")
+    recovery_id = recovery_key_id(envelope) if kind == "recovery" else None
+    return WrappedKey(RecordKind(kind), key_id.hex(), envelope, recovery_id, blob)
+
+
+def parse_wrapped_keys(record: RoamingRecord) -> tuple[list[WrappedKey], list[str]]:
+    """The usable credroamRoamingKeys values of ``record`` and one problem line per other."""
+    wrapped: list[WrappedKey] = []
+    problems = [
+        f"{rejected.describe()}; ignored"
+        for rejected in record.rejected
+        if rejected.attribute.lower() == ROAMING_KEYS.lower()
+    ]
+    for index, blob in enumerate(record.blobs_in(ROAMING_KEYS)):
+        try:
+            wrapped.append(_decode_wrapped_key(blob))
+        except EnvelopeError as exc:
+            problems.append(f"{ROAMING_KEYS} value {index}: {exc}; ignored")
+    return wrapped, problems
+
+
+# --- planning --------------------------------------------------------------------------------
+
+
+def _user_id(record: RoamingRecord, user: str) -> str:
+    if record.object_guid is None:
+        raise RoamingKeyError(f"objectGUID of {user} was not readable: it binds the key records")
+    return str(record.object_guid)
+
+
+def _open_password_record(
+    wrapped: WrappedKey, password: str | bytes, user_id: str, problems: list[str]
+) -> bytes | None:
+    """The key inside a password record, or None (wrong password, or a problem noted)."""
+    try:
+        key = unwrap_with_password(wrapped.envelope, password, user_id=user_id)
+    except WrongPassword:
+        return None
+    except EnvelopeError as exc:
+        problems.append(f"password record of key {wrapped.key_id}: {exc}; ignored")
+        return None
+    if roaming_key_id(key) != wrapped.key_id:
+        problems.append(f"password record names key {wrapped.key_id} but wraps another; ignored")
+        return None
+    return key
+
+
+def _password_wrap(key: bytes, password: str | bytes, user_id: str, params: ScryptParams) -> bytes:
+    envelope = wrap_with_password(key, password, user_id=user_id, scrypt_params=params)
+    return encode_wrapped_key(roaming_key_id(key), envelope)
+
+
+def _choose_key(
+    user: str,
+    wrapped: Sequence[WrappedKey],
+    cached: bytes | None,
+    password: str | bytes | None,
+    user_id: str,
+    problems: list[str],
+) -> tuple[bytes, bool, str | None]:
+    """(key, opened with the password, action) for a directory that holds records."""
+    ids = sorted({w.key_id for w in wrapped})
+    if len(ids) > 1:
+        problems.append(f"the directory holds {len(ids)} roaming keys of {user}: {', '.join(ids)}")
+    if cached is not None and roaming_key_id(cached) in ids:
+        return cached, False, None
+    if password is None:
+        reason = "no password given" + (" and the cached key matches no record" if cached else "")
+        raise RoamingKeyUnavailable(user, reason)
+    candidates = sorted(
+        (w for w in wrapped if w.kind is RecordKind.PASSWORD), key=lambda w: w.key_id
+    )
+    for candidate in candidates:
+        key = _open_password_record(candidate, password, user_id, problems)
+        if key is not None:
+            action = "cached key matched no record: replaced by the directory's" if cached else None
+            return key, True, action
+    if not candidates:
+        raise RoamingKeyUnavailable(user, "the directory holds no password record")
+    raise RoamingKeyUnavailable(user, "the password opens none of its password records")
+
+
+def _password_record_change(
+    record: RoamingRecord,
+    key: bytes,
+    password: str | bytes,
+    own: Sequence[WrappedKey],
+    user_id: str,
+    scrypt_params: ScryptParams,
+) -> tuple[ValueChange | None, str] | None:
+    """For a key known without the password (cache, or new): the password record to write.
+
+    None when one of the key's password records opens with ``password``. Otherwise the
+    user's password changed (or there is no record yet): every password record of this key
+    is replaced by one for ``password``. Costs one scrypt per record tried.
+    """
+    own_password = [w for w in own if w.kind is RecordKind.PASSWORD]
+    ignored: list[str] = []  # a damaged own record is simply replaced
+    if any(_open_password_record(w, password, user_id, ignored) for w in own_password):
+        return None
+    value = _password_wrap(key, password, user_id, scrypt_params)
+    replaced = [w.stored for w in own_password if w.stored is not None]
+    action = (
+        "rewrapped the password record for the current password"
+        if own_password
+        else "added the password record"
+    )
+    return put_blob(record, ROAMING_KEYS, value, replaced), action
+
+
+def _recovery_record_changes(
+    record: RoamingRecord,
+    key: bytes,
+    own: Sequence[WrappedKey],
+    recovery_public_keys: Sequence[bytes],
+    user_id: str,
+) -> list[tuple[ValueChange | None, str]]:
+    """A recovery record for each configured recovery key that has none for this key.
+
+    Records for recovery keys no longer configured are left alone (rotation is the admin's).
+    """
+    recovered = {w.recovery_key_id for w in own if w.kind is RecordKind.RECOVERY}
+    added = []
+    for public_key_pem in recovery_public_keys:
+        recovery_id = public_key_id(public_key_pem)
+        if recovery_id in recovered:
+            continue
+        try:
+            envelope = wrap_with_recovery_key(key, public_key_pem, user_id=user_id)
+        except EnvelopeError as exc:
+            raise RoamingKeyError(f"recovery key {recovery_id[:16]}: {exc}") from None
+        value = encode_wrapped_key(roaming_key_id(key), envelope)
+        recovered.add(recovery_id)
+        added.append(
+            (
+                put_blob(record, ROAMING_KEYS, value),
+                f"added a recovery record for recovery key {recovery_id[:16]}",
+            )
+        )
+    return added
+
+
+def plan_roaming_key(
+    record: RoamingRecord,
+    *,
+    password: str | bytes | None,
+    cached_key: bytes | None,
+    recovery_public_keys: Sequence[bytes] = (),
+    scrypt_params: ScryptParams = DEFAULT_SCRYPT,
+    user: str | None = None,
+) -> KeyPlan:
+    """Decide the key and the value changes (module docstring's table). Writes nothing.
+
+    ``user`` names the user in messages (default: the record's DN). Raises
+    :class:`RoamingKeyUnavailable` when no key can be had without losing one.
+    """
+    user = user or record.dn
+    user_id = _user_id(record, user)
+    wrapped, problems = parse_wrapped_keys(record)
+    changes: list[ValueChange | None] = []
+    actions: list[str] = []
+    opened = False
+    if wrapped:
+        key, opened, action = _choose_key(user, wrapped, cached_key, password, user_id, problems)
+        actions += [action] if action else []
+    elif cached_key is not None:
+        key = cached_key
+        actions.append("directory held no key record: wrapped the cached key")
+    elif password is not None:
+        key = new_roaming_key()
+        actions.append("first use: created the roaming key")
+    else:
+        raise RoamingKeyUnavailable(user, "none exists yet and no password was given to wrap one")
+    own = [w for w in wrapped if w.key_id == roaming_key_id(key)]
+    if password is not None and not opened:
+        rewrap = _password_record_change(record, key, password, own, user_id, scrypt_params)
+        if rewrap is not None:
+            changes.append(rewrap[0])
+            actions.append(rewrap[1])
+    for change, action in _recovery_record_changes(record, key, own, recovery_public_keys, user_id):
+        changes.append(change)
+        actions.append(action)
+    return KeyPlan(key, tuple(c for c in changes if c is not None), tuple(actions), tuple(problems))
+
+
+# --- reading the cache, writing both sides ----------------------------------------------------
+
+
+def _read_cache(path: str, problems: list[str]) -> bytes | None:
+    try:
+        return read_key_cache(path)
+    except FileNotFoundError:
+        return None
+    except (KeyCacheError, OSError) as exc:
+        problems.append(f"key cache not used: {exc}")
+        return None
+
+
+def _write_cache(path: str, key: bytes) -> None:
+    ensure_private_dir(os.path.dirname(os.path.abspath(path)))
+    write_key_cache(path, key)
+
+
+def _apply(
+    source: ldap3.Connection | RoamingRecord,
+    user: str,
+    plan_for: Callable[[RoamingRecord], KeyPlan],
+    *,
+    now: int,
+    check_mode: bool,
+    max_attempts: int,
+) -> tuple[KeyPlan, tuple[dict, ...], RoamingRecord]:
+    """Plan against ``source`` and write the plan when it is a connection (optimistic retries).
+
+    With a record nothing is written and no modify is returned: the caller applies
+    ``plan.changes`` itself (``directory.apply_changes``).
+    """
+    if isinstance(source, RoamingRecord):
+        return plan_for(source), (), source
+    for _ in range(max_attempts):
+        record = read_roaming(source, user)
+        plan = plan_for(record)
+        if check_mode:
+            return plan, tuple(build_modifications(record, plan.changes, now)[0]), record
+        try:
+            applied = apply_changes(source, record, plan.changes, now=now)
+        except ConcurrentModification:
+            continue  # another writer: re-read and decide again
+        return plan, applied.modifications, record
+    raise DirectoryError(
+        f"gave up writing the roaming key records of {user} after {max_attempts} attempts: "
+        f"other writers kept changing its roaming values on {source.server.host}"
+    )
+
+
+def obtain_roaming_key(
+    source: ldap3.Connection | RoamingRecord,
+    user: str,
+    *,
+    password: str | bytes | None,
+    cache_path: str,
+    recovery_public_keys: Sequence[bytes] = (),
+    now: int,
+    check_mode: bool = False,
+    scrypt_params: ScryptParams = DEFAULT_SCRYPT,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> tuple[bytes, KeyChanges]:
+    """The roaming key of ``user`` (a DN), the directory and the cache brought up to date.
+
+    ``source`` is a bound connection (one search; the changes are written, ``now`` being the
+    FILETIME for msPKIRoamingTimeStamp) or a record already read (nothing is written to the
+    directory: the caller applies ``changes.changes`` with ``directory.apply_changes``). The
+    cache at ``cache_path`` is written (0600) only with a key the directory holds, never in
+    check mode. Raises :class:`RoamingKeyUnavailable` (nothing written) and
+    :class:`~.connection.DirectoryError` for a failed write.
+    """
+    problems: list[str] = []
+    cached = _read_cache(cache_path, problems)
+
+    def plan_for(record: RoamingRecord) -> KeyPlan:
+        return plan_roaming_key(
+            record,
+            password=password,
+            cached_key=cached,
+            recovery_public_keys=recovery_public_keys,
+            scrypt_params=scrypt_params,
+            user=user,
+        )
+
+    plan, modifications, record = _apply(
+        source, user, plan_for, now=now, check_mode=check_mode, max_attempts=max_attempts
+    )
+    written = not isinstance(source, RoamingRecord) and not check_mode
+    held = written or any(w.key_id == plan.key_id for w in parse_wrapped_keys(record)[0])
+    cache_written = False
+    if plan.key != cached and held and not check_mode:
+        _write_cache(cache_path, plan.key)
+        cache_written = True
+    return plan.key, KeyChanges(
+        changes=plan.changes,
+        actions=plan.actions,
+        modifications=modifications,
+        cache_written=cache_written,
+        problems=(*problems, *plan.problems),
+        check_mode=check_mode,
+    )
+
+
+# --- recovery ----------------------------------------------------------------------------------
+
+
+def _load_recovery_key(
+    private_key: bytes | rsa.RSAPrivateKey, password: bytes | None
+) -> rsa.RSAPrivateKey:
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        return private_key
+    try:
+        loaded = serialization.load_pem_private_key(private_key, password=password)
+    except (TypeError, ValueError) as exc:  # wrong or missing PEM password, or not a key
+        raise RoamingKeyError(f"cannot load the recovery private key: {exc}") from None
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        raise RoamingKeyError(f"recovery key must be RSA, not {type(loaded).__name__}")
+    return loaded
+
+
+def plan_recovery(
+    record: RoamingRecord,
+    *,
+    recovery_private_key: bytes | rsa.RSAPrivateKey,
+    new_password: str | bytes,
+    recovery_key_password: bytes | None = None,
+    scrypt_params: ScryptParams = DEFAULT_SCRYPT,
+    user: str | None = None,
+) -> KeyPlan:
+    """Open the user's key with the recovery key; replace its password record(s) for
+    ``new_password``. Writes nothing. Raises :class:`RoamingKeyUnavailable` when no recovery
+    record for this recovery key opens."""
+    user = user or record.dn
+    user_id = _user_id(record, user)
+    private_key = _load_recovery_key(recovery_private_key, recovery_key_password)
+    recovery_id = _spki_id(private_key.public_key())
+    wrapped, problems = parse_wrapped_keys(record)
+    mine = sorted((w for w in wrapped if w.recovery_key_id == recovery_id), key=lambda w: w.key_id)
+    key = None
+    for candidate in mine:
+        try:
+            opened = unwrap_with_recovery_key(candidate.envelope, private_key, user_id=user_id)
+        except (WrongRecoveryKey, EnvelopeError) as exc:
+            problems.append(f"recovery record of key {candidate.key_id}: {exc}; ignored")
+            continue
+        if roaming_key_id(opened) == candidate.key_id:
+            key = opened
+            break
+        problems.append(f"recovery record names key {candidate.key_id} but wraps another")
+    if key is None:
+        raise RoamingKeyUnavailable(
+            user, f"no recovery record for recovery key {recovery_id[:16]} opens"
+        )
+    key_id = roaming_key_id(key)
+    replaced = [
+        w.stored
+        for w in wrapped
+        if w.kind is RecordKind.PASSWORD and w.key_id == key_id and w.stored is not None
+    ]
+    value = _password_wrap(key, new_password, user_id, scrypt_params)
+    change = put_blob(record, ROAMING_KEYS, value, replaced)
+    action = f"password record of key {key_id} set for the new password by recovery"
+    return KeyPlan(key, (change,) if change else (), (action,), tuple(problems))
+
+
+def recover_with_recovery_key(
+    source: ldap3.Connection | RoamingRecord,
+    user: str,
+    *,
+    recovery_private_key: bytes | rsa.RSAPrivateKey,
+    new_password: str | bytes,
+    recovery_key_password: bytes | None = None,
+    now: int,
+    check_mode: bool = False,
+    scrypt_params: ScryptParams = DEFAULT_SCRYPT,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> tuple[bytes, KeyChanges]:
+    """Admin recovery after a password reset: the key opened with the organisation's recovery
+    private key, rewrapped for ``new_password`` (the password record replaced).
+
+    Run with a connection allowed to write the user's confidential attributes (an
+    administrator). No cache is written: the admin's host is not the user's. With a record,
+    nothing is written (the caller applies the changes).
+    """
+
+    def plan_for(record: RoamingRecord) -> KeyPlan:
+        return plan_recovery(
+            record,
+            recovery_private_key=recovery_private_key,
+            new_password=new_password,
+            recovery_key_password=recovery_key_password,
+            scrypt_params=scrypt_params,
+            user=user,
+        )
+
+    plan, modifications, _ = _apply(
+        source, user, plan_for, now=now, check_mode=check_mode, max_attempts=max_attempts
+    )
+    return plan.key, KeyChanges(
+        changes=plan.changes,
+        actions=plan.actions,
+        modifications=modifications,
+        problems=plan.problems,
+        check_mode=check_mode,
+    )
