@@ -1,10 +1,21 @@
 """Helpers shared by the directory and sync integration tests: bind as a lab user through the
-project's own `connect`, count LDAP operations, clear or plant a user's roaming values."""
+project's own `connect`, count LDAP operations, clear or plant a user's roaming values, make
+certificates and put them in a host's file store as a user (or an enrolment tool) would."""
 
 from __future__ import annotations
 
-import ldap3
+import datetime
+import os
+import struct
+from pathlib import Path
 
+import ldap3
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from credroam.certelement import thumbprint
 from credroam.connection import LdapTarget, connect
 from credroam.directory import (
     ACCOUNT_CREDENTIALS,
@@ -13,7 +24,12 @@ from credroam.directory import (
     ROAMING_KEYS,
     ROAMING_TIMESTAMP,
 )
+from credroam.fsutil import atomic_write, ensure_private_dir
+from credroam.timestamps import to_filetime
 from tests.lab import Account, Lab
+
+# The name the CVE-2022-30170 exploit gave its token: a path into the Startup folder.
+CVE_EXPLOIT_NAME = rb"..\..\AppData\Roaming\Microsoft\Windows\Start Menu\Programs\Startup\x.bat"
 
 NATIVE_ATTRIBUTES = (ACCOUNT_CREDENTIALS, DPAPI_MASTER_KEYS, ROAMING_TIMESTAMP)
 ALL_ATTRIBUTES = (*NATIVE_ATTRIBUTES, KEY_ENVELOPES, ROAMING_KEYS)
@@ -101,3 +117,66 @@ class CountingConnection:
 
     def __getattr__(self, name):
         return getattr(self._conn, name)
+
+
+# --- certificates and the local file store ------------------------------------------------------
+
+
+def filetime_now() -> int:
+    """Now as FILETIME: file store items take their time from file mtimes (real time)."""
+    return to_filetime(datetime.datetime.now(datetime.UTC))
+
+
+def self_signed(
+    common_name: str, not_after: datetime.datetime | None = None
+) -> tuple[bytes, bytes]:
+    """(DER certificate, PKCS#8 DER private key) of a fresh self-signed EC certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(not_after or now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.DER), pkcs8
+
+
+def install(store_root: Path, certificate_der: bytes, key_der: bytes | None = None) -> str:
+    """Put a certificate (and its key) in a file store's MY folder as PEM; the thumbprint."""
+    folder = Path(ensure_private_dir(str(store_root / "MY")))
+    thumb = thumbprint(certificate_der)
+    certificate = x509.load_der_x509_certificate(certificate_der)
+    atomic_write(
+        str(folder / f"{thumb}.cert.pem"), certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    if key_der is not None:
+        key = serialization.load_der_private_key(key_der, password=None)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        atomic_write(str(folder / f"{thumb}.key.pem"), pem)
+    return thumb
+
+
+def hostile_token(name: bytes, token_type: int = 3, when: int = 0) -> bytes:
+    """A native token header naming ``name`` (no data), as the CVE-2022-30170 exploit wrote."""
+    return struct.pack("<3s93sQHH20sI", b"%%%d\\" % token_type, name, when, 0, 0, bytes(20), 0)
+
+
+def files_under(root: Path) -> set[Path]:
+    """Every file and symlink below ``root`` (directories excluded), as absolute paths."""
+    found = set()
+    for folder, _, names in os.walk(root):
+        found.update(Path(folder) / name for name in names)
+    return found

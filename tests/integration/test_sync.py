@@ -1,116 +1,132 @@
-"""The sync engine against a real Samba DC. The local side is the in-memory store of the unit
-tests until the file store lands; the directory side is real."""
+"""The sync engine against a real Samba DC, with the real file store and state file in temporary
+folders (one per simulated host). Certificates only: private keys roam through
+credroamKeyEnvelopes, tested with credroam's schema in test_roaming_e2e.py."""
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import struct
+from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from credroam.certelement import thumbprint
 from credroam.connection import DirectoryError, connect
 from credroam.directory import ACCOUNT_CREDENTIALS, read_roaming
 from credroam.envelope import new_roaming_key
-from credroam.reconcile import Item, ItemKind, Policy, StoreName
+from credroam.reconcile import Policy
+from credroam.state import StateFile
+from credroam.store import FileStore
 from credroam.sync import sync_user
 from credroam.tokens import format_dn_binary
 from tests.integration.roaming_lab import (
+    CVE_EXPLOIT_NAME,
     CountingConnection,
-    clear_roaming,
+    clear_everywhere,
     connect_as,
+    files_under,
+    filetime_now,
+    hostile_token,
+    install,
     plant,
     replicate,
+    self_signed,
     target_for,
 )
-from tests.unit.test_sync import FakeState, FakeStore
 
 pytestmark = pytest.mark.integration
 
-NOW = 134_000_000_000_000_000
+
+class Host:
+    """One simulated host of the user: a file store and a state file under ``home``."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.root = home / "store"
+        self.store = FileStore(str(self.root))
+        self.state = StateFile(str(home / "state.json"))
 
 
 @pytest.fixture
 def alice(lab):
     account = lab.user("alice")
-    clear_roaming(lab, account)
+    clear_everywhere(lab, account)
     return account
 
 
 @pytest.fixture
-def certificate():
-    """(Item, DER) of a fresh self-signed certificate. Only a certificate: keys go to
-    credroamKeyEnvelopes, which needs credroam's schema (tested once ad_schema is applied)."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")])
-    key = ec.generate_private_key(ec.SECP256R1())
-    der = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
-        .not_valid_after(datetime.datetime(2034, 1, 1, tzinfo=datetime.UTC))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.DER)
+def certificate() -> bytes:
+    return self_signed("alice")[0]
+
+
+def sync(conn, account, host: Host, **kwargs):
+    return sync_user(
+        conn,
+        account.dn,
+        host.store,
+        host.state,
+        Policy(),
+        new_roaming_key(),
+        filetime_now(),
+        **kwargs,
     )
-    item = Item(
-        f"%3\\{thumbprint(der)}",
-        StoreName.MY,
-        ItemKind.CERTIFICATE,
-        NOW - 100,
-        hashlib.sha256(der).hexdigest(),
-        len(der),
-        expires=NOW * 2,
-    )
-    return item, der
 
 
-def sync(conn, account, store, state, now=NOW, **kwargs):
-    return sync_user(conn, account.dn, store, state, Policy(), new_roaming_key(), now, **kwargs)
+def der_of(pem_path: Path) -> bytes:
+    return x509.load_pem_x509_certificate(pem_path.read_bytes()).public_bytes(Encoding.DER)
 
 
-def test_upload_then_a_no_change_sync_is_one_search_and_no_write(lab, alice, certificate):
-    store, state = FakeStore([certificate]), FakeState()
-    first = sync(connect_as(lab, alice), alice, store, state)
-    assert first.uploaded == (certificate[0].key,)
+def test_upload_then_a_no_change_sync_is_one_search_and_no_write(lab, alice, tmp_path, certificate):
+    host = Host(tmp_path / "a")
+    thumb = install(host.root, certificate)
+    first = sync(connect_as(lab, alice), alice, host)
+    assert first.uploaded == (f"%3\\{thumb}",)
     counting = CountingConnection(connect_as(lab, alice))
-    again = sync(counting, alice, store, state, now=NOW + 10)
+    again = sync(counting, alice, host)
     assert (counting.searches, counting.writes) == (1, 0)
     assert not again.changed
 
 
-def test_another_host_downloads_through_the_other_dc(lab, alice, certificate):
-    sync(connect_as(lab, alice), alice, FakeStore([certificate]), FakeState())
+def test_another_host_downloads_through_the_other_dc(lab, alice, tmp_path, certificate):
+    a, b = Host(tmp_path / "a"), Host(tmp_path / "b")
+    thumb = install(a.root, certificate)
+    sync(connect_as(lab, alice), alice, a)
     replicate(lab, 0, 1)
-    fresh = FakeStore()
-    report = sync(connect_as(lab, alice, dc=1), alice, fresh, FakeState(), now=NOW + 5)
-    assert report.downloaded == (certificate[0].key,)
-    assert fresh.entries[certificate[0].key][1] == certificate[1]
+    report = sync(connect_as(lab, alice, dc=1), alice, b)
+    assert report.downloaded == (f"%3\\{thumb}",)
+    assert der_of(b.root / "MY" / f"{thumb}.cert.pem") == certificate
 
 
-def test_planted_hostile_values_are_rejected_and_the_sync_goes_on(lab, alice, certificate):
-    exploit = rb"..\..\Windows\Start Menu\Programs\Startup\x.bat"
-    blob = struct.pack("<3s93sQHH20sI", b"%3\\", exploit, NOW, 0, 0, bytes(20), 0)
-    plant(lab, alice, ACCOUNT_CREDENTIALS, format_dn_binary(blob, alice.dn).encode())
-    store = FakeStore([certificate])
-    report = sync(connect_as(lab, alice), alice, store, FakeState())
-    assert [r.check for r in report.rejected] == ["identifier"]
-    assert report.uploaded == (certificate[0].key,)
-    assert store.writes == []  # nothing written locally, least of all under the hostile name
+def test_a_token_named_like_the_cve_exploit_is_refused_and_nothing_lands_outside_the_store(
+    lab, alice, tmp_path, certificate
+):
+    # The exploit's Windows path, and its POSIX twin aimed just outside the store root.
+    for name in (CVE_EXPLOIT_NAME, b"../../../escaped.bat"):
+        token = hostile_token(name, when=filetime_now())
+        plant(lab, alice, ACCOUNT_CREDENTIALS, format_dn_binary(token, alice.dn).encode())
+    host = Host(tmp_path / "home" / "alice")
+    thumb = install(host.root, certificate)
+    before = files_under(tmp_path)
+    report = sync(connect_as(lab, alice), alice, host)
+    assert [(r.attribute, r.check) for r in report.rejected] == [
+        (ACCOUNT_CREDENTIALS, "identifier"),
+        (ACCOUNT_CREDENTIALS, "identifier"),
+    ]
+    assert report.uploaded == (f"%3\\{thumb}",) and report.downloaded == ()
+    new_files = files_under(tmp_path) - before
+    outside = {path for path in new_files if not path.is_relative_to(host.root)}
+    assert outside == {host.home / "state.json"}  # the state file, beside the store
+    in_store = {path.relative_to(host.root).as_posix() for path in files_under(host.root)}
+    assert in_store == {".lock", f"MY/{thumb}.cert.pem"}
     record = read_roaming(connect_as(lab, alice), alice.dn)
-    assert len(record.rejected) == 1  # reported, never deleted
+    assert len(record.rejected) == 2  # reported, never deleted: they are not ours to remove
 
 
-def test_a_dc_that_is_down_is_named_and_nothing_local_is_lost(lab, alice, certificate):
-    store = FakeStore([certificate])
-    before = dict(store.entries)
+def test_a_dc_that_is_down_is_named_and_nothing_local_is_lost(lab, alice, tmp_path, certificate):
+    host = Host(tmp_path / "a")
+    install(host.root, certificate)
+    before = {path: path.read_bytes() for path in files_under(host.home)}
     dead = target_for(lab, alice, port=1, timeout=2)
     with pytest.raises(DirectoryError, match=f"{lab.dc(0).ip}:1"):
-        sync(connect(dead), alice, store, FakeState())
-    assert store.entries == before and store.writes == []
+        sync(connect(dead), alice, host)
+    after = {path: path.read_bytes() for path in files_under(host.home)}
+    assert {p: v for p, v in after.items() if p.name != ".lock"} == before
