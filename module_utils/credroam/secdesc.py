@@ -1,10 +1,14 @@
-"""Just enough of Windows security descriptors for GPO security filtering ([MS-DTYP] 2.4).
+"""Just enough of Windows security descriptors for GPOs ([MS-DTYP] 2.4): filtering and the GPT ACL.
 
 A GPO applies to a user who holds, on the groupPolicyContainer, Read plus the extended right
 "Apply Group Policy" (edacfd8f-ffb3-11d1-b41d-00a0c968f939). Security filtering means: that
 right for the chosen groups only, while Authenticated Users keep Read (clients must be able to
 read every GPO to process the list). This file parses a self-relative descriptor, moves those
 ACEs, and writes it back; every other ACE and every byte of it is kept as it was.
+
+The GPT folder in SYSVOL must carry the file-system form of the GPC's DACL (what GPMC and
+``samba-tool gpo create`` write, and what ``samba-tool gpo aclcheck`` checks):
+:func:`gpt_folder_descriptor` maps one to the other as Samba's ``dsacl2fsacl`` does.
 """
 
 from __future__ import annotations
@@ -20,17 +24,24 @@ __all__ = [
     "Ace",
     "SecurityDescriptor",
     "SecurityDescriptorError",
+    "ds_to_file_mask",
     "format_sid",
+    "gpt_folder_descriptor",
     "parse_sid",
+    "same_access",
     "security_filter",
     "sid_bytes",
 ]
 
 APPLY_GROUP_POLICY = uuid.UUID("edacfd8f-ffb3-11d1-b41d-00a0c968f939")
 AUTHENTICATED_USERS = "S-1-5-11"
+CREATOR_OWNER = "S-1-3-0"
+PRE_WINDOWS_2000_ACCESS = "S-1-5-32-554"
 ACCESS_ALLOWED = 0x00
 ACCESS_ALLOWED_OBJECT = 0x05
+OBJECT_INHERIT = 0x01
 CONTAINER_INHERIT = 0x02
+INHERIT_ONLY = 0x08
 INHERITED = 0x10
 OBJECT_TYPE_PRESENT = 0x1
 INHERITED_OBJECT_TYPE_PRESENT = 0x2
@@ -39,6 +50,20 @@ CONTROL_ACCESS = 0x100
 READ_GPO = 0x00020000 | 0x4 | 0x10 | 0x80
 _DACL_PRESENT = 0x0004
 _SELF_RELATIVE = 0x8000
+# The control bits SDDL shows for a DACL: P (protected), AI (auto-inherited), AR (inherit req).
+_DACL_CONTROL = 0x1000 | 0x0400 | 0x0100
+_SACL_CONTROL = 0x0010 | 0x0020 | 0x0200 | 0x0800 | 0x2000
+
+# Directory-service rights ([MS-ADTS] 5.1.3.2) and the file rights they become ([MS-SMB2]
+# 2.2.13.1); standard rights (DELETE, READ_CONTROL, WRITE_DAC, WRITE_OWNER, SYNCHRONIZE) stay.
+_DS_CREATE_CHILD, _DS_DELETE_CHILD, _DS_LIST = 0x01, 0x02, 0x04
+_DS_READ_PROPERTY, _DS_WRITE_PROPERTY = 0x10, 0x20
+_STANDARD_RIGHTS = 0x001F0000
+_SYNCHRONIZE = 0x00100000
+_FILE_READ = 0x0001 | 0x0008 | 0x0020 | 0x0080  # read data/list, read EA, execute, read attrs
+_FILE_WRITE = 0x0002 | 0x0004 | 0x0010 | 0x0100  # write data/add file, append/add dir, EA, attrs
+_FILE_ADD = 0x0002 | 0x0004  # add file, add subdirectory
+_FILE_DELETE_CHILD = 0x0040
 
 
 class SecurityDescriptorError(ValueError):
@@ -196,3 +221,57 @@ def security_filter(sd: SecurityDescriptor, sids: Iterable[str]) -> SecurityDesc
     first_inherited = next((i for i, a in enumerate(kept) if a.flags & INHERITED), len(kept))
     aces = (*kept[:first_inherited], *new, *kept[first_inherited:])
     return SecurityDescriptor(sd.control, sd.owner, sd.group, sd.sacl, sd.dacl_revision, aces)
+
+
+def ds_to_file_mask(mask: int) -> int:
+    """The file access mask equivalent to a directory access mask (Samba's ldapmask2filemask).
+
+    Read needs both read-property and list-contents; control access (extended rights such as
+    Apply Group Policy) has no file meaning and maps to nothing.
+    """
+    file_mask = mask & _STANDARD_RIGHTS
+    if mask & _DS_READ_PROPERTY and mask & _DS_LIST:
+        file_mask |= _SYNCHRONIZE | _FILE_READ
+    if mask & _DS_WRITE_PROPERTY:
+        file_mask |= _SYNCHRONIZE | _FILE_WRITE
+    if mask & _DS_CREATE_CHILD:
+        file_mask |= _FILE_ADD
+    if mask & _DS_DELETE_CHILD:
+        file_mask |= _FILE_DELETE_CHILD
+    return file_mask
+
+
+def gpt_folder_descriptor(gpc: SecurityDescriptor) -> SecurityDescriptor:
+    """The NT ACL of a GPO's SYSVOL folder, derived from its groupPolicyContainer's descriptor.
+
+    As GPMC and Samba (``samba.ntacls.dsacl2fsacl``) do: owner, group and DACL flags are kept;
+    every allow ACE (plain or object) except Pre-Windows 2000 Compatible Access's is kept with
+    its type, object GUIDs and inheritance, made to inherit to files and folders (CREATOR OWNER
+    inherit-only, since it only means something on children), its mask mapped to file rights.
+    Deny and other ACEs are dropped. The result has no SACL.
+    """
+    aces = []
+    for ace in gpc.aces:
+        if ace.type not in (ACCESS_ALLOWED, ACCESS_ALLOWED_OBJECT):
+            continue
+        trustee = ace.trustee
+        if trustee == PRE_WINDOWS_2000_ACCESS:
+            continue
+        flags = ace.flags | OBJECT_INHERIT | CONTAINER_INHERIT
+        if trustee == CREATOR_OWNER:
+            flags |= INHERIT_ONLY
+        body = struct.pack("<I", ds_to_file_mask(ace.mask)) + ace.body[4:]
+        aces.append(Ace(ace.type, flags, body))
+    control = (gpc.control & ~_SACL_CONTROL) | _DACL_PRESENT
+    return SecurityDescriptor(control, gpc.owner, gpc.group, None, gpc.dacl_revision, tuple(aces))
+
+
+def same_access(a: SecurityDescriptor, b: SecurityDescriptor) -> bool:
+    """Same owner, group, DACL flags and ACEs (what SDDL ``O:..G:..D:..`` shows; the ACL
+    revision and byte layout are not compared)."""
+    return (
+        a.owner == b.owner
+        and a.group == b.group
+        and a.control & _DACL_CONTROL == b.control & _DACL_CONTROL
+        and a.aces == b.aces
+    )

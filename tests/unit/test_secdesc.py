@@ -1,14 +1,21 @@
-"""Security filtering on GPO descriptors, checked with Samba's own SDDL codec both ways."""
+"""GPO descriptors (security filtering, the GPT folder ACL), checked with Samba's own code."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from credroam.secdesc import (
     AUTHENTICATED_USERS,
     SecurityDescriptor,
     SecurityDescriptorError,
+    ds_to_file_mask,
     format_sid,
+    gpt_folder_descriptor,
+    same_access,
     security_filter,
     sid_bytes,
 )
@@ -67,3 +74,59 @@ def test_sids_and_malformed_input():
         SecurityDescriptor.parse(samba_pack(DEFAULT)[:30])
     with pytest.raises(SecurityDescriptorError, match="no DACL"):
         SecurityDescriptor.parse(samba_pack("O:DAG:DA"))
+
+
+# --- the GPT folder's NT ACL, checked against Samba's own dsacl2fsacl -----------------------
+
+samba_ntacls = pytest.importorskip("samba.ntacls", reason="Samba's dsacl2fsacl is the reference")
+
+# What Samba gives a new GPC (read from the lab after `samba-tool gpo create`).
+NEW_GPC = (
+    "O:DAG:DAD:P(A;CI;RPWPCCDCLCLORCWOWDSDDTSW;;;DA)(A;CI;RPWPCCDCLCLORCWOWDSDDTSW;;;EA)"
+    "(A;CIIO;RPWPCCDCLCLORCWOWDSDDTSW;;;CO)(A;;RPWPCCDCLCLORCWOWDSDDTSW;;;DA)"
+    "(A;CI;RPWPCCDCLCLORCWOWDSDDTSW;;;SY)(A;CI;RPLCLORC;;;AU)"
+    "(OA;CI;CR;edacfd8f-ffb3-11d1-b41d-00a0c968f939;;AU)(A;CI;RPLCLORC;;;ED)"
+)
+
+
+@pytest.mark.parametrize(
+    "ds_sddl",
+    [
+        pytest.param(NEW_GPC, id="new-gpc"),
+        pytest.param(DEFAULT, id="with-inherited-ace"),
+        pytest.param(
+            "O:DAG:DAD:AI(A;;RPLCLORC;;;S-1-5-32-554)(D;;WP;;;AU)(A;;CCDC;;;BA)(A;;WP;;;DU)"
+            "(A;CI;RPLC;;;AU)(A;CIIO;RP;;;CO)(A;CIID;LCRP;;;SY)",
+            id="pre-w2k-deny-partial-rights",
+        ),
+        pytest.param("O:BAG:DUD:PAI(A;;GA;;;BA)(A;;RC;;;AU)", id="generic-and-standard-rights"),
+    ],
+)
+def test_gpt_folder_acl_is_what_samba_derives_from_the_gpc_acl(ds_sddl):
+    folder = gpt_folder_descriptor(SecurityDescriptor.parse(samba_pack(ds_sddl)))
+    expected = samba_ntacls.dsacl2fsacl(ds_sddl, security.dom_sid(DOMAIN))
+    assert samba_sddl(folder.pack()) == expected
+
+
+def test_gpt_folder_acl_follows_security_filtering():
+    filtered = security_filter(SecurityDescriptor.parse(samba_pack(NEW_GPC)), [DOMAIN_USERS])
+    folder = gpt_folder_descriptor(filtered)
+    assert samba_sddl(folder.pack()) == samba_ntacls.dsacl2fsacl(
+        samba_sddl(filtered.pack()), security.dom_sid(DOMAIN)
+    )
+    assert "(A;OICI;0x001200a9;;;DU)" in samba_sddl(folder.pack()), "Domain Users may read"
+    unfiltered = gpt_folder_descriptor(SecurityDescriptor.parse(samba_pack(NEW_GPC)))
+    assert not same_access(folder, unfiltered)
+    assert same_access(folder, SecurityDescriptor.parse(folder.pack()))
+
+
+@given(st.integers(min_value=0, max_value=0xFFFFFFFF))
+def test_every_directory_mask_maps_to_the_file_mask_samba_maps_it_to(mask):
+    assert ds_to_file_mask(mask) == samba_ntacls.ldapmask2filemask(mask)
+
+
+def test_same_access_ignores_layout_but_not_owner_or_dacl_flags():
+    sd = SecurityDescriptor.parse(samba_pack(NEW_GPC))
+    assert same_access(sd, dataclasses.replace(sd, dacl_revision=4, control=sd.control | 0x20))
+    assert not same_access(sd, SecurityDescriptor.parse(samba_pack("O:BA" + NEW_GPC[4:])))
+    assert not same_access(sd, SecurityDescriptor.parse(samba_pack(NEW_GPC.replace("D:P", "D:"))))
