@@ -10,9 +10,13 @@ description:
     and UTS namespaces with a per-host /etc whose resolv.conf and hosts point into the lab, a
     tmpfs /run so several DCs coexist), provisions the domain (first DC) or joins it (other
     DCs) into the state folder, configures the lab's TLS certificate and removes the DNS
-    forwarder, creates the roaming OU and users (first DC), starts C(samba -F) detached and
-    waits until an LDAPS bind validated against the lab CA succeeds. A joined DC is checked by
-    forcing a replication from the first DC.
+    forwarder, starts C(samba -F) detached (after checking that nothing else holds the DC's
+    ports on its address) and waits until an LDAPS bind validated against the lab CA succeeds.
+    A joined DC is checked by forcing a replication from the first DC.
+  - On the first DC, the roaming OU and O(users) converge on every run, also on a lab that is
+    already up - a missing user is added, a user whose password no longer binds gets it set
+    again; users not listed are left alone (tests may create their own). The other DCs
+    receive them by replication.
   - Every step is skipped when already done; RV(changed) is true only when something was done.
     Check mode starts nothing.
   - O(state=absent) stops the DC's processes (SIGTERM, then SIGKILL) and removes its namespace,
@@ -56,10 +60,19 @@ options:
     type: str
     default: RoamingUsers
   users:
-    description: Users to create in the roaming OU (first DC only), each C(name), C(password).
+    description: Users wanted in the roaming OU (first DC only).
     type: list
     elements: dict
     default: []
+    suboptions:
+      name:
+        description: sAMAccountName and CN.
+        type: str
+        required: true
+      password:
+        description: The user's password.
+        type: str
+        required: true
   hosts:
     description: Every lab host name to its IP, for the lab hosts file.
     type: dict
@@ -114,18 +127,22 @@ actions:
 """
 
 import shutil
-import ssl
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.lab_forest_common import (
+    DC_TCP_PORTS,
     LabError,
     LabNames,
     Sandbox,
+    check_ports_free,
     ensure_host,
     exec_prefix,
     host_ip,
+    host_network_ready,
     hosts_file,
+    new_user_attributes,
+    password_value,
     remove_host,
     resolv_conf,
     run,
@@ -136,10 +153,19 @@ from ansible.module_utils.lab_forest_common import (
 
 try:
     import ldap3
+    from ansible.module_utils.credroam.connection import (
+        DirectoryError,
+        LdapTarget,
+        check_result,
+        connect,
+        first,
+    )
 
     HAS_LDAP3 = True
 except ImportError:
     HAS_LDAP3 = False
+
+NO_SUCH_OBJECT = 32
 
 NO_FORWARDER = ("dns forwarder",)
 
@@ -177,10 +203,14 @@ class DomainController:
             self._do("configure smb.conf", self._configure)
         pid = self.sandbox.running_pid()
         if pid is None:
+            if host_network_ready(self.names, self.host):
+                check_ports_free(self.names, self.host, self.ip, DC_TCP_PORTS)
             self._do("start samba", self._start)
             pid = self.sandbox.running_pid() or 0
             if self.index > 1:
                 self._do("check replication from dc1", self._replicate_from_first)
+        if self.index == 1:
+            self._converge_users(running=pid != 0)
         return pid
 
     def _do(self, what: str, step) -> None:
@@ -222,22 +252,6 @@ class DomainController:
                 *self._common_options(),
             ],
         )
-        sam = ["-H", str(self.target / "private" / "sam.ldb"), "-s", str(self.smb_conf)]
-        ou_dn = f"OU={self.p['roaming_ou']},{self.base_dn}"
-        self.sandbox.run(["samba-tool", "ou", "add", ou_dn, *sam])
-        for user in self.p["users"]:
-            self.sandbox.run(
-                [
-                    "samba-tool",
-                    "user",
-                    "add",
-                    user["name"],
-                    user["password"],
-                    f"--userou=OU={self.p['roaming_ou']}",
-                    *sam,
-                ]
-            )
-            self.sandbox.run(["samba-tool", "user", "setexpiry", user["name"], "--noexpiry", *sam])
         self._configure()
         (self.sandbox.root / "provisioned").touch()
 
@@ -294,16 +308,106 @@ class DomainController:
         if self.sandbox.started_pid() is None:
             log = self.sandbox.log_file.read_text(errors="replace")[-1500:]
             raise LabError(f"samba on {self.host} exited; end of {self.sandbox.log_file}:\n{log}")
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.p["ca_cert"])
-        server = ldap3.Server(self.ip, port=636, use_ssl=True, tls=tls, connect_timeout=2)
-        user = f"Administrator@{self.p['realm'].lower()}"
         try:
-            conn = ldap3.Connection(server, user, self.p["admin_password"], receive_timeout=5)
-            bound = conn.bind()
-            conn.unbind()
-        except ldap3.core.exceptions.LDAPException:
+            connect(self._target()).unbind()
+        except DirectoryError:
             return False
-        return bound
+        return True
+
+    def _target(self, user: str = "Administrator", password: str | None = None) -> LdapTarget:
+        """LDAPS to this DC by IP (its certificate names the IP), validated by the lab CA."""
+        return LdapTarget(
+            server=self.ip,
+            bind_user=f"{user}@{self.p['realm'].lower()}",
+            bind_password=self.p["admin_password"] if password is None else password,
+            ca_cert=self.p["ca_cert"],
+            timeout=5,
+        )
+
+    # -- users (first DC) -------------------------------------------------------------------
+
+    def _converge_users(self, running: bool) -> None:
+        """Roaming OU and listed users, on every run: a lab that is up converges too."""
+        if not running:  # check mode before the first start: everything is still to do
+            self.actions.append(f"create roaming OU and {len(self.p['users'])} users")
+            return
+        try:
+            conn = connect(self._target())
+        except DirectoryError as exc:
+            raise LabError(f"cannot check the lab users on {self.host}: {exc}") from exc
+        try:
+            self._ensure_roaming_ou(conn)
+            existing = self._existing_users(conn)
+            for user in self.p["users"]:
+                found = existing.get(user["name"].lower())
+                if found is None:
+                    self._do(f"add user {user['name']}", lambda u=user: self._add_user(conn, u))
+                elif found.lower() != self._user_dn(user["name"]).lower():
+                    raise LabError(
+                        f"lab_forest_users: {user['name']!r} already exists as {found}, outside "
+                        f"OU={self.p['roaming_ou']}; rename it or choose another user name"
+                    )
+                elif not self._password_binds(user):
+                    self._do(
+                        f"set password of {user['name']}",
+                        lambda u=user: self._set_password(conn, u),
+                    )
+        except DirectoryError as exc:
+            raise LabError(f"lab users on {self.host}: {exc}") from exc
+        finally:
+            conn.unbind()
+
+    def _ou_dn(self) -> str:
+        return f"OU={self.p['roaming_ou']},{self.base_dn}"
+
+    def _user_dn(self, name: str) -> str:
+        return f"CN={name},{self._ou_dn()}"
+
+    def _ensure_roaming_ou(self, conn: ldap3.Connection) -> None:
+        if conn.search(self._ou_dn(), "(objectClass=organizationalUnit)", ldap3.BASE):
+            return
+        if (conn.result or {}).get("result") != NO_SUCH_OBJECT:
+            check_result(conn, f"reading {self._ou_dn()}")
+        self._do(f"create {self._ou_dn()}", lambda: self._add_ou(conn))
+
+    def _add_ou(self, conn: ldap3.Connection) -> None:
+        conn.add(self._ou_dn(), ["top", "organizationalUnit"])
+        check_result(conn, f"creating {self._ou_dn()}")
+
+    def _existing_users(self, conn: ldap3.Connection) -> dict[str, str]:
+        """Lower-cased sAMAccountName -> DN of the listed users that exist anywhere."""
+        if not self.p["users"]:
+            return {}
+        wanted = "".join(f"(sAMAccountName={user['name']})" for user in self.p["users"])
+        conn.search(
+            self.base_dn,
+            f"(&(objectClass=user)(|{wanted}))",
+            ldap3.SUBTREE,
+            attributes=["sAMAccountName"],
+        )
+        check_result(conn, "searching the lab users")
+        return {
+            str(first(entry["attributes"], "sAMAccountName")).lower(): entry["dn"]
+            for entry in conn.response
+            if entry.get("type") == "searchResEntry"
+        }
+
+    def _add_user(self, conn: ldap3.Connection, user: dict) -> None:
+        attributes = new_user_attributes(user["name"], user["password"], self.p["realm"])
+        conn.add(self._user_dn(user["name"]), attributes=attributes)
+        check_result(conn, f"adding lab user {user['name']!r} (is the password complex enough?)")
+
+    def _password_binds(self, user: dict) -> bool:
+        try:
+            connect(self._target(user["name"], user["password"])).unbind()
+        except DirectoryError:
+            return False
+        return True
+
+    def _set_password(self, conn: ldap3.Connection, user: dict) -> None:
+        change = {"unicodePwd": [(ldap3.MODIFY_REPLACE, [password_value(user["password"])])]}
+        conn.modify(self._user_dn(user["name"]), change)
+        check_result(conn, f"setting the password of {user['name']!r}")
 
     def _replicate_from_first(self) -> None:
         # Forces an inbound replication of the domain NC from dc1; fails if replication is broken.
@@ -345,7 +449,15 @@ def main() -> None:
             "domain": {"type": "str", "required": True},
             "admin_password": {"type": "str", "required": True, "no_log": True},
             "roaming_ou": {"type": "str", "default": "RoamingUsers"},
-            "users": {"type": "list", "elements": "dict", "default": [], "no_log": True},
+            "users": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "name": {"type": "str", "required": True},
+                    "password": {"type": "str", "required": True, "no_log": True},
+                },
+            },
             "hosts": {"type": "dict", "required": True},
             "nameservers": {"type": "list", "elements": "str", "required": True},
             "ca_cert": {"type": "path", "required": True},

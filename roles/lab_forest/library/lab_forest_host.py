@@ -9,8 +9,8 @@ description:
   - O(state=present) makes the host: its own network namespace with a veth on the lab bridge,
     own mount and UTS namespaces with a per-host copy of /etc (resolv.conf to the lab DCs,
     hosts file with the lab names), own /home and /root, a tmpfs /run, its hostname, and a real
-    sshd with its own host key listening only on the host's address, accepting root with the
-    lab SSH key.
+    sshd with its own host key listening only on the host's address (refused when something
+    else already holds port 22 there), accepting root with the lab SSH key.
   - Every step is skipped when already done; RV(changed) is true only when something was done.
     Check mode starts nothing.
   - O(state=absent) stops the host's processes and removes its namespace, veth and folder.
@@ -98,13 +98,16 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.lab_forest_common import (
+    SSH_TCP_PORTS,
     SSHD,
     LabError,
     LabNames,
     Sandbox,
+    check_ports_free,
     ensure_host,
     exec_prefix,
     host_ip,
+    host_network_ready,
     hosts_file,
     remove_host,
     resolv_conf,
@@ -184,6 +187,8 @@ class ClientHost:
                 self.sandbox.stop()
         pid = self.sandbox.running_pid()
         if pid is None:
+            if host_network_ready(self.sandbox.names, self.host):
+                check_ports_free(self.sandbox.names, self.host, self.ip, SSH_TCP_PORTS)
             self.actions.append("start sshd")
             if not self.check_mode:
                 self.sandbox.start([SSHD, "-D", "-e", "-f", "/etc/ssh/sshd_config"])

@@ -17,15 +17,79 @@ from pathlib import Path
 
 LAB_NAME_RE = re.compile(r"^[a-z0-9]{1,8}$")
 HOST_RE = re.compile(r"^(dc|client)([1-9][0-9]?)$")
-REQUIRED_COMMANDS = ("ip", "unshare", "nsenter", "samba", "samba-tool", "ssh-keygen", "ssh")
+# sAMAccountName: at most 20 characters; letters, digits, '.', '_', '-' keep it a plain CN too.
+USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,19}$")
+REALM_RE = re.compile(r"^[A-Z0-9]([A-Z0-9-]*[A-Z0-9])?(\.[A-Z0-9]([A-Z0-9-]*[A-Z0-9])?)+$")
+NETBIOS_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,14}$")
+MAX_DCS = 2
+MAX_CLIENTS = 20
+IFNAME_MAX = 15  # Linux interface names (IFNAMSIZ - 1)
+REQUIRED_COMMANDS = ("ip", "ss", "unshare", "nsenter", "samba", "samba-tool", "ssh-keygen", "ssh")
 SSHD = "/usr/sbin/sshd"
 # Files of Debian packages the lab needs beyond commands: sshd, samba-ad-provision's schema.
 REQUIRED_PATHS = (SSHD, "/usr/share/samba/setup/ad-schema")
 STOP_TIMEOUT = 5.0
+# TCP ports a Samba AD DC listens on (DNS, Kerberos, RPC, NetBIOS, LDAP, SMB, kpasswd, LDAPS, GC).
+DC_TCP_PORTS = (53, 88, 135, 139, 389, 445, 464, 636, 3268, 3269)
+SSH_TCP_PORTS = (22,)
 
 
 class LabError(Exception):
     """A lab operation failed; the message says what and, where known, what to do."""
+
+
+def validate_lab_name(lab: str) -> None:
+    """Every kernel object is named `cr-<lab>-<suffix>`; the longest suffix ('c20') makes
+    3 + 8 + 1 + 3 = 15 characters, Linux's limit for interface names."""
+    if not LAB_NAME_RE.match(lab or ""):
+        problem = f"is {len(lab)} characters" if len(lab) > 8 else "has other characters"
+        raise LabError(
+            f"lab name (lab_forest_name) {lab!r} {problem}: it must be 1-8 of [a-z0-9], "
+            f"because interface names cr-<name>-c{MAX_CLIENTS} must fit Linux's "
+            f"{IFNAME_MAX} characters"
+        )
+
+
+def validate_subnet(subnet: str) -> ipaddress.IPv4Network:
+    """The lab subnet: an IPv4 network of /24 or larger (hosts use .1 to .40)."""
+    try:
+        network = ipaddress.ip_network(subnet)
+    except ValueError as exc:
+        raise LabError(f"lab_forest_subnet {subnet!r} is not a network address: {exc}") from exc
+    if not isinstance(network, ipaddress.IPv4Network) or network.prefixlen > 24:
+        raise LabError(f"lab_forest_subnet {subnet} must be an IPv4 network of /24 or larger")
+    if not network.is_private:
+        raise LabError(f"lab_forest_subnet {subnet} is not a private network (RFC 1918)")
+    return network
+
+
+def validate_counts(dc_count: int, client_count: int) -> None:
+    if not 1 <= dc_count <= MAX_DCS:
+        raise LabError(f"lab_forest_dc_count must be 1-{MAX_DCS}, not {dc_count}")
+    if not 0 <= client_count <= MAX_CLIENTS:
+        raise LabError(f"lab_forest_client_count must be 0-{MAX_CLIENTS}, not {client_count}")
+
+
+def validate_directory_names(realm: str, domain: str, user_names: Sequence[str]) -> None:
+    if not REALM_RE.match(realm):
+        raise LabError(
+            f"lab_forest_realm {realm!r} must be a DNS name in upper case with a dot, "
+            "e.g. LAB.EXAMPLE"
+        )
+    if not NETBIOS_RE.match(domain):
+        raise LabError(
+            f"lab_forest_domain {domain!r} must be a NetBIOS name: 1-15 of [A-Z0-9-], e.g. LAB"
+        )
+    for name in user_names:
+        if not USER_NAME_RE.match(name or ""):
+            raise LabError(
+                f"lab_forest_users name {name!r} must be 1-20 of [A-Za-z0-9._-], "
+                "starting with a letter or digit"
+            )
+    lowered = [name.lower() for name in user_names]
+    duplicates = sorted({name for name in lowered if lowered.count(name) > 1})
+    if duplicates:
+        raise LabError(f"lab_forest_users lists {', '.join(duplicates)} more than once")
 
 
 @dataclass(frozen=True)
@@ -37,8 +101,7 @@ class LabNames:
     lab: str
 
     def __post_init__(self) -> None:
-        if not LAB_NAME_RE.match(self.lab):
-            raise LabError(f"lab name {self.lab!r} must match [a-z0-9]{{1,8}}")
+        validate_lab_name(self.lab)
 
     @property
     def prefix(self) -> str:
@@ -54,6 +117,13 @@ class LabNames:
     def veth(self, host: str) -> str:
         kind, number = split_host(host)
         return f"{self.prefix}{kind[0]}{number}"
+
+    def host_of_netns(self, netns: str) -> str | None:
+        """The host name of one of this lab's namespaces (None for anything else)."""
+        if not netns.startswith(self.prefix):
+            return None
+        host = netns[len(self.prefix) :]
+        return host if HOST_RE.match(host) else None
 
 
 def split_host(host: str) -> tuple[str, int]:
@@ -73,6 +143,18 @@ def host_ip(subnet: str, host: str) -> str:
 
 def bridge_ip(subnet: str) -> str:
     return str(ipaddress.ip_network(subnet).network_address + 1)
+
+
+def host_plan(subnet: str, dc_count: int, client_count: int) -> dict:
+    """The hosts of a lab: DCs first (dc1 provisions), then clients, each name and IP."""
+    validate_subnet(subnet)
+    validate_counts(dc_count, client_count)
+    dcs = [{"name": f"dc{i}", "ip": host_ip(subnet, f"dc{i}")} for i in range(1, dc_count + 1)]
+    clients = [
+        {"name": f"client{i}", "ip": host_ip(subnet, f"client{i}")}
+        for i in range(1, client_count + 1)
+    ]
+    return {"dcs": dcs, "clients": clients, "hosts": {h["name"]: h["ip"] for h in dcs + clients}}
 
 
 def run(
@@ -148,6 +230,78 @@ def lab_resources(names: LabNames) -> dict[str, list]:
     }
 
 
+def stale_lab_message(names: LabNames, found: dict[str, list], state_dir: Path) -> str:
+    """Why a lab without lab.json cannot be brought up ('' when nothing of it exists but,
+    at most, its bridge). Such leftovers come from an interrupted bring-up or dead daemons;
+    they may not match the settings asked for now, so they are not reused."""
+    pieces = []
+    netns = found.get("netns", [])
+    if netns:
+        pieces.append(f"network namespaces {', '.join(netns)}")
+    links = [link for link in found.get("links", []) if link != names.bridge]
+    if links:
+        pieces.append(f"links {', '.join(links)}")
+    if state_dir.is_dir() and any(state_dir.iterdir()):
+        pieces.append(f"files in {state_dir}")
+    if not pieces:
+        return ""
+    pids = found.get("pids", [])
+    processes = (
+        f"{len(pids)} lab processes still run" if pids else "no lab process runs (they died)"
+    )
+    return (
+        f"lab {names.lab!r} is stale or half-started: {'; '.join(pieces)} exist, {processes}, "
+        f"and there is no {state_dir / 'lab.json'}. Remove it with "
+        f"-e lab_forest_name={names.lab} -e lab_forest_state=absent, then bring it up again"
+    )
+
+
+def unchangeable_settings_message(recorded: dict, wanted: dict) -> str:
+    """Why an up lab (described by its lab.json) cannot take the wanted settings ('' if it
+    can). Subnet, realm and domain are baked into every host and the directory; a DC cannot
+    be dropped without demoting it. Clients and users converge instead."""
+    name = recorded.get("name", "?")
+    changed = [
+        f"lab_forest_{key} is {wanted[key]!r} but the lab has {recorded.get(key)!r}"
+        for key in ("subnet", "realm", "domain")
+        if key in wanted and recorded.get(key) != wanted[key]
+    ]
+    running_dcs = len(recorded.get("dcs", []))
+    if wanted.get("dc_count", running_dcs) < running_dcs:
+        changed.append(
+            f"lab_forest_dc_count is {wanted['dc_count']} but the lab has {running_dcs} DCs "
+            "(a DC is not removed from a running domain)"
+        )
+    if not changed:
+        return ""
+    return (
+        f"lab {name!r} is up with other settings: {'; '.join(changed)}. Keep its settings, or "
+        f"remove it first with -e lab_forest_name={name} -e lab_forest_state=absent"
+    )
+
+
+# --- directory ---------------------------------------------------------------------------
+
+UF_NORMAL_ACCOUNT = 0x0200
+UF_DONT_EXPIRE_PASSWD = 0x10000  # a lab lives longer than the 42-day default maximum age
+
+
+def password_value(password: str) -> bytes:
+    """unicodePwd as AD wants it: the quoted password in UTF-16LE (set over TLS only)."""
+    return f'"{password}"'.encode("utf-16-le")
+
+
+def new_user_attributes(name: str, password: str, realm: str) -> dict[str, object]:
+    """LDAP attributes of a new, enabled lab user whose password never expires."""
+    return {
+        "objectClass": ["top", "person", "organizationalPerson", "user"],
+        "sAMAccountName": name,
+        "userPrincipalName": f"{name}@{realm.lower()}",
+        "unicodePwd": password_value(password),
+        "userAccountControl": str(UF_NORMAL_ACCOUNT | UF_DONT_EXPIRE_PASSWD),
+    }
+
+
 # --- teardown ----------------------------------------------------------------------------
 
 
@@ -210,29 +364,61 @@ def remove_lab(names: LabNames) -> dict[str, list]:
 # --- network -----------------------------------------------------------------------------
 
 
-def addresses_in(subnet: str) -> list[tuple[str, str]]:
-    """(interface, address) pairs of the root namespace that fall inside `subnet`."""
-    network = ipaddress.ip_network(subnet)
+def parse_ipv4_addresses(ip_addr_output: str) -> list[tuple[str, str]]:
+    """(interface, address/prefix) pairs from `ip -o -4 addr show`."""
     pairs = []
-    for line in run(["ip", "-o", "-4", "addr", "show"]).stdout.splitlines():
+    for line in ip_addr_output.splitlines():
         fields = line.split()
-        address = ipaddress.ip_interface(fields[3])
-        if address.network.overlaps(network):
-            pairs.append((fields[1], str(address)))
+        if len(fields) > 3 and fields[2] == "inet":
+            pairs.append((fields[1], fields[3]))
     return pairs
+
+
+def overlapping_addresses(
+    subnet: str, addresses: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The (interface, address) pairs whose network overlaps `subnet`."""
+    network = ipaddress.ip_network(subnet)
+    return [
+        (device, address)
+        for device, address in addresses
+        if ipaddress.ip_interface(address).network.overlaps(network)
+    ]
+
+
+def addresses_in(subnet: str) -> list[tuple[str, str]]:
+    """(interface, address) pairs of the root namespace whose network overlaps `subnet`."""
+    output = run(["ip", "-o", "-4", "addr", "show"]).stdout
+    return overlapping_addresses(subnet, parse_ipv4_addresses(output))
+
+
+def subnet_conflict_message(names: LabNames, subnet: str, used: Iterable[tuple[str, str]]) -> str:
+    """Why `subnet` cannot be this lab's ('' when it can): another interface of the machine
+    (eth0's network, another lab's bridge, ...) already has an address overlapping it."""
+    foreign = [(device, address) for device, address in used if device != names.bridge]
+    if not foreign:
+        return ""
+    owners = ", ".join(f"{device} has {address}{_lab_of(device)}" for device, address in foreign)
+    return (
+        f"lab_forest_subnet {subnet} overlaps an address already configured on this machine "
+        f"({owners}); choose an unused private subnet, e.g. another 172.29.x.0/24"
+    )
+
+
+def _lab_of(device: str) -> str:
+    match = re.match(r"^cr-([a-z0-9]{1,8})-br$", device)
+    return f" (bridge of lab {match.group(1)!r})" if match else ""
 
 
 def ensure_bridge(names: LabNames, subnet: str, check_mode: bool) -> bool:
     prefix_len = ipaddress.ip_network(subnet).prefixlen
     wanted = f"{bridge_ip(subnet)}/{prefix_len}"
-    for device, address in addresses_in(subnet):
-        if device != names.bridge:
-            raise LabError(
-                f"subnet {subnet} is already in use: {device} has {address}. "
-                "Choose another lab_forest_subnet."
-            )
+    used = addresses_in(subnet)
+    conflict = subnet_conflict_message(names, subnet, used)
+    if conflict:
+        raise LabError(conflict)
     exists = names.bridge in link_names()
-    has_address = (names.bridge, wanted) in addresses_in(subnet)
+    has_address = (names.bridge, wanted) in used
     up = exists and "UP" in _link_flags(names.bridge)
     if exists and has_address and up:
         return False
@@ -272,6 +458,65 @@ def ensure_host_network(names: LabNames, host: str, subnet: str) -> bool:
 
 def host_network_ready(names: LabNames, host: str) -> bool:
     return names.netns(host) in netns_names() and names.veth(host) in link_names()
+
+
+# --- ports ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A listening socket as `ss` shows it."""
+
+    protocol: str  # tcp or udp
+    address: str  # IP, or '*' / '0.0.0.0' / '::' for any
+    port: int
+    process: str  # 'name (pid N)' or '' when ss cannot tell
+
+
+def parse_listeners(ss_output: str) -> list[Listener]:
+    """Listening sockets from `ss -Hlntup` (Netid State Recv-Q Send-Q Local Peer [Process])."""
+    listeners = []
+    for line in ss_output.splitlines():
+        fields = line.split(None, 6)
+        if len(fields) < 6:
+            continue
+        host, _, port = fields[4].rpartition(":")
+        if not port.isdigit():
+            continue
+        address = host.strip("[]").split("%", 1)[0]
+        found = re.search(r'\(\("([^"]*)",pid=(\d+)', fields[6] if len(fields) > 6 else "")
+        process = f"{found.group(1)} (pid {found.group(2)})" if found else ""
+        listeners.append(Listener(fields[0], address, int(port), process))
+    return listeners
+
+
+def busy_ports(listeners: Iterable[Listener], ip: str, tcp_ports: Iterable[int]) -> list[Listener]:
+    """The TCP listeners that hold one of `tcp_ports` on `ip` (or on every address)."""
+    wanted = set(tcp_ports)
+    return [
+        item
+        for item in listeners
+        if item.protocol == "tcp"
+        and item.port in wanted
+        and item.address in {ip, "*", "0.0.0.0", "::"}
+    ]
+
+
+def check_ports_free(names: LabNames, host: str, ip: str, tcp_ports: Iterable[int]) -> None:
+    """Refuse to start a daemon whose ports something else already holds in the host's
+    namespace (e.g. a leftover daemon whose pid file is gone): it would exit at once."""
+    output = run(["ip", "netns", "exec", names.netns(host), "ss", "-Hlntup"]).stdout
+    busy = busy_ports(parse_listeners(output), ip, tcp_ports)
+    if busy:
+        holders = ", ".join(
+            f"{item.port}/tcp on {item.address} by {item.process or 'an unknown process'}"
+            for item in busy
+        )
+        raise LabError(
+            f"{host} of lab {names.lab!r} cannot start: ports in use on its address {ip} "
+            f"({holders}); stop that process, or remove the lab with "
+            f"-e lab_forest_name={names.lab} -e lab_forest_state=absent"
+        )
 
 
 # --- per-host sandbox --------------------------------------------------------------------
