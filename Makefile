@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The inventory script (inventories/lab) describes the lab named here.
 export CREDROAM_LAB := $(LAB)
 
-.PHONY: help deps run test lint unit integration lab-up lab-down lab-status bench clean
+.PHONY: help deps run test lint unit integration molecule lab-up lab-down lab-status bench clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ unit: deps  ## Pure unit tests (no lab).
 
 integration: deps  ## Integration tests; the session brings up and tears down its own lab.
 	$(BIN)/pytest -q tests/integration
+
+molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml twice, verify, down.
+	$(BIN)/molecule test
 
 test: deps  ## Everything CI runs: lint, unit and integration tests.
 	$(MAKE) --no-print-directory lint
