@@ -25,6 +25,8 @@ from credroam.directory import (
     ROAMING_TIMESTAMP,
 )
 from credroam.fsutil import atomic_write, ensure_private_dir
+from credroam.state import StateFile
+from credroam.store import FileStore
 from credroam.timestamps import to_filetime
 from tests.lab import Account, Lab
 
@@ -180,3 +182,18 @@ def files_under(root: Path) -> set[Path]:
     for folder, _, names in os.walk(root):
         found.update(Path(folder) / name for name in names)
     return found
+
+
+class SimulatedHost:
+    """One host of a user: a real file store, state file and key cache under ``home``."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.root = home / "store"
+        self.store = FileStore(str(self.root))
+        self.state = StateFile(str(home / "state.json"))
+        self.key_cache = str(home / "cache" / "roaming.key")
+
+    def path(self, thumb: str, suffix: str, archived: bool = False) -> Path:
+        """Where the file store keeps item ``thumb`` (suffix ``cert.pem`` or ``key.pem``)."""
+        return self.root / ("archive/MY" if archived else "MY") / f"{thumb}.{suffix}"

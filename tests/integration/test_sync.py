@@ -14,8 +14,6 @@ from credroam.connection import DirectoryError, connect
 from credroam.directory import ACCOUNT_CREDENTIALS, read_roaming
 from credroam.envelope import new_roaming_key
 from credroam.reconcile import Policy
-from credroam.state import StateFile
-from credroam.store import FileStore
 from credroam.sync import sync_user
 from credroam.tokens import format_dn_binary
 from tests.integration.roaming_lab import (
@@ -32,18 +30,11 @@ from tests.integration.roaming_lab import (
     self_signed,
     target_for,
 )
+from tests.integration.roaming_lab import (
+    SimulatedHost as Host,
+)
 
 pytestmark = pytest.mark.integration
-
-
-class Host:
-    """One simulated host of the user: a file store and a state file under ``home``."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.root = home / "store"
-        self.store = FileStore(str(self.root))
-        self.state = StateFile(str(home / "state.json"))
 
 
 @pytest.fixture
