@@ -265,9 +265,9 @@ def test_sync_holds_the_store_lock_throughout_and_releases_it(cert_and_key):
 
 def test_a_second_sync_of_the_same_store_is_refused_while_one_runs(tmp_path, cert_and_key):
     store, directory, state = FileStore(str(tmp_path / "store")), FakeDirectory(), FakeState()
-    with store.lock():  # as another sync process would hold it
-        with pytest.raises(SyncBusy, match=r"another credroam sync of CN=alice.*\.lock held"):
-            run(directory, store, state, new_roaming_key())
+    busy = pytest.raises(SyncBusy, match=r"another credroam sync of CN=alice.*\.lock held")
+    with store.lock(), busy:  # the lock held as another sync process would hold it
+        run(directory, store, state, new_roaming_key())
     assert (directory.searches, directory.writes, state.saves) == (0, 0, 0)
     report = run(directory, store, state, new_roaming_key())  # released: the next sync runs
     assert directory.searches == 1 and not report.changed
