@@ -25,18 +25,22 @@ matches         record does not open   given (a new password)   rewrap: replace 
 matches         no password record     given                    add one
 none, no match  records                opens one                use it; cache it
 none, no match  records                wrong or none            RoamingKeyUnavailable, no write
-valid           no records             any                      wrap the cached key and write
+valid           no records             given                    wrap the cached key and write
+valid           no records             none                     use the cache (records later)
 none            no records             given                    first use: create, wrap, write
 none            no records             none                     RoamingKeyUnavailable
 =============== ====================== ======================== =============================
 
 Then every configured recovery public key without a record for this roaming key gets one. A
 record that could not be opened is never replaced unless the key it wraps is known (the cache
-with that key id): replacing it could lose every sealed private key. The cache only ever holds
-a key the directory holds a record of, so a host never seals with a key no other host can get.
+with that key id): replacing it could lose every sealed private key. The cache is only ever
+written with a key the directory holds a record of, so a host does not adopt a key that no
+other host can get.
 
 The password given must be the user's *current* one (for example the one that just bound to
-the directory): a record that does not open with it is rewrapped for it.
+the directory): a record that does not open with it is rewrapped for it. With a password, each
+call opens the key's password record once (one scrypt) to notice a password change; without
+one (a background sync) the cache alone is used and nothing costs more than the one search.
 
 Known limit: two hosts creating a key at the same time through different DCs leave two keys
 after replication. Each host keeps the key it has (cache) and the report names both; a host
