@@ -22,9 +22,13 @@ description:
     warning) and repaired with O(repair_version_mismatch).
   - Links (C(gPLink) of OUs, the domain or sites) are managed here too, because a GPO without its
     links is not a rollout step of its own; read-only queries are left to an C(_info) module.
-  - Files written over SMB inherit the ACL of the C(Policies) folder; on Samba run
-    C(samba-tool ntacl sysvolreset) afterwards if C(samba-tool gpo aclcheck) must be clean.
-  - SYSVOL is not replicated between Samba DCs; the files go to O(smb_server) only.
+  - The GPO folder's NT ACL follows the GPC's C(nTSecurityDescriptor) (allow ACEs inherited to
+    files and folders, directory rights mapped to file rights, as GPMC and C(samba-tool gpo
+    create) set it), so C(samba-tool gpo aclcheck) is clean without C(ntacl sysvolreset). It
+    is set before anything is created in the folder, and rewritten whenever it differs (after
+    a O(security_filtering) change, or when someone changed it).
+  - SYSVOL is not replicated between Samba DCs; the GPO's folder is kept on every DC in
+    O(sysvol_servers), each compared and written on its own, all with the same version.
 version_added: "0.1.0"
 author: credroam
 extends_documentation_fragment: [credroam_ldap]
@@ -116,8 +120,10 @@ options:
     default: false
   repair_version_mismatch:
     description:
-      - When C(versionNumber) and C(GPT.INI) disagree (or C(GPT.INI) is missing), set both to the
-        higher version, recreating missing folders.
+      - When C(versionNumber) and a C(GPT.INI) disagree (or C(GPT.INI) is missing, or a SYSVOL's
+        C(Registry.pol) differs from the first one's), set every copy and the GPC to the highest
+        version (one higher when a copy at that version held other content), recreating
+        missing folders.
     type: bool
     default: false
   security_filtering:
@@ -141,8 +147,21 @@ options:
         (the roaming_gpo role's C(templates)). Required with O(publish_admx).
     type: path
   smb_server:
-    description: DC whose SYSVOL share is written. Defaults to O(server).
+    description:
+      - DC whose SYSVOL share is written, when there is one. Defaults to O(server).
+      - Mutually exclusive with O(sysvol_servers).
     type: str
+  sysvol_servers:
+    description:
+      - Every DC whose SYSVOL clients may read (names or addresses); the GPO's folder is
+        written, compared and version-checked on each. The first one is the reference for
+        C(Registry.pol) values this run does not set.
+      - A DC whose copy lags (other version than the GPC, GPT.INI missing, or other
+        C(Registry.pol) content than the first DC's) is reported in RV(lagging_sysvols) and
+        repaired with O(repair_version_mismatch).
+      - Defaults to O(smb_server) (or O(server)) alone.
+    type: list
+    elements: str
   smb_user:
     description:
       - SMB (NTLM) user. Defaults to O(bind_user) when that is C(user@REALM) or
@@ -203,8 +222,18 @@ version:
   returned: state=present
   type: dict
   sample: {user: 2, computer: 0, number: 131072}
+sysvol_versions:
+  description: GPT.INI version on each SYSVOL server after the run (null when missing).
+  returned: state=present
+  type: dict
+  sample: {dc1.lab.example: 131072, dc2.lab.example: 131072}
+lagging_sysvols:
+  description: SYSVOL servers whose copy lagged before the run (see O(sysvol_servers)).
+  returned: state=present
+  type: list
+  elements: str
 version_mismatch:
-  description: The directory and SYSVOL versions disagree and were left so.
+  description: The directory and SYSVOL versions (or contents) disagree and were left so.
   returned: state=present
   type: bool
 version_mismatch_found:
@@ -228,7 +257,8 @@ security_filtering:
 operations:
   description:
     - Every write performed (or, in check mode, that would be), in order; kind is one of
-      ldap_add, ldap_modify, ldap_delete, smb_mkdir, smb_write, smb_remove_tree.
+      ldap_add, ldap_modify, ldap_delete, smb_mkdir, smb_write, smb_set_acl (the GPO folder's
+      NT ACL), smb_remove_tree; SMB operations name their server.
   returned: always
   type: list
   elements: dict
@@ -319,6 +349,7 @@ def argument_spec() -> dict:
         publish_admx={"type": "bool", "default": False},
         admx_template_dir={"type": "path"},
         smb_server={"type": "str"},
+        sysvol_servers={"type": "list", "elements": "str"},
         smb_user={"type": "str"},
         smb_password={"type": "str", "no_log": True},
         smb_port={"type": "int", "default": 445},
@@ -348,9 +379,13 @@ def build_request(params: dict, check_mode: bool) -> GpoRequest:
     )
 
 
-def smb_target(params: dict, domain_dns_name: str) -> SmbTarget:
+def sysvol_servers(params: dict) -> list[str]:
+    return params.get("sysvol_servers") or [params.get("smb_server") or params["server"]]
+
+
+def smb_target(params: dict, domain_dns_name: str, server: str) -> SmbTarget:
     return SmbTarget(
-        server=params.get("smb_server") or params["server"],
+        server=server,
         username=params.get("smb_user") or ntlm_username(params.get("bind_user")),
         password=params.get("smb_password") or params.get("bind_password") or "",
         domain_dns_name=domain_dns_name,
@@ -365,6 +400,7 @@ def main() -> None:
         argument_spec=argument_spec(),
         required_if=[*LDAP_REQUIRED_IF, ("publish_admx", True, ("admx_template_dir",))],
         required_one_of=[("name", "guid")],
+        mutually_exclusive=[("smb_server", "sysvol_servers")],
         supports_check_mode=True,
     )
     if IMPORT_ERROR is not None:
@@ -375,8 +411,13 @@ def main() -> None:
     try:
         request = build_request(params, module.check_mode)
         root = read_root_dse(conn)
-        target = smb_target(params, root.domain_dns_name)
-        applier = GpoApplier(conn, root, lambda: Sysvol(target))
+        domain = root.domain_dns_name
+        applier = GpoApplier(
+            conn,
+            root,
+            lambda server: Sysvol(smb_target(params, domain, server)),
+            sysvol_servers(params),
+        )
         if params["publish_admx"] and params["state"] == "present":
             request.files = _admin_templates(module, applier, request)
         result = applier.apply(request)

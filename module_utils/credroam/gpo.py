@@ -32,6 +32,7 @@ __all__ = [
     "PolicySetting",
     "PolicyTable",
     "RegistryChange",
+    "SysvolCopy",
     "add_extension_names",
     "format_gplink",
     "gpc_dn",
@@ -46,6 +47,9 @@ __all__ = [
     "policy_entries",
     "registry_value_entry",
     "remove_link",
+    "same_registry",
+    "sysvol_copy_problem",
+    "target_version",
     "update_gpt_ini",
 ]
 
@@ -282,6 +286,11 @@ def _same_content(a: PolEntry, b: PolEntry) -> bool:
     return a.identity == b.identity and a.type == b.type and a.data == b.data
 
 
+def same_registry(a: Sequence[PolEntry], b: Sequence[PolEntry]) -> bool:
+    """Same entries in the same order, compared by content (not byte for byte)."""
+    return len(a) == len(b) and all(_same_content(x, y) for x, y in zip(a, b, strict=True))
+
+
 def merge_registry(
     current: Sequence[PolEntry], desired: Iterable[PolEntry], exclusive: bool = False
 ) -> RegistryChange:
@@ -420,6 +429,55 @@ def update_gpt_ini(raw: bytes | None, version: GpoVersion) -> bytes:
     if line_end < 0:
         return raw + b"\r\n" + line + b"\r\n"
     return raw[: line_end + 1] + line + b"\r\n" + raw[line_end + 1 :]
+
+
+# --- several SYSVOLs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SysvolCopy:
+    """What one DC's SYSVOL holds of a GPO (SYSVOL is not replicated between Samba DCs)."""
+
+    server: str
+    version: GpoVersion | None  # None: GPT.INI is missing
+    entries: Sequence[PolEntry] = ()
+
+
+def sysvol_copy_problem(
+    ad_version: GpoVersion, copy: SysvolCopy, reference: SysvolCopy
+) -> str | None:
+    """Why ``copy`` lags, or None. The first SYSVOL listed is the reference for content: a copy
+    whose Registry.pol differs from it would give clients other settings under one version."""
+    if copy.version is None:
+        return f"GPT.INI missing on {copy.server}"
+    if copy.version != ad_version:
+        return (
+            f"GPT.INI version {copy.version.number} on {copy.server}, "
+            f"versionNumber {ad_version.number} in AD"
+        )
+    if copy is not reference and not same_registry(copy.entries, reference.entries):
+        return f"User\\Registry.pol on {copy.server} differs from {reference.server}'s"
+    return None
+
+
+def target_version(
+    ad_version: GpoVersion,
+    copies: Sequence[SysvolCopy],
+    wanted: Sequence[PolEntry],
+    content_changed: bool,
+    repair: bool,
+) -> GpoVersion:
+    """The version every copy and the GPC get. A content change bumps the user half past every
+    version seen, so each client re-applies; a repair takes the highest version seen, bumped
+    when a copy already at that version holds other content (its clients must re-apply too)."""
+    if not content_changed and not repair:
+        return ad_version
+    top = max([ad_version, *(c.version for c in copies if c.version is not None)])
+    if content_changed:
+        return top.bump_user()
+    if any(c.version == top and not same_registry(c.entries, wanted) for c in copies):
+        return top.bump_user()
+    return top
 
 
 # --- extension names --------------------------------------------------------------------------

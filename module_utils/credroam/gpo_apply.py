@@ -1,11 +1,17 @@
-"""Bring one GPO to the wanted state: read GPC + GPT, plan with :mod:`gpo`, write the difference.
+"""Read one GPO (:class:`GpoReader`) and bring it to the wanted state (:class:`GpoApplier`).
 
-The engine behind ``library/ad_gpo.py``. It reads everything first (the groupPolicyContainer,
-GPT.INI, User\\Registry.pol, the gPLink of every container involved), lets the pure functions of
-:mod:`gpo` decide, and only then writes, in an order that keeps a GPO consistent for clients
-even if it stops half-way: files before the directory's version number, so a client that sees
-the new version always finds the new files. Every write is recorded in ``operations`` (in check
-mode they are recorded and not performed), so a caller can show exactly what was done.
+The engine behind ``library/ad_gpo.py`` and ``library/ad_gpo_info.py``. It reads everything
+first (the groupPolicyContainer and its ACL, on every SYSVOL listed GPT.INI, User\\Registry.pol
+and the folder's NT ACL, the gPLink of every container involved), lets the pure functions of
+:mod:`gpo` and :mod:`secdesc` decide, and only then writes, in an order that keeps a GPO
+consistent for clients even if it stops half-way: the folder's ACL before anything is created
+in it (so files inherit the right ACL), files before the directory's version number (so a client
+that sees the new version always finds the new files). Every write is recorded in
+``operations`` (in check mode they are recorded and not performed), so a caller can show
+exactly what was done.
+
+SYSVOL is not replicated between Samba DCs, so the template is kept on every DC listed in
+``sysvol_servers``; the first one is the reference for Registry.pol content a run does not set.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .gpo import (
     GpLink,
     GpoError,
     GpoVersion,
+    SysvolCopy,
     add_extension_names,
     format_gplink,
     gpc_dn,
@@ -39,12 +46,23 @@ from .gpo import (
     parse_gpt_ini_version,
     place_link,
     remove_link,
+    same_registry,
+    sysvol_copy_problem,
+    target_version,
     update_gpt_ini,
 )
-from .secdesc import AUTHENTICATED_USERS, SecurityDescriptor, format_sid, security_filter
+from .secdesc import (
+    AUTHENTICATED_USERS,
+    SecurityDescriptor,
+    SecurityDescriptorError,
+    format_sid,
+    gpt_folder_descriptor,
+    same_access,
+    security_filter,
+)
 from .sysvol import Sysvol
 
-__all__ = ["GpoApplier", "GpoRequest", "LinkRequest"]
+__all__ = ["GpoApplier", "GpoReader", "GpoRequest", "GptState", "LinkRequest"]
 
 GPC_ATTRIBUTES = [
     "displayName",
@@ -53,9 +71,13 @@ GPC_ATTRIBUTES = [
     "flags",
     "gPCFunctionalityVersion",
     "gPCUserExtensionNames",
+    "whenChanged",
 ]
 GPT_INI = "GPT.INI"
 REGISTRY_POL = ("User", "Registry.pol")
+# SD flags control values ([MS-ADTS] 3.1.1.3.4.1.11): which parts of nTSecurityDescriptor.
+SD_OWNER_GROUP_DACL = 0x07
+SD_DACL = 0x04
 
 
 @dataclass(frozen=True)
@@ -95,73 +117,71 @@ class _Gpc:
         return GpoVersion.from_number(int(first(self.attributes, "versionNumber", 0) or 0))
 
 
-class GpoApplier:
-    """One run against one DC: ``conn`` (bound ldap3), ``sysvol`` made on first use."""
+@dataclass(frozen=True)
+class GptState:
+    """One DC's copy of a GPO's template folder, as read."""
+
+    server: str
+    gpt_ini: bytes | None  # None: GPT.INI missing
+    registry: list[preg.PolEntry]
+    acl: SecurityDescriptor | None  # None: the folder is missing
+
+    @property
+    def version(self) -> GpoVersion | None:
+        if self.gpt_ini is None:
+            return None
+        try:
+            return parse_gpt_ini_version(self.gpt_ini)
+        except GpoError as exc:
+            raise GpoError(f"GPT.INI on {self.server}: {exc}") from None
+
+    @property
+    def copy(self) -> SysvolCopy:
+        return SysvolCopy(self.server, self.version, tuple(self.registry))
+
+
+class GpoReader:
+    """Read-only view of GPOs through one DC's LDAP and the SYSVOL of each server listed."""
 
     def __init__(
-        self, conn: ldap3.Connection, root: RootDse, sysvol_factory: Callable[[], Sysvol]
+        self,
+        conn: ldap3.Connection,
+        root: RootDse,
+        sysvol_factory: Callable[[str], Sysvol],
+        sysvol_servers: Sequence[str],
     ) -> None:
+        servers = list(dict.fromkeys(s for s in sysvol_servers if s))
+        if not servers:
+            raise GpoError("no SYSVOL server to read the GPO template from")
         self.conn = conn
         self.root = root
         self.domain_dn = root.default_naming_context
         self.domain = root.domain_dns_name
+        self.sysvol_servers = servers
         self._sysvol_factory = sysvol_factory
-        self._sysvol: Sysvol | None = None
-        self.operations: list[dict[str, Any]] = []
-        self.warnings: list[str] = []
-        self.check_mode = False
+        self._sysvols: dict[str, Sysvol] = {}
 
-    # --- I/O helpers -----------------------------------------------------------------------
-    @property
-    def sysvol(self) -> Sysvol:
-        if self._sysvol is None:
-            self._sysvol = self._sysvol_factory()
-        return self._sysvol
+    def sysvol(self, server: str) -> Sysvol:
+        if server not in self._sysvols:
+            self._sysvols[server] = self._sysvol_factory(server)
+        return self._sysvols[server]
 
     def close(self) -> None:
-        if self._sysvol is not None:
-            self._sysvol.close()
+        for sysvol in self._sysvols.values():
+            sysvol.close()
 
-    def _search(self, base: str, flt: str, scope, attributes: Sequence[str]) -> list[dict]:
-        self.conn.search(base, flt, search_scope=scope, attributes=list(attributes))
+    def _search(
+        self, base: str, flt: str, scope, attributes: Sequence[str], controls=None
+    ) -> list[dict]:
+        self.conn.search(
+            base, flt, search_scope=scope, attributes=list(attributes), controls=controls
+        )
         result = self.conn.result or {}
         if result.get("result") == 32:  # noSuchObject
             return []
         check_result(self.conn, f"search under {base}")
         return [r for r in self.conn.response or [] if r.get("type") == "searchResEntry"]
 
-    def _record(self, kind: str, target: str, **details: Any) -> None:
-        self.operations.append({"kind": kind, "target": target, **details})
-
-    def _ldap_add(self, dn: str, attributes: dict[str, Any]) -> None:
-        self._record("ldap_add", dn, attributes=_printable(attributes))
-        if not self.check_mode:
-            self.conn.add(dn, attributes=attributes)
-            check_result(self.conn, f"adding {dn}")
-
-    def _ldap_modify(self, dn: str, changes: dict[str, Any]) -> None:
-        self._record("ldap_modify", dn, replace=_printable(changes))
-        if not self.check_mode:
-            self.conn.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in changes.items()})
-            check_result(self.conn, f"modifying {', '.join(changes)} of {dn}")
-
-    def _ldap_delete(self, dn: str) -> None:
-        self._record("ldap_delete", dn)
-        if not self.check_mode:
-            self.conn.delete(dn)
-            check_result(self.conn, f"deleting {dn}")
-
-    def _smb_write(self, data: bytes, *parts: str) -> None:
-        self._record("smb_write", "\\".join(parts), size=len(data))
-        if not self.check_mode:
-            self.sysvol.write(data, *parts)
-
-    def _smb_mkdir(self, *parts: str) -> None:
-        self._record("smb_mkdir", "\\".join(parts))
-        if not self.check_mode:
-            self.sysvol.makedirs(*parts)
-
-    # --- reading ---------------------------------------------------------------------------
     @property
     def policies_dn(self) -> str:
         return f"CN=Policies,CN=System,{self.domain_dn}"
@@ -184,7 +204,34 @@ class GpoApplier:
         guid_text = entry["dn"].split(",", 1)[0].split("=", 1)[1]
         return _Gpc(entry["dn"], normalize_guid(guid_text), dict(entry["attributes"]))
 
-    def _linking_containers(self, guid: str) -> dict[str, list[GpLink]]:
+    def read_gpc_descriptor(self, dn: str) -> SecurityDescriptor:
+        """Owner, group and DACL of the GPC (the SACL needs a privilege and is not used)."""
+        controls = security_descriptor_control(sdflags=SD_OWNER_GROUP_DACL)
+        found = self._search(dn, "(objectClass=*)", ldap3.BASE, ["nTSecurityDescriptor"], controls)
+        values = found[0]["raw_attributes"].get("nTSecurityDescriptor") if found else None
+        if not values:
+            raise GpoError(f"cannot read the nTSecurityDescriptor of {dn} (needs an admin)")
+        try:
+            return SecurityDescriptor.parse(values[0])
+        except SecurityDescriptorError as exc:
+            raise GpoError(f"nTSecurityDescriptor of {dn}: {exc}") from None
+
+    def read_gpt(self, guid: str, server: str) -> GptState:
+        sysvol = self.sysvol(server)
+        raw_acl = sysvol.read_security(guid)
+        gpt_ini = sysvol.read(guid, GPT_INI) if raw_acl is not None else None
+        raw_pol = sysvol.read(guid, *REGISTRY_POL) if raw_acl is not None else None
+        try:
+            registry = preg.decode(raw_pol) if raw_pol is not None else []
+        except preg.PolFormatError as exc:
+            raise GpoError(f"{guid}\\User\\Registry.pol on {server}: {exc}") from None
+        try:
+            acl = SecurityDescriptor.parse(raw_acl) if raw_acl is not None else None
+        except SecurityDescriptorError as exc:
+            raise GpoError(f"NT ACL of {guid} on {server}: {exc}") from None
+        return GptState(server, gpt_ini, registry, acl)
+
+    def linking_containers(self, guid: str) -> dict[str, list[GpLink]]:
         flt = f"(gPLink=*{escape_filter_chars(guid)}*)"
         found: dict[str, list[GpLink]] = {}
         bases = [self.domain_dn, f"CN=Sites,{self.root.configuration_naming_context}"]
@@ -201,14 +248,105 @@ class GpoApplier:
             raise GpoError(f"link target {target!r} does not exist")
         return parse_gplink(str(first(found[0]["attributes"], "gPLink", "") or ""))
 
-    def _read_registry(self, guid: str) -> list[preg.PolEntry]:
-        raw = self.sysvol.read(guid, *REGISTRY_POL)
-        if raw is None:
-            return []
-        try:
-            return preg.decode(raw)
-        except preg.PolFormatError as exc:
-            raise GpoError(f"{guid}\\User\\Registry.pol on SYSVOL: {exc}") from None
+    def inspect(self, name: str | None, guid: str | None) -> dict[str, Any]:
+        """Everything known about one GPO and the problems found, for ``ad_gpo_info``."""
+        gpc = self.find(name, normalize_guid(guid) if guid else None)
+        if gpc is None:
+            return {"exists": False}
+        gpts = [self.read_gpt(gpc.guid, server) for server in self.sysvol_servers]
+        descriptor = self.read_gpc_descriptor(gpc.dn)
+        folder_acl = gpt_folder_descriptor(descriptor)
+        reference = gpts[0].copy
+        problems = []
+        for gpt in gpts:
+            lag = sysvol_copy_problem(gpc.version, gpt.copy, reference)
+            if lag is not None:
+                kind = "missing_gpt" if gpt.gpt_ini is None else "version_mismatch"
+                if gpt.copy.version == gpc.version:
+                    kind = "content_mismatch"
+                problems.append({"kind": kind, "server": gpt.server, "message": lag})
+            if gpt.acl is not None and not same_access(gpt.acl, folder_acl):
+                problems.append({"kind": "acl_drift", "server": gpt.server,
+                                 "message": f"NT ACL of {gpc.guid} on {gpt.server} does not "
+                                 "follow the GPC's nTSecurityDescriptor"})  # fmt: skip
+        containers = self.linking_containers(gpc.guid)
+        attributes = {k: _plain(v) for k, v in gpc.attributes.items()}
+        return {
+            "exists": True,
+            "guid": gpc.guid,
+            "dn": gpc.dn,
+            "name": first(gpc.attributes, "displayName"),
+            "gpt_path": gpt_unc_path(gpc.guid, self.domain),
+            "attributes": attributes,
+            "version": gpc.version.as_dict(),
+            "sysvols": {
+                gpt.server: {
+                    "exists": gpt.acl is not None,
+                    "version": None if gpt.version is None else gpt.version.as_dict(),
+                    "registry_values": [e.describe() for e in gpt.registry],
+                    "acl_in_sync": gpt.acl is not None and same_access(gpt.acl, folder_acl),
+                }
+                for gpt in gpts
+            },
+            "registry_values": [e.describe() for e in gpts[0].registry],
+            "links": {dn: _link_view(links, gpc.guid) for dn, links in sorted(containers.items())},
+            "security_filtering": descriptor.apply_trustees,
+            "problems": problems,
+        }
+
+
+class GpoApplier(GpoReader):
+    """One run: LDAP through one DC, the template on every SYSVOL server listed."""
+
+    def __init__(
+        self,
+        conn: ldap3.Connection,
+        root: RootDse,
+        sysvol_factory: Callable[[str], Sysvol],
+        sysvol_servers: Sequence[str],
+    ) -> None:
+        super().__init__(conn, root, sysvol_factory, sysvol_servers)
+        self.operations: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.check_mode = False
+
+    # --- writes, each recorded ----------------------------------------------------------------
+    def _record(self, kind: str, target: str, **details: Any) -> None:
+        self.operations.append({"kind": kind, "target": target, **details})
+
+    def _ldap_add(self, dn: str, attributes: dict[str, Any]) -> None:
+        self._record("ldap_add", dn, attributes=_printable(attributes))
+        if not self.check_mode:
+            self.conn.add(dn, attributes=attributes)
+            check_result(self.conn, f"adding {dn}")
+
+    def _ldap_modify(self, dn: str, changes: dict[str, Any]) -> None:
+        self._record("ldap_modify", dn, replace=_printable(changes))
+        if not self.check_mode:
+            self.conn.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in changes.items()})
+            check_result(self.conn, f"modifying {', '.join(changes)} of {dn}")
+
+    def _ldap_delete(self, dn: str) -> None:
+        self._record("ldap_delete", dn)
+        if not self.check_mode:
+            self.conn.delete(dn)
+            check_result(self.conn, f"deleting {dn}")
+
+    def _smb_write(self, server: str, data: bytes, *parts: str) -> None:
+        self._record("smb_write", "\\".join(parts), server=server, size=len(data))
+        if not self.check_mode:
+            self.sysvol(server).write(data, *parts)
+
+    def _smb_mkdir(self, server: str, *parts: str) -> None:
+        self._record("smb_mkdir", "\\".join(parts), server=server)
+        if not self.check_mode:
+            self.sysvol(server).makedirs(*parts)
+
+    def _smb_set_acl(self, server: str, acl: SecurityDescriptor | None, guid: str) -> None:
+        self._record("smb_set_acl", guid, server=server, acl="from the GPC's nTSecurityDescriptor")
+        if not self.check_mode:
+            assert acl is not None, "a folder ACL is only unknown in check mode"
+            self.sysvol(server).write_security(acl.pack(), guid)
 
     # --- the run ---------------------------------------------------------------------------
     def apply(self, request: GpoRequest) -> dict[str, Any]:
@@ -225,12 +363,14 @@ class GpoApplier:
     def _absent(self, gpc: _Gpc | None) -> dict[str, Any]:
         if gpc is None:
             return self._result(False, None, {"exists": False}, {"exists": False})
-        containers = self._linking_containers(gpc.guid)
+        containers = self.linking_containers(gpc.guid)
         for container, links in containers.items():
             self._write_gplink(container, links, remove_link(links, gpc.guid))
-        self._record("smb_remove_tree", gpc.guid)
-        if not self.check_mode:
-            self.sysvol.remove_tree(gpc.guid)
+        for server in self.sysvol_servers:
+            if self.sysvol(server).exists(gpc.guid):
+                self._record("smb_remove_tree", gpc.guid, server=server)
+                if not self.check_mode:
+                    self.sysvol(server).remove_tree(gpc.guid)
         children = self._search(gpc.dn, "(objectClass=*)", ldap3.SUBTREE, ["objectClass"])
         for dn in sorted((c["dn"] for c in children), key=lambda d: -d.count(",")):
             self._ldap_delete(dn)
@@ -244,45 +384,37 @@ class GpoApplier:
             if not request.name:
                 raise GpoError(f"GPO {guid} does not exist; give name to create it")
             gpc = self._create(guid, request.name)
-            current_entries: list[preg.PolEntry] = []
-            sysvol_version: GpoVersion | None = None
-            gpt_raw: bytes | None = None
+            gpts = [GptState(server, None, [], None) for server in self.sysvol_servers]
         else:
-            gpt_raw = self.sysvol.read(gpc.guid, GPT_INI)
-            sysvol_version = parse_gpt_ini_version(gpt_raw) if gpt_raw is not None else None
-            current_entries = self._read_registry(gpc.guid)
+            gpts = [self.read_gpt(gpc.guid, server) for server in self.sysvol_servers]
             if request.name and first(gpc.attributes, "displayName") != request.name:
                 self._ldap_modify(gpc.dn, {"displayName": request.name})
         ad_version = gpc.version
-        mismatch = not created and sysvol_version != ad_version
-        change = merge_registry(current_entries, request.entries, request.registry_exclusive)
+        copies = [gpt.copy for gpt in gpts]
+        change = merge_registry(copies[0].entries, request.entries, request.registry_exclusive)
+        lags = {} if created else _lags(ad_version, copies)
+        repair = bool(lags) and request.repair_version_mismatch
+        new_version = target_version(ad_version, copies, change.entries, change.changed, repair)
+        write_content = created or change.changed or repair
+        if lags and not write_content:
+            for problem in lags.values():
+                self.warnings.append(
+                    f"GPO {gpc.guid} is out of sync: {problem}; "
+                    "run with repair_version_mismatch=true to repair"
+                )
 
-        mismatch_repair = mismatch and request.repair_version_mismatch
-        new_version = ad_version
-        if change.changed:
-            base = max(ad_version, sysvol_version or GpoVersion())
-            new_version = base.bump_user()
-        elif mismatch_repair:
-            new_version = max(ad_version, sysvol_version or GpoVersion())
-        elif mismatch:
-            self.warnings.append(
-                f"GPO {gpc.guid} is out of sync: versionNumber {ad_version.number} in AD, "
-                f"GPT.INI {'missing' if sysvol_version is None else sysvol_version.number} on "
-                "SYSVOL; run with repair_version_mismatch=true to repair"
-            )
-
-        if not created and sysvol_version is None and (change.changed or mismatch_repair):
-            for folder in ((), ("User",), ("Machine",)):
-                self._smb_mkdir(gpc.guid, *folder)
-        if change.changed:
-            self._smb_write(preg.encode(change.entries), gpc.guid, *REGISTRY_POL)
-        gpt_written = created or (
-            new_version != sysvol_version and (change.changed or mismatch_repair)
+        # The GPC's ACL first: the folders' NT ACLs are derived from it.
+        filter_before, filter_after, descriptor = self._apply_security_filtering(
+            gpc, request, created
         )
-        if gpt_written:
-            self._smb_write(update_gpt_ini(gpt_raw, new_version), gpc.guid, GPT_INI)
-        for relative, data in request.files.items():
-            self._publish_file(relative, data)
+        folder_acl = gpt_folder_descriptor(descriptor) if descriptor else None
+        acl_before = {}
+        for gpt in gpts:
+            acl_before[gpt.server] = self._sync_gpt(
+                gpc.guid, gpt, folder_acl, change.entries if write_content else None, new_version
+            )
+            for relative, data in request.files.items():
+                self._publish_file(gpt.server, relative, data)
 
         gpc_changes: dict[str, Any] = {}
         extension_names = first(gpc.attributes, "gPCUserExtensionNames")
@@ -296,26 +428,37 @@ class GpoApplier:
             self._ldap_modify(gpc.dn, gpc_changes)
 
         links_before, links_after = self._apply_links(gpc.guid, request)
-        filter_before, filter_after = self._apply_security_filtering(gpc, request, created)
+        versions_before = {gpt.server: _number(gpt.copy.version) for gpt in gpts}
+        versions_after = {
+            gpt.server: new_version.number if write_content else _number(gpt.copy.version)
+            for gpt in gpts
+        }
         before = {
             "exists": not created,
             "registry_values": change.before,
-            "version": _version_view(ad_version, sysvol_version),
+            "version": {"ad": ad_version.number, "sysvol": versions_before},
+            "sysvol_acl": acl_before,
             "links": links_before,
             "security_filtering": filter_before,
         }
         after = {
             "exists": True,
             "registry_values": change.after,
-            "version": _version_view(new_version, new_version if gpt_written else sysvol_version),
+            "version": {"ad": new_version.number, "sysvol": versions_after},
+            "sysvol_acl": {
+                server: "in sync" if state != "missing" or write_content else state
+                for server, state in acl_before.items()
+            },
             "links": links_after,
             "security_filtering": filter_after,
         }
         result = self._result(bool(self.operations), gpc, before, after)
         result.update(
             version=new_version.as_dict(),
-            version_mismatch=mismatch and not (change.changed or mismatch_repair),
-            version_mismatch_found=mismatch,
+            sysvol_versions=versions_after,
+            version_mismatch=bool(lags) and not write_content,
+            version_mismatch_found=bool(lags),
+            lagging_sysvols=sorted(lags),
             registry_values=change.after,
             links=links_after,
             security_filtering=filter_after,
@@ -335,25 +478,56 @@ class GpoApplier:
         self._ldap_add(dn, attributes)
         for child in ("User", "Machine"):  # as samba-tool gpo create and GPMC make them
             self._ldap_add(f"CN={child},{dn}", {"objectClass": ["top", "container"]})
-        for folder in ((), ("User",), ("Machine",)):
-            self._smb_mkdir(guid, *folder)
         return _Gpc(dn, guid, {"displayName": [name], "versionNumber": [0]})
 
-    def _publish_file(self, relative: str, data: bytes) -> None:
+    def _sync_gpt(
+        self,
+        guid: str,
+        gpt: GptState,
+        folder_acl: SecurityDescriptor | None,
+        entries: list[preg.PolEntry] | None,
+        version: GpoVersion,
+    ) -> str:
+        """Bring one SYSVOL's copy in line: the folder's ACL always; with ``entries`` (content
+        to write) also Registry.pol and GPT.INI. Returns how the ACL was found."""
+        server = gpt.server
+        if gpt.acl is None:
+            if entries is None:
+                return "missing"  # reported as a lagging SYSVOL; repaired on request
+            self._smb_mkdir(server, guid)
+            self._smb_set_acl(server, folder_acl, guid)  # before anything inherits from it
+            acl_state = "missing"
+        elif folder_acl is None or not same_access(gpt.acl, folder_acl):
+            self._smb_set_acl(server, folder_acl, guid)
+            acl_state = "drift"
+        else:
+            acl_state = "in sync"
+        if entries is None:
+            return acl_state
+        if gpt.gpt_ini is None:
+            for folder in ("User", "Machine"):
+                self._smb_mkdir(server, guid, folder)
+        if not same_registry(gpt.registry, entries):
+            self._smb_write(server, preg.encode(entries), guid, *REGISTRY_POL)
+        if gpt.copy.version != version:
+            self._smb_write(server, update_gpt_ini(gpt.gpt_ini, version), guid, GPT_INI)
+        return acl_state
+
+    def _publish_file(self, server: str, relative: str, data: bytes) -> None:
         parts = tuple(p for p in relative.replace("/", "\\").split("\\") if p)
-        current = self.sysvol.read(*parts)
+        current = self.sysvol(server).read(*parts)
         if current == data:
             return
         if len(parts) > 1:
-            self._smb_mkdir(*parts[:-1])
-        self._smb_write(data, *parts)
+            self._smb_mkdir(server, *parts[:-1])
+        self._smb_write(server, data, *parts)
 
     # --- links -----------------------------------------------------------------------------
     def _apply_links(self, guid: str, request: GpoRequest) -> tuple[dict, dict]:
         if request.links is None:
             return {}, {}
         gpo_dn = f"cn={guid},cn=policies,cn=system,{self.domain_dn}"  # as GPMC writes it
-        current = self._linking_containers(guid)
+        current = self.linking_containers(guid)
         requested = {link.target.lower(): link for link in request.links}
         targets = {dn.lower(): dn for dn in current}
         for link in request.links:
@@ -408,18 +582,19 @@ class GpoApplier:
 
     def _apply_security_filtering(
         self, gpc: _Gpc, request: GpoRequest, created: bool
-    ) -> tuple[list[str] | None, list[str] | None]:
-        if request.security_filtering is None:
-            return None, None
-        sids = [self._resolve_sid(p) for p in request.security_filtering]
-        controls = security_descriptor_control(sdflags=0x04)  # DACL only
+    ) -> tuple[list[str] | None, list[str] | None, SecurityDescriptor | None]:
+        """Before and after (None when not managed) and the GPC's descriptor after the run
+        (None only for a GPC that check mode did not create)."""
+        sids = None
+        if request.security_filtering is not None:
+            sids = [self._resolve_sid(p) for p in request.security_filtering]
         if created and self.check_mode:
-            return [AUTHENTICATED_USERS], sorted(set(sids))
-        self.conn.search(gpc.dn, "(objectClass=*)", ldap3.BASE,
-                         attributes=["nTSecurityDescriptor"], controls=controls)  # fmt: skip
-        check_result(self.conn, f"reading the ACL of {gpc.dn}")
-        raw = self.conn.response[0]["raw_attributes"]["nTSecurityDescriptor"][0]
-        current = SecurityDescriptor.parse(raw)
+            if sids is None:
+                return None, None, None
+            return [AUTHENTICATED_USERS], sorted(set(sids)), None
+        current = self.read_gpc_descriptor(gpc.dn)
+        if sids is None:
+            return None, None, current
         wanted = security_filter(current, sids)
         if wanted.aces != current.aces:
             self._record("ldap_modify", gpc.dn, replace={"nTSecurityDescriptor": "DACL: "
@@ -428,10 +603,10 @@ class GpoApplier:
                 self.conn.modify(
                     gpc.dn,
                     {"nTSecurityDescriptor": [(ldap3.MODIFY_REPLACE, [wanted.pack()])]},
-                    controls=controls,
+                    controls=security_descriptor_control(sdflags=SD_DACL),
                 )
                 check_result(self.conn, f"writing the ACL of {gpc.dn}")
-        return current.apply_trustees, wanted.apply_trustees
+        return current.apply_trustees, wanted.apply_trustees, wanted
 
     # --- result ----------------------------------------------------------------------------
     def _result(self, changed: bool, gpc: _Gpc | None, before: dict, after: dict) -> dict:
@@ -450,8 +625,24 @@ class GpoApplier:
         return result
 
 
-def _version_view(ad: GpoVersion, sysvol: GpoVersion | None) -> dict:
-    return {"ad": ad.number, "sysvol": None if sysvol is None else sysvol.number}
+def _number(version: GpoVersion | None) -> int | None:
+    return None if version is None else version.number
+
+
+def _lags(ad_version: GpoVersion, copies: Sequence[SysvolCopy]) -> dict[str, str]:
+    """Lagging SYSVOL server -> what is wrong with its copy."""
+    found = {c.server: sysvol_copy_problem(ad_version, c, copies[0]) for c in copies}
+    return {server: problem for server, problem in found.items() if problem is not None}
+
+
+def _plain(values: Any) -> Any:
+    """An LDAP attribute value as JSON-friendly data (single values unwrapped)."""
+    if isinstance(values, list | tuple):
+        items = [_plain(v) for v in values]
+        return items[0] if len(items) == 1 else items
+    if isinstance(values, bytes):
+        return values.hex()
+    return values if isinstance(values, str | int | bool | type(None)) else str(values)
 
 
 def _link_view(links: Sequence[GpLink], guid: str) -> dict:

@@ -7,6 +7,11 @@ domain's DNS name: ``\\\\<dc>\\sysvol\\<domain>\\Policies\\{GUID}\\...``.
 
 Authentication is NTLM (or Kerberos, through negotiate) with signing required and, by default,
 SMB3 encryption, so GPO content is neither readable nor alterable on the wire.
+
+NT ACLs are read and written with SMB2 QUERY_INFO / SET_INFO of the security info type.
+smbprotocol 1.17 has the request structures and smbclient's compound transaction but no
+function for this info type, so :meth:`Sysvol.read_security` and :meth:`Sysvol.write_security`
+put those pieces together (one CREATE + QUERY/SET + CLOSE round trip each).
 """
 
 from __future__ import annotations
@@ -20,7 +25,17 @@ try:
     import smbclient
     import smbclient.path
     import smbclient.shutil
+    from smbclient._io import SMBDirectoryIO, SMBFileTransaction
+    from smbprotocol import MAX_PAYLOAD_SIZE
     from smbprotocol.exceptions import SMBException, SMBOSError, SMBResponseException
+    from smbprotocol.file_info import InfoType
+    from smbprotocol.open import (
+        FilePipePrinterAccessMask,
+        SMB2QueryInfoRequest,
+        SMB2QueryInfoResponse,
+        SMB2SetInfoRequest,
+        SMB2SetInfoResponse,
+    )
 
     SMB_IMPORT_ERROR: ImportError | None = None
 except ImportError as exc:  # pragma: no cover - depends on the controller's Python
@@ -33,6 +48,10 @@ __all__ = [
     "SysvolError",
     "ntlm_username",
 ]
+
+
+# [MS-DTYP] 2.4.7 SECURITY_INFORMATION: the parts of a descriptor read or written.
+OWNER_GROUP_DACL = 0x1 | 0x2 | 0x4
 
 
 class SysvolError(Exception):
@@ -165,6 +184,59 @@ class Sysvol:
                 yield entry.name
         except (SMBException, OSError) as exc:
             raise self._fail("listing", path, exc) from exc
+
+    def read_security(self, *parts: str) -> bytes | None:
+        """Self-relative descriptor (owner, group, DACL) of a folder; None when it is missing."""
+        path = self.path(*parts)
+        request = SMB2QueryInfoRequest()
+        request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
+        request["output_buffer_length"] = MAX_PAYLOAD_SIZE
+        request["additional_information"] = OWNER_GROUP_DACL
+        try:
+            found = self._folder_transaction(
+                path, FilePipePrinterAccessMask.READ_CONTROL, request, SMB2QueryInfoResponse
+            )
+        except FileNotFoundError:
+            return None
+        except (SMBException, OSError) as exc:
+            if getattr(exc, "errno", None) == 2:
+                return None
+            raise self._fail("reading the ACL of", path, exc) from exc
+        return found["buffer"].get_value()
+
+    def write_security(self, descriptor: bytes, *parts: str) -> None:
+        """Replace a folder's owner, group and DACL with those of ``descriptor`` (self-relative);
+        its control bits (e.g. DACL protected) go with it."""
+        path = self.path(*parts)
+        request = SMB2SetInfoRequest()
+        request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
+        request["additional_information"] = OWNER_GROUP_DACL
+        request["buffer"] = descriptor
+        access = (
+            FilePipePrinterAccessMask.READ_CONTROL
+            | FilePipePrinterAccessMask.WRITE_DAC
+            | FilePipePrinterAccessMask.WRITE_OWNER
+        )
+        try:
+            self._folder_transaction(path, access, request, SMB2SetInfoResponse)
+        except (SMBException, OSError) as exc:
+            raise self._fail("writing the ACL of", path, exc) from exc
+
+    def _folder_transaction(self, path: str, access: int, request, response_type):
+        """Open the folder, send ``request`` on it, close it: one compound round trip."""
+        raw = SMBDirectoryIO(
+            path, mode="r", share_access="rwd", desired_access=access, **self._kw()
+        )
+        request["file_id"] = raw.fd.file_id
+
+        def receive(sent):
+            response = response_type()
+            response.unpack(raw.fd.connection.receive(sent)["data"].get_value())
+            return response
+
+        with SMBFileTransaction(raw) as transaction:
+            transaction += (request, receive)
+        return transaction.results[0]
 
     def close(self) -> None:
         # Closing must never mask the error that made the caller close.

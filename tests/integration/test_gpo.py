@@ -1,13 +1,17 @@
-"""ad_gpo against the lab DC, run the real way (ansible-playbook), checked with Samba's own tools.
+"""ad_gpo against the lab's two DCs, run the real way (ansible-playbook), checked with Samba's
+own tools: its Registry.pol parser, `samba-tool gpo show/getlink/listall`, and `samba-tool gpo
+aclcheck` (never after a `samba-tool ntacl sysvolreset`) on each DC.
 
 The tests in this file form one scenario on one GPO and run in file order: create, rerun,
-change, check mode, link, version mismatch, removal.
+change, check mode, link, security filtering, ACL drift, version mismatch, a lagging SYSVOL,
+removal. The GPO's folder is kept on both DCs' SYSVOLs (sysvol_servers).
 """
 
 from __future__ import annotations
 
 import configparser
 import json
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -21,7 +25,11 @@ from tests.lab import REPO, Lab
 pytestmark = pytest.mark.integration
 
 samba_ndr = pytest.importorskip("samba.ndr", reason="Samba's parser is the independent reader")
+from ldap3.protocol.formatters.formatters import format_sid
+from ldap3.protocol.microsoft import security_descriptor_control
 from samba.dcerpc import preg as samba_preg
+from samba.dcerpc import security
+from samba.ntacls import dsacl2fsacl
 
 KEY = CREDENTIAL_ROAMING.key
 ROAMING = {"enabled": True, "tombstone_days": 60, "max_tokens": 2000, "max_token_size": 65535}
@@ -59,6 +67,7 @@ class GpoRunner:
             "ca_cert": lab.ca_cert,
             "bind_user": lab.admin.upn,
             "bind_password": lab.admin.password,
+            "sysvol_servers": [d.ip for d in lab.dcs],
         }
 
     def __call__(self, *flags: str, **args) -> dict:
@@ -90,14 +99,14 @@ def state() -> dict:
     return {}
 
 
-def sysvol_dir(lab: Lab) -> Path:
+def sysvol_dir(lab: Lab, dc: int = 0) -> Path:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.read(lab.dc(0).smb_conf)
+    parser.read(lab.dc(dc).smb_conf)
     return Path(parser["sysvol"]["path"]) / lab.realm.lower() / "Policies"
 
 
-def gpt_version(lab: Lab, guid: str) -> GpoVersion:
-    text = (sysvol_dir(lab) / guid / "GPT.INI").read_text()
+def gpt_version(lab: Lab, guid: str, dc: int = 0) -> GpoVersion:
+    text = (sysvol_dir(lab, dc) / guid / "GPT.INI").read_text()
     return GpoVersion.from_number(int(text.split("Version=")[1].split()[0]))
 
 
@@ -111,26 +120,62 @@ def ad_version(lab: Lab, guid: str) -> GpoVersion:
         conn.unbind()
 
 
-def samba_registry(lab: Lab, guid: str) -> dict[tuple[str, str], tuple[int, object]]:
-    blob = (sysvol_dir(lab) / guid / "User" / "Registry.pol").read_bytes()
+def samba_registry(lab: Lab, guid: str, dc: int = 0) -> dict[tuple[str, str], tuple[int, object]]:
+    blob = (sysvol_dir(lab, dc) / guid / "User" / "Registry.pol").read_bytes()
     parsed = samba_ndr.ndr_unpack(samba_preg.file, blob)
     return {(e.keyname, e.valuename): (e.type, e.data) for e in parsed.entries}
 
 
-def samba_tool(lab: Lab, *argv: str) -> str:
-    dc = lab.dc(0)
-    run = dc.run(
-        "samba-tool", "gpo", *argv, "-H", f"ldap://{dc.fqdn}",
+def samba_tool(lab: Lab, *argv: str, dc: int = 0) -> str:
+    host = lab.dc(dc)
+    run = host.run(
+        "samba-tool", "gpo", *argv, "-H", f"ldap://{host.fqdn}",
         f"-U{lab.admin.name}%{lab.admin.password}", check=False,
     )  # fmt: skip
     return run.stdout + run.stderr
+
+
+def folder_acl_as_samba_expects(lab: Lab, guid: str) -> str:
+    """What aclcheck wants on the GPO folder: Samba's dsacl2fsacl of the GPC's descriptor."""
+    conn = lab.ldap_connection()
+    try:
+        conn.search(lab.base_dn, "(objectClass=*)", ldap3.BASE, attributes=["objectSid"])
+        domain = security.dom_sid(format_sid(
+            conn.response[0]["raw_attributes"]["objectSid"][0]))  # fmt: skip
+        dn = f"CN={guid},CN=Policies,CN=System,{lab.base_dn}"
+        conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["nTSecurityDescriptor"],
+                    controls=security_descriptor_control(sdflags=0x07))  # fmt: skip
+        raw = conn.response[0]["raw_attributes"]["nTSecurityDescriptor"][0]
+    finally:
+        conn.unbind()
+    return dsacl2fsacl(samba_ndr.ndr_unpack(security.descriptor, raw).as_sddl(domain), domain)
+
+
+def assert_acls_clean(lab: Lab, guid: str) -> None:
+    """`samba-tool gpo aclcheck` on dc1 finds nothing (it checks every GPO, and the lab's
+    default GPOs exist on dc1's SYSVOL only); on every DC the folder's NT ACL is the one
+    aclcheck compares with, computed by Samba's own dsacl2fsacl."""
+    assert samba_tool(lab, "aclcheck").strip() == ""
+    expected = folder_acl_as_samba_expects(lab, guid)
+    for index, dc in enumerate(lab.dcs):
+        folder = str(sysvol_dir(lab, index) / guid)
+        found = dc.run("samba-tool", "ntacl", "get", "--as-sddl", folder).stdout.strip()
+        assert found == expected, f"NT ACL of {guid} on {dc.name}"
+
+
+def assert_sysvols_agree_with_the_gpc(lab: Lab, guid: str, version: GpoVersion) -> None:
+    assert ad_version(lab, guid) == version
+    for index in range(len(lab.dcs)):
+        assert gpt_version(lab, guid, index) == version, f"GPT.INI on dc{index + 1}"
+    assert samba_registry(lab, guid, 1) == samba_registry(lab, guid, 0)
 
 
 def test_create_is_changed_and_samba_reads_what_was_asked(lab, gpo, name, state):
     result = gpo(name=name, credential_roaming=ROAMING, registry_values=EXTRA)
     assert result["changed"]
     guid = state["guid"] = result["guid"]
-    assert ad_version(lab, guid) == gpt_version(lab, guid) == GpoVersion(1, 0)
+    assert_sysvols_agree_with_the_gpc(lab, guid, GpoVersion(1, 0))
+    assert result["sysvol_versions"] == {dc.ip: 65536 for dc in lab.dcs}
     assert samba_registry(lab, guid) == {
         (KEY, "DIMSRoaming"): (4, 1),
         (KEY, "DIMSRoamingTombstoneDays"): (4, 60),
@@ -141,6 +186,16 @@ def test_create_is_changed_and_samba_reads_what_was_asked(lab, gpo, name, state)
     shown = samba_tool(lab, "show", guid)
     assert f"display name : {name}" in shown
     assert "version      : 65536" in shown
+
+
+def test_created_folders_carry_the_gpc_acl_on_every_dc(lab, gpo, name, state):
+    assert_acls_clean(lab, state["guid"])
+    for index in range(len(lab.dcs)):
+        sysvol = sysvol_dir(lab, index) / state["guid"]
+        acl = lab.dc(index).run("samba-tool", "ntacl", "get", "--as-sddl", str(sysvol)).stdout
+        assert "(OA;OICI;;edacfd8f-ffb3-11d1-b41d-00a0c968f939;;AU)" in acl
+        user = lab.dc(index).run("samba-tool", "ntacl", "get", "--as-sddl", str(sysvol / "User"))
+        assert "(A;OICI;0x001200a9;;;AU)" in user.stdout, "User inherits from the GPO folder"
 
 
 def test_rerun_with_the_same_settings_is_unchanged(lab, gpo, name, state):
@@ -159,7 +214,9 @@ def test_check_mode_changes_nothing_and_diff_shows_the_values(lab, gpo, name, st
     old = {v["value"]: v["data"] for v in diff["before"]["registry_values"]}
     new = {v["value"]: v["data"] for v in diff["after"]["registry_values"]}
     assert (old["DIMSRoamingTombstoneDays"], new["DIMSRoamingTombstoneDays"]) == (60, 90)
-    assert diff["after"]["version"] == {"ad": 131072, "sysvol": 131072}
+    assert diff["after"]["version"] == {
+        "ad": 131072, "sysvol": {dc.ip: 131072 for dc in lab.dcs}
+    }  # fmt: skip
     assert samba_registry(lab, state["guid"]) == before
     assert ad_version(lab, state["guid"]) == gpt_version(lab, state["guid"]) == GpoVersion(1, 0)
 
@@ -168,8 +225,8 @@ def test_changing_one_value_bumps_the_user_version_in_both_places(lab, gpo, name
     result = gpo(name=name, credential_roaming={**ROAMING, "tombstone_days": 90})
     assert result["changed"]
     guid = state["guid"]
-    assert ad_version(lab, guid) == gpt_version(lab, guid) == GpoVersion(2, 0)
-    assert samba_registry(lab, guid)[(KEY, "DIMSRoamingTombstoneDays")] == (4, 90)
+    assert_sysvols_agree_with_the_gpc(lab, guid, GpoVersion(2, 0))
+    assert samba_registry(lab, guid, 1)[(KEY, "DIMSRoamingTombstoneDays")] == (4, 90)
     assert (
         "Software\\Policies\\credroam",
         "Note",
@@ -207,7 +264,27 @@ def test_security_filtering_gives_apply_to_the_group_only(lab, gpo, name, state)
     assert apply_right + "DU)" in acl
     assert apply_right + "AU)" not in acl
     assert "(A;CI;RPLCLORC;;;AU)" in acl, "Authenticated Users keep Read"
+    set_acl = [op for op in result["operations"] if op["kind"] == "smb_set_acl"]
+    assert sorted(op["server"] for op in set_acl) == sorted(dc.ip for dc in lab.dcs)
+    assert_acls_clean(lab, state["guid"])
     assert not gpo(name=name, security_filtering=["Domain Users"])["changed"]
+
+
+def test_a_changed_folder_acl_is_reported_in_check_mode_and_put_back(lab, gpo, name, state):
+    folder = str(sysvol_dir(lab, 1) / state["guid"])
+    lab.dc(1).run("samba-tool", "ntacl", "set", "O:BAG:DUD:(A;OICI;FA;;;BA)", folder)
+    checked = gpo("--check", name=name)
+    assert checked["changed"]
+    assert [(op["kind"], op["server"]) for op in checked["operations"]] == [
+        ("smb_set_acl", lab.dc(1).ip)
+    ]
+    assert (
+        "0x001200a9;;;AU"
+        not in lab.dc(1).run("samba-tool", "ntacl", "get", "--as-sddl", folder).stdout
+    ), "check mode wrote nothing"
+    assert gpo(name=name)["changed"]
+    assert_acls_clean(lab, state["guid"])
+    assert not gpo(name=name)["changed"]
 
 
 def test_version_mismatch_is_reported_then_repaired(lab, gpo, name, state):
@@ -220,14 +297,50 @@ def test_version_mismatch_is_reported_then_repaired(lab, gpo, name, state):
     assert gpt_version(lab, guid) == GpoVersion(1, 0)
     repaired = gpo(name=name, repair_version_mismatch=True)
     assert repaired["changed"] and not repaired["version_mismatch"]
-    assert ad_version(lab, guid) == gpt_version(lab, guid) == GpoVersion(2, 0)
+    assert_sysvols_agree_with_the_gpc(lab, guid, GpoVersion(2, 0))
+
+
+def test_a_lagging_sysvol_is_reported_then_repaired(lab, gpo, name, state):
+    guid, dc2 = state["guid"], lab.dc(1)
+    old = (sysvol_dir(lab, 1) / guid / "User" / "Registry.pol").read_bytes()
+    gpo(name=name, sysvol_servers=[lab.dc(0).ip],
+        credential_roaming={**ROAMING, "tombstone_days": 120})  # fmt: skip
+    assert (sysvol_dir(lab, 1) / guid / "User" / "Registry.pol").read_bytes() == old
+    assert gpt_version(lab, guid, 1) == GpoVersion(2, 0), "dc2 was left behind"
+
+    reported = gpo(name=name)
+    assert not reported["changed"]
+    assert reported["version_mismatch"] and reported["lagging_sysvols"] == [dc2.ip]
+    assert any(dc2.ip in warning for warning in reported.get("warnings", []))
+
+    repaired = gpo(name=name, repair_version_mismatch=True)
+    assert repaired["changed"] and repaired["lagging_sysvols"] == [dc2.ip]
+    written = {(op["kind"], op["target"]) for op in repaired["operations"]
+               if op.get("server") == dc2.ip}  # fmt: skip
+    assert written == {("smb_write", f"{guid}\\User\\Registry.pol"),
+                       ("smb_write", f"{guid}\\GPT.INI")}  # fmt: skip
+    assert all(op.get("server") != lab.dc(0).ip for op in repaired["operations"])
+    assert_sysvols_agree_with_the_gpc(lab, guid, GpoVersion(3, 0))
+    assert samba_registry(lab, guid, 1)[(KEY, "DIMSRoamingTombstoneDays")] == (4, 120)
+    assert not gpo(name=name)["changed"]
+
+
+def test_a_missing_folder_on_one_dc_is_recreated_with_its_acl(lab, gpo, name, state):
+    guid = state["guid"]
+    shutil.rmtree(sysvol_dir(lab, 1) / guid)
+    reported = gpo(name=name)
+    assert reported["version_mismatch"] and not reported["changed"]
+    assert gpo(name=name, repair_version_mismatch=True)["changed"]
+    assert_sysvols_agree_with_the_gpc(lab, guid, GpoVersion(3, 0))
+    assert_acls_clean(lab, state["guid"])
 
 
 def test_absent_removes_container_folder_and_links(lab, gpo, name, state):
     guid = state["guid"]
     result = gpo(name=name, state="absent")
     assert result["changed"]
-    assert not (sysvol_dir(lab) / guid).exists()
+    assert not (sysvol_dir(lab, 0) / guid).exists()
+    assert not (sysvol_dir(lab, 1) / guid).exists()
     assert guid not in samba_tool(lab, "getlink", lab.roaming_ou_dn)
     assert guid not in samba_tool(lab, "listall")
     conn = lab.ldap_connection()
