@@ -219,3 +219,51 @@ def test_existing_link_keeps_its_place_when_only_options_change():
     enforced = GpLink(dn(GUID.lower()), enforced=True)
     assert gpo.place_link(links, enforced) == [links[0], enforced, links[2]]
     assert gpo.remove_link(links, GUID) == [links[0], links[2]]
+
+
+# --- several SYSVOLs -------------------------------------------------------------------------
+
+V1, V2, V3 = GpoVersion(1, 0), GpoVersion(2, 0), GpoVersion(3, 0)
+OLD = (preg.make_entry(KEY, "DIMSRoamingTombstoneDays", "REG_DWORD", 60),)
+NEW = (preg.make_entry(KEY, "DIMSRoamingTombstoneDays", "REG_DWORD", 90),)
+
+
+def copy(server: str, version: GpoVersion | None, entries=NEW) -> gpo.SysvolCopy:
+    return gpo.SysvolCopy(server, version, entries)
+
+
+def test_a_copy_lags_on_version_missing_gpt_or_other_content_than_the_first():
+    reference = copy("dc1", V2)
+    assert gpo.sysvol_copy_problem(V2, reference, reference) is None
+    assert gpo.sysvol_copy_problem(V2, copy("dc2", V2), reference) is None
+    assert gpo.sysvol_copy_problem(V2, copy("dc2", None), reference) == "GPT.INI missing on dc2"
+    assert gpo.sysvol_copy_problem(V2, copy("dc2", V1, OLD), reference) == (
+        "GPT.INI version 65536 on dc2, versionNumber 131072 in AD"
+    )
+    assert gpo.sysvol_copy_problem(V2, copy("dc2", V2, OLD), reference) == (
+        "User\\Registry.pol on dc2 differs from dc1's"
+    )
+    assert "on dc1" in gpo.sysvol_copy_problem(V3, reference, reference)
+
+
+def test_content_change_bumps_past_every_version_seen():
+    copies = [copy("dc1", V1), copy("dc2", V2)]
+    assert gpo.target_version(V1, copies, NEW, content_changed=True, repair=False) == V3
+    assert gpo.target_version(V1, copies, NEW, content_changed=False, repair=False) == V1
+
+
+def test_repair_takes_the_highest_version_and_bumps_only_for_other_content_at_it():
+    same = [copy("dc1", V2), copy("dc2", V1, OLD)]
+    assert gpo.target_version(V2, same, NEW, content_changed=False, repair=True) == V2
+    other_at_top = [copy("dc1", V1), copy("dc2", V2, OLD)]
+    assert gpo.target_version(V1, other_at_top, NEW, content_changed=False, repair=True) == V3
+    missing = [copy("dc1", V2), copy("dc2", None, ())]
+    assert gpo.target_version(V2, missing, NEW, content_changed=False, repair=True) == V2
+
+
+def test_same_registry_compares_content_and_order():
+    a, b = OLD[0], preg.make_entry(KEY, "DIMSRoaming", "REG_DWORD", 1)
+    assert gpo.same_registry([a, b], preg.decode(preg.encode([a, b])))
+    assert not gpo.same_registry([a, b], [b, a])
+    assert not gpo.same_registry([a], [a, b])
+    assert not gpo.same_registry(OLD, NEW)
