@@ -21,7 +21,8 @@ cache           directory              password                 outcome
 =============== ====================== ======================== =============================
 matches         any records            none                     use the cache
 matches         password record opens  given                    use the cache; nothing written
-matches         record does not open   given (a new password)   rewrap: replace that record
+matches         record does not open   given, verified          rewrap: replace that record
+matches         record does not open   given, not verified      use the cache; problem reported
 matches         no password record     given                    add one
 none, no match  records                opens one                use it; cache it
 none, no match  records                wrong or none            RoamingKeyUnavailable, no write
@@ -37,10 +38,13 @@ with that key id): replacing it could lose every sealed private key. The cache i
 written with a key the directory holds a record of, so a host does not adopt a key that no
 other host can get.
 
-The password given must be the user's *current* one (for example the one that just bound to
-the directory): a record that does not open with it is rewrapped for it. With a password, each
-call opens the key's password record once (one scrypt) to notice a password change; without
-one (a background sync) the cache alone is used and nothing costs more than the one search.
+A record that does not open with the password given is rewrapped for it only when the caller
+says the password is proven current (``password_verified``: for example it just bound to the
+directory as the user). Neither this module nor the directory can tell a typo from a new
+password, and rewrapping for a typo would leave every new host needing the recovery key.
+With a password, each call opens the key's password record once (one scrypt) to notice a
+password change; without one (a background sync) the cache alone is used and nothing costs
+more than the one search.
 
 Known limit: two hosts creating a key at the same time through different DCs leave two keys
 after replication. Each host keeps the key it has (cache) and the report names both; a host
@@ -308,6 +312,8 @@ def _password_record_change(
     own: Sequence[WrappedKey],
     user_id: str,
     scrypt_params: ScryptParams,
+    password_verified: bool,
+    problems: list[str],
 ) -> tuple[ValueChange | None, str] | None:
     """For a key known without the password (cache, or new): the password record to write.
 
@@ -318,6 +324,13 @@ def _password_record_change(
     own_password = [w for w in own if w.kind is RecordKind.PASSWORD]
     ignored: list[str] = []  # a damaged own record is simply replaced
     if any(_open_password_record(w, password, user_id, ignored) for w in own_password):
+        return None
+    if own_password and not password_verified:
+        problems.append(
+            "the password given does not open the roaming key's password record; not rewrapped, "
+            "since a mistyped password would lock out new hosts (rewrap with password_verified "
+            "once the password is proven current, e.g. by a bind as the user)"
+        )
         return None
     value = _password_wrap(key, password, user_id, scrypt_params)
     replaced = [w.stored for w in own_password if w.stored is not None]
@@ -369,6 +382,7 @@ def plan_roaming_key(
     recovery_public_keys: Sequence[bytes] = (),
     scrypt_params: ScryptParams = DEFAULT_SCRYPT,
     user: str | None = None,
+    password_verified: bool = False,
 ) -> KeyPlan:
     """Decide the key and the value changes (module docstring's table). Writes nothing.
 
@@ -394,7 +408,9 @@ def plan_roaming_key(
         raise RoamingKeyUnavailable(user, "none exists yet and no password was given to wrap one")
     own = [w for w in wrapped if w.key_id == roaming_key_id(key)]
     if password is not None and not opened:
-        rewrap = _password_record_change(record, key, password, own, user_id, scrypt_params)
+        rewrap = _password_record_change(
+            record, key, password, own, user_id, scrypt_params, password_verified, problems
+        )
         if rewrap is not None:
             changes.append(rewrap[0])
             actions.append(rewrap[1])
@@ -465,6 +481,7 @@ def obtain_roaming_key(
     check_mode: bool = False,
     scrypt_params: ScryptParams = DEFAULT_SCRYPT,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    password_verified: bool = False,
 ) -> tuple[bytes, KeyChanges]:
     """The roaming key of ``user`` (a DN), the directory and the cache brought up to date.
 
@@ -486,6 +503,7 @@ def obtain_roaming_key(
             recovery_public_keys=recovery_public_keys,
             scrypt_params=scrypt_params,
             user=user,
+            password_verified=password_verified,
         )
 
     plan, modifications, record = _apply(

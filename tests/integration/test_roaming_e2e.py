@@ -224,10 +224,12 @@ def test_the_roaming_key_life_cycle_in_the_directory(schema_lab, alice, tmp_path
     now = filetime_now()
 
     def obtain(cache: str, password: str | None, dc: int = 0):
+        # The password is proven current here: the test sets it and binds with alice's own.
         return obtain_roaming_key(
             connect_as(lab, alice, dc),
             alice.dn,
             password=password,
+            password_verified=True,
             cache_path=str(tmp_path / cache),
             recovery_public_keys=[recovery_pem],
             now=now,

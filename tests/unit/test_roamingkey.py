@@ -125,7 +125,7 @@ def test_a_new_host_unwraps_the_directory_record_and_caches_it(cache, tmp_path):
 def test_a_changed_password_rewraps_the_record_in_place(cache, tmp_path):
     directory = FakeDirectory()
     key, _ = obtain(directory, cache, password="old password")
-    got, changes = obtain(directory, cache, password="new password")
+    got, changes = obtain(directory, cache, password="new password", password_verified=True)
     assert got == key
     assert changes.actions == ("rewrapped the password record for the current password",)
     (record,) = wrapped_in(directory)  # replaced, not added beside the old one
@@ -280,11 +280,25 @@ def add_raw(directory, blob: bytes) -> bytes:
     return raw
 
 
+def test_a_password_not_proven_current_never_rewraps_the_record(cache, tmp_path):
+    # A typo must not become the password every new host needs: only a proven password rewraps.
+    directory = FakeDirectory()
+    key, _ = obtain(directory, cache, password="right password")
+    before = values(directory)
+    got, changes = obtain(directory, cache, password="typo password")
+    assert got == key and not changes.changed
+    assert values(directory) == before
+    assert any("not rewrapped" in problem for problem in changes.problems)
+    fresh_host = str(tmp_path / "fresh" / "roaming.key")
+    assert obtain(directory, fresh_host, password="right password")[0] == key
+
+
 def test_foreign_values_are_ignored_reported_and_never_deleted(cache):
     directory = FakeDirectory()
     key, _ = obtain(directory, cache)
     garbage = add_raw(directory, b"not a credroam record at all")
-    got, changes = obtain(directory, cache, password="changed")  # rewrap the password record
+    # rewrap the password record
+    got, changes = obtain(directory, cache, password="changed", password_verified=True)
     assert got == key and directory.writes == 2
     assert any("unknown format" in p for p in changes.problems)
     assert garbage in directory.values[ROAMING_KEYS]
