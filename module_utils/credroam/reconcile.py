@@ -22,7 +22,8 @@ Conventions (decided here, used by every caller):
   ``newest`` applies the same order to duplicate directory values of one key (linked-value
   replication can leave two values per key after concurrent writes through two DCs).
 - A local deletion is noticed at the next sync, so its tombstone carries that sync's time
-  (the local store keeps no record of when a file disappeared).
+  (the local store keeps no record of when a file disappeared), even when the directory
+  already holds an older tombstone of the item: the later deletion wins (R33).
 - A plan is a decision taken at ``now`` and holds only while the clock is near ``now``: the base
   records ``now`` as the time each item was seen in the directory, and for an uploaded item that
   must not be earlier than its write. Otherwise a later sync that reads a DC the write has not
@@ -356,37 +357,44 @@ def _never_roams(item: Item | None, policy: Policy) -> bool:
 
 def _decide_absent_locally(d: _Decision, policy: Policy, now: int) -> None:
     directory, base = d.directory, d.base
+    if base is not None and not base.tombstone:
+        _decide_deleted_here(d, base, policy, now)
+        return
     if directory is None:
-        if base is None or base.tombstone:
-            # Keep a tombstone in the base while lagging DCs may still show the old copy.
-            keep = base is not None and now - base.modified <= policy.tombstone_ticks
-            d.target, d.hold = None, keep
-            return
-        if now - base.last_seen_in_directory <= policy.tombstone_ticks:
-            # Deleted here; the DC we read has not got the item yet (replication lag).
-            d.target = _tombstone_after(base, now)
-            return
-        d.target = None  # deleted elsewhere and purged since; nothing left to do
-        return
-    if directory.tombstone:
-        d.target = directory
-        return
-    if base is None:
-        d.target = directory  # new elsewhere (or first use): download
-    elif base.tombstone:
-        if directory.version > base.version:
-            d.target = directory  # re-created elsewhere after the deletion
-        else:
-            d.hold, d.target = True, None  # a lagging DC still shows what was deleted
+        # Keep a tombstone in the base while lagging DCs may still show the old copy.
+        keep = base is not None and now - base.modified <= policy.tombstone_ticks
+        d.target, d.hold = None, keep
+    elif directory.tombstone or base is None:
+        d.target = directory  # a deletion to record, or new elsewhere (or first use): download
+    elif directory.version > base.version:
+        d.target = directory  # re-created elsewhere after the deletion
     else:
-        tombstone = _tombstone_after(base, now)
-        if directory.version > tombstone.version:
-            d.target = directory
-            d.conflict = "deleted here, but changed elsewhere later: kept the newer copy"
+        d.hold, d.target = True, None  # a lagging DC still shows what was deleted
+
+
+def _decide_deleted_here(d: _Decision, base: BaseEntry, policy: Policy, now: int) -> None:
+    """The item was synced and is gone from the local store: a local deletion, noticed now.
+
+    Its tombstone competes like any version with what the directory holds, a tombstone
+    included: an edit made elsewhere before this sync must lose to this deletion whichever
+    order the hosts sync in, so an older tombstone from another host does not stand for it.
+    """
+    directory = d.directory
+    tombstone = _tombstone_after(base, now)
+    if directory is None:
+        if now - base.last_seen_in_directory <= policy.tombstone_ticks:
+            d.target = tombstone  # the DC we read has not got the item yet (replication lag)
         else:
-            d.target = tombstone
-            if directory.version != base.version:
-                d.conflict = "changed elsewhere, deleted here later: the deletion wins"
+            d.target = None  # deleted elsewhere too and purged since; nothing left to do
+    elif directory.tombstone:
+        d.target = newest((directory, tombstone))  # deleted on both sides: the later deletion
+    elif directory.version > tombstone.version:
+        d.target = directory
+        d.conflict = "deleted here, but changed elsewhere later: kept the newer copy"
+    else:
+        d.target = tombstone
+        if directory.version != base.version:
+            d.conflict = "changed elsewhere, deleted here later: the deletion wins"
 
 
 def _decide_present_locally(d: _Decision, policy: Policy, now: int) -> None:

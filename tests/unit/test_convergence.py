@@ -344,11 +344,18 @@ operations = st.builds(
 
 
 def _op(name: str, host: int = 0, dc: int = 0, ticks: int = 1) -> Operation:
-    """An operation for a pinned example (the fields an operation does not use are left at 0)."""
+    """An operation for a pinned example (index 0: modify and delete pick the first key)."""
     return Operation(name, host, dc, 0, None, False, ticks, StoreName.MY)
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI runs the same 800 examples every time (never a new random one); bugs found by
+# longer hunts (many seeds, max_examples in the thousands) are pinned below as @example.
+@settings(
+    max_examples=800,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.lists(operations, min_size=10, max_size=80))
 @example(  # a plan applied a day after it was made: its "seen" times predate the write
     ops=[_op("add")] * 16
@@ -358,6 +365,18 @@ def _op(name: str, host: int = 0, dc: int = 0, ticks: int = 1) -> Operation:
         _op("sync"),
         _op("delete"),
         _op("sync"),
+    ]
+)
+@example(  # two hosts delete, a third edits in between: the later deletion must still win
+    ops=[_op("add")] * 20
+    + [
+        _op("sync", host=0),
+        _op("sync", host=1),
+        _op("sync", host=2),
+        _op("delete", host=0),
+        _op("delete", host=1),
+        _op("sync", host=0),
+        _op("modify", host=2),
     ]
 )
 def test_hosts_and_dcs_converge_without_loss_or_resurrection(ops: list[Operation]) -> None:

@@ -1,4 +1,4 @@
-"""Reconciliation rules, one test (at least) per row of docs/reconciliation.md (R1..R32)."""
+"""Reconciliation rules, one test (at least) per row of docs/reconciliation.md (R1..R33)."""
 
 from __future__ import annotations
 
@@ -226,6 +226,31 @@ def test_r13_tombstone_with_nothing_local_is_recorded() -> None:
     plan = run(directory=[tomb(modified=T0 + 5)])
     assert plan.is_empty
     assert plan.base.entries[CERT].tombstone
+
+
+def test_r33_local_deletion_noticed_after_an_older_tombstone_writes_its_own() -> None:
+    synced = item()
+    plan = run(directory=[tomb(modified=T0 + 5)], base=base_of((synced, T0)))
+    only(plan, tombstone_directory=[CERT])
+    assert plan.tombstone_directory[0].modified == NOW
+    newer = tomb(modified=NOW + 5)  # a later deletion elsewhere already stands for this one
+    assert run(directory=[newer], base=base_of((synced, T0))).is_empty
+
+
+@pytest.mark.parametrize("deleter_first", [True, False])
+def test_r33_the_later_deletion_beats_an_edit_in_between_whichever_host_syncs_first(
+    deleter_first: bool,
+) -> None:
+    """Host A's tombstone is at T0+5, host C edits at T0+7, host B noticed its own deletion
+    (R7: at its sync, later than the edit). The outcome must not depend on the sync order."""
+    synced, edited = item(), item(modified=T0 + 7, content="edited")
+    directory = {CERT: tomb(modified=T0 + 5)}
+    deleter = ({}, base_of((synced, T0)))
+    editor = ({CERT: edited}, base_of((synced, T0)))
+    for now, (local, base) in enumerate((deleter, editor) if deleter_first else (editor, deleter)):
+        plan = reconcile(local, directory, base, POLICY, NOW + now)
+        _, directory = apply(local, directory, plan)
+    assert directory[CERT].tombstone
 
 
 # --- R14..R18: absent from the directory, no tombstone ----------------------------------------
