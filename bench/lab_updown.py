@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "module_utils")]  # tests.lab imports credroam
 
 from tests.lab import lab_playbook  # after sys.path: the repo root must be importable
 

@@ -5,20 +5,23 @@
     lab.client(0).ssh("hostname")                         # real ssh as root with the lab key
     conn = lab.ldap_connection(lab.admin.upn, lab.admin.password)   # LDAPS, CA validated
 
+LDAP goes through credroam.connection.connect (the project's one way to reach a DC).
 `lab_playbook()` runs playbooks/lab.yml for any lab name (bring-up, teardown, idempotence).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
-import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import ldap3
+
+from credroam.connection import LdapTarget, connect
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_ROOT = REPO / ".lab"
@@ -27,6 +30,27 @@ ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 
 class LabNotUpError(RuntimeError):
     """lab.json is missing or unreadable: the lab is not up."""
+
+
+def pid_is_live(pid: int) -> bool:
+    """A running process (a zombie awaiting PID 1's reaping is dead; see the role README)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return re.search(r"^State:\s+Z", status, re.MULTILINE) is None
+
+
+def lab_traces(name: str) -> list[str]:
+    """Whatever of lab `name` the machine still shows: namespaces, links, mounts, state."""
+    prefix = f"cr-{name}-"
+    traces = [f"netns {n}" for n in Path("/run/netns").glob(f"{prefix}*")]
+    traces += [f"link {p.name}" for p in Path("/sys/class/net").glob(f"{prefix}*")]
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    traces += [f"mount {m}" for m in mounts if prefix in m or f"/.lab/{name}/" in m]
+    if (LAB_ROOT / name).exists():
+        traces.append(f"folder {LAB_ROOT / name}")
+    return traces
 
 
 @dataclass(frozen=True)
@@ -59,11 +83,7 @@ class Host:
         )
 
     def is_running(self) -> bool:
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return False
-        return re.search(r"^State:\s+Z", status, re.MULTILINE) is None
+        return pid_is_live(self.pid)
 
 
 @dataclass(frozen=True)
@@ -185,15 +205,23 @@ class Lab:
         """Every DC and client process recorded in lab.json is alive."""
         return all(host.is_running() for host in (*self.dcs, *self.clients))
 
-    def ldap_server(self, dc: int = 0, ca_cert: str | None = None) -> ldap3.Server:
-        """LDAPS server object for a DC, validating its certificate against the lab CA. The DC
-        is addressed by IP (its certificate names its IP too): the machine's resolver does not
-        know the lab names."""
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_cert or self.ca_cert)
-        return ldap3.Server(
-            self.dcs[dc].ip, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE,
-            connect_timeout=5,
-        )  # fmt: skip
+    def ldap_target(
+        self,
+        user: str | None = None,
+        password: str | None = None,
+        dc: int = 0,
+        ca_cert: str | None = None,
+    ) -> LdapTarget:
+        """LDAPS to a DC, its certificate validated against the lab CA (default: Administrator).
+        The DC is addressed by IP (its certificate names its IP too): the machine's resolver
+        does not know the lab names."""
+        return LdapTarget(
+            server=self.dcs[dc].ip,
+            bind_user=user or self.admin.upn,
+            bind_password=password if password is not None else self.admin.password,
+            ca_cert=ca_cert or self.ca_cert,
+            timeout=30,
+        )
 
     def ldap_connection(
         self,
@@ -201,17 +229,25 @@ class Lab:
         password: str | None = None,
         dc: int = 0,
         ca_cert: str | None = None,
+        raise_exceptions: bool = True,
     ) -> ldap3.Connection:
-        """A bound ldap3 connection over LDAPS with CA validation (default: Administrator).
-        `user` is a UPN, DN or DOMAIN\\name. Raises ldap3 exceptions on failure."""
-        return ldap3.Connection(
-            self.ldap_server(dc, ca_cert),
-            user=user or self.admin.upn,
-            password=password if password is not None else self.admin.password,
-            auto_bind=ldap3.AUTO_BIND_NO_TLS,
-            raise_exceptions=True,
-            receive_timeout=30,
-        )
+        """A bound connection from credroam.connection.connect (see ldap_target). `user` is a
+        UPN, DN or DOMAIN\\name. A failed bind raises DirectoryError; by default later
+        operations raise ldap3 exceptions, so a test fails at the operation that failed."""
+        conn = connect(self.ldap_target(user, password, dc, ca_cert))
+        conn.raise_exceptions = raise_exceptions
+        return conn
+
+
+def companion_lab(name: str, subnet: str) -> dict[str, str]:
+    """The lab a test session may bring up and tear down beside its main one: the name with
+    '2' (at most 8 characters) in the next /24, e.g. citest 172.29.200.0/24 -> citest2
+    172.29.201.0/24, so engineers with their own main lab never share the second one."""
+    network = ipaddress.ip_network(subnet)
+    return {
+        "name": f"{name[:7]}2",
+        "subnet": str(ipaddress.ip_network((network.network_address + 256, 24))),
+    }
 
 
 @dataclass(frozen=True)
@@ -236,19 +272,26 @@ def lab_playbook(
     client_count: int = 1,
     check_mode: bool = False,
     timeout: float = 600,
+    extra_vars: dict | None = None,
+    playbook: str | Path = "playbooks/lab.yml",
+    inventory_lab: str | None = None,
 ) -> PlaybookRun:
-    """Run playbooks/lab.yml for one lab, as a user would; output is kept for diagnostics."""
+    """Run playbooks/lab.yml (or a playbook importing it) for one lab, as a user would; output
+    is kept for diagnostics. `extra_vars` adds role variables (e.g. lab_forest_users);
+    `inventory_lab` sets CREDROAM_LAB, the lab the dynamic inventory describes."""
     extra = {
         "lab_forest_name": name,
         "lab_forest_subnet": subnet,
         "lab_forest_state": state,
         "lab_forest_dc_count": dc_count,
         "lab_forest_client_count": client_count,
+        **(extra_vars or {}),
     }
-    argv = [str(ANSIBLE_PLAYBOOK), "playbooks/lab.yml", "-e", json.dumps(extra)]
+    argv = [str(ANSIBLE_PLAYBOOK), str(playbook), "-e", json.dumps(extra)]
     if check_mode:
         argv.append("--check")
+    env = {**os.environ, **({"CREDROAM_LAB": inventory_lab} if inventory_lab else {})}
     result = subprocess.run(
-        argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     return PlaybookRun(result.returncode, result.stdout + result.stderr)

@@ -33,7 +33,9 @@ def _running_citest() -> Lab | None:
         lab = Lab.load(CITEST["name"])
     except LabNotUpError:
         return None
-    return lab if lab.is_up() else None
+    # A kept lab of another shape (e.g. made by hand with fewer clients) is rebuilt.
+    shaped = len(lab.dcs) == CITEST["dc_count"] and len(lab.clients) == CITEST["client_count"]
+    return lab if lab.is_up() and shaped else None
 
 
 def _require(run_state: str, playbook_run) -> None:

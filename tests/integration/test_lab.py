@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
 import os
 import re
+import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -17,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ldap3.core.exceptions import LDAPInvalidCredentialsResult, LDAPSocketOpenError
 
+from credroam.connection import DirectoryError
 from tests.integration.conftest import CITEST
-from tests.lab import REPO, Lab, lab_playbook
+from tests.lab import REPO, Lab, companion_lab, lab_playbook, lab_traces, pid_is_live
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +61,7 @@ def test_normal_user_binds_and_reads_own_entry(lab: Lab) -> None:
 
 
 def test_wrong_password_is_refused(lab: Lab) -> None:
-    with pytest.raises(LDAPInvalidCredentialsResult):
+    with pytest.raises(DirectoryError, match="invalidCredentials"):
         lab.ldap_connection(lab.user("bob").upn, "not-the-password")
 
 
@@ -83,7 +86,7 @@ def _foreign_ca(directory: Path) -> str:
 
 
 def test_certificate_validation_is_really_on(lab: Lab, tmp_path: Path) -> None:
-    with pytest.raises(LDAPSocketOpenError):
+    with pytest.raises(DirectoryError, match="cannot reach or trust"):
         lab.ldap_connection(ca_cert=_foreign_ca(tmp_path))
 
 
@@ -151,7 +154,8 @@ def test_lab_json_is_private_and_complete(lab: Lab) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     data = json.loads(path.read_text())
     assert [dc["name"] for dc in data["dcs"]] == ["dc1", "dc2"]
-    assert [c["ip"] for c in data["clients"]] == ["172.29.200.21", "172.29.200.22", "172.29.200.23"]
+    base = ipaddress.ip_network(lab.subnet).network_address
+    assert [c["ip"] for c in data["clients"]] == [str(base + n) for n in (21, 22, 23)]
 
 
 def test_bringing_the_lab_up_again_changes_nothing(lab: Lab) -> None:
@@ -163,17 +167,9 @@ def test_bringing_the_lab_up_again_changes_nothing(lab: Lab) -> None:
     assert lab.is_up()  # the same processes still serve
 
 
-CLEANTEST = {"name": "cleanlab", "subnet": "172.29.210.0/24", "dc_count": 1, "client_count": 1}
-
-
-def _lab_traces(name: str) -> list[str]:
-    """Whatever of lab `name` the machine still shows: namespaces, links, mounts."""
-    prefix = f"cr-{name}-"
-    traces = [f"netns {n}" for n in Path("/run/netns").glob(f"{prefix}*")]
-    traces += [f"link {p.name}" for p in Path("/sys/class/net").glob(f"{prefix}*")]
-    mounts = Path("/proc/mounts").read_text().splitlines()
-    traces += [f"mount {m}" for m in mounts if prefix in m or f"/.lab/{name}" in m]
-    return traces
+# This session's second lab (fixlab -> fixlab2 in the next /24): brought up and torn down here.
+SECOND = companion_lab(CITEST["name"], CITEST["subnet"])
+CLEANTEST = {**SECOND, "dc_count": 1, "client_count": 1}
 
 
 def _namespace_pids(name: str) -> list[int]:
@@ -184,22 +180,13 @@ def _namespace_pids(name: str) -> list[int]:
     return pids
 
 
-def _is_live(pid: int) -> bool:
-    """A running process (a zombie awaiting PID 1's reaping is dead; see the role README)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return re.search(r"^State:\s+Z", status, re.MULTILINE) is None
-
-
 def test_check_mode_starts_nothing_and_absent_leaves_nothing() -> None:
     name = CLEANTEST["name"]
     assert lab_playbook(**CLEANTEST, state="absent").returncode == 0
     checked = lab_playbook(**CLEANTEST, state="present", check_mode=True)
     assert checked.returncode == 0, checked.output[-4000:]
     assert checked.changed > 0
-    assert _lab_traces(name) == []
+    assert lab_traces(name) == []
 
     up = lab_playbook(**CLEANTEST, state="present")
     assert up.returncode == 0, up.output[-4000:]
@@ -207,18 +194,61 @@ def test_check_mode_starts_nothing_and_absent_leaves_nothing() -> None:
     assert lab.is_up()
     lab_pids = _namespace_pids(name)
     assert len(lab_pids) > len(lab.dcs) + len(lab.clients)  # samba's workers included
-    # Teardown must not need lab.json (a half-started lab has none).
+    # An interrupted bring-up leaves no lab.json: `present` must not guess, and must say how
+    # to clean up, whether the lab's processes still run or died.
     (lab.state_dir / "lab.json").unlink()
+    refused = lab_playbook(**CLEANTEST, state="present")
+    assert refused.returncode != 0
+    assert f"lab {name!r} is stale or half-started" in refused.output
+    assert "lab processes still run" in refused.output
+    assert f"-e lab_forest_name={name} -e lab_forest_state=absent" in refused.output
+    _kill_and_wait(lab_pids)
+    refused = lab_playbook(**CLEANTEST, state="present")
+    assert refused.returncode != 0
+    assert f"network namespaces cr-{name}-dc1, cr-{name}-client1" in refused.output
+    assert "no lab process runs (they died)" in refused.output
 
+    # Teardown must not need lab.json.
     down = lab_playbook(**CLEANTEST, state="absent")
     assert down.returncode == 0, down.output[-4000:]
     assert down.changed > 0
-    assert _lab_traces(name) == []
+    assert lab_traces(name) == []
     assert not lab.state_dir.exists()
-    assert [pid for pid in lab_pids if _is_live(pid)] == []
+    assert [pid for pid in lab_pids if pid_is_live(pid)] == []
 
     again = lab_playbook(**CLEANTEST, state="absent")
     assert again.returncode == 0 and again.changed == 0, again.output[-4000:]
+
+
+def _kill_and_wait(pids: list[int]) -> None:
+    """SIGKILL lab processes as a crash would, and wait (bounded) until they are gone."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(pid_is_live(pid) for pid in pids):
+        assert time.monotonic() < deadline, "lab processes survived SIGKILL"
+        time.sleep(0.05)
+
+
+def test_playbook_importing_lab_yml_reaches_the_new_clients_in_the_same_run() -> None:
+    lab = {**SECOND, "dc_count": 1, "client_count": 2}
+    assert lab_playbook(**lab, state="absent").returncode == 0
+    try:
+        run = lab_playbook(
+            **lab,
+            playbook=REPO / "tests" / "integration" / "playbooks" / "lab_then_clients.yml",
+            inventory_lab=lab["name"],
+        )
+        assert run.returncode == 0, run.output[-4000:]
+        ping = run.output.split("TASK [Ping each client over SSH]", 1)[1]
+        assert "ok: [client1]" in ping and "ok: [client2]" in ping, run.output[-4000:]
+        listed = _ansible("ansible-inventory", "--list", lab_name=lab["name"])
+        assert json.loads(listed.stdout)["clients"]["hosts"] == ["client1", "client2"]
+    finally:
+        down = lab_playbook(**lab, state="absent")
+        assert down.returncode == 0, down.output[-4000:]
+    assert lab_traces(lab["name"]) == []
 
 
 def _ansible(*argv: str, lab_name: str) -> subprocess.CompletedProcess[str]:

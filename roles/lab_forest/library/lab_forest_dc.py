@@ -290,6 +290,10 @@ class DomainController:
             "tls keyfile": str(tls / "key.pem"),
             "tls certfile": str(tls / "cert.pem"),
             "tls cafile": self.p["ca_cert"],
+            # Samba accepts the previous password for 60 minutes by default, also on an LDAP
+            # simple bind: a changed lab password must stop working at once, both for tests
+            # and for the users step, which detects a password to set by a failing bind.
+            "old password allowed period": "0",
         }
         return set_global_options(self.smb_conf.read_text(), wanted, NO_FORWARDER)
 
