@@ -69,9 +69,10 @@ integration: deps  ## Integration tests; the session brings up and tears down it
 molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml twice, verify, down.
 	$(BIN)/molecule test
 
-test: deps  ## Everything CI runs: lint, unit and integration tests.
+test: deps  ## Everything CI runs: lint, unit and integration tests, the Molecule scenario.
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q tests
+	$(BIN)/molecule test
 
 bench: deps  ## Benchmarks; figures go to bench/out/ and into the README by hand.
 	$(BIN)/python bench/lab_updown.py
