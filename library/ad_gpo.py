@@ -28,10 +28,12 @@ description:
     is set before anything is created in the folder, and rewritten whenever it differs (after
     a O(security_filtering) change, or when someone changed it).
   - SYSVOL is not replicated between Samba DCs; the GPO's folder is kept on every DC in
-    O(sysvol_servers), each compared and written on its own, all with the same version.
+    O(sysvol_servers), each compared and written on its own, all with the same version. A
+    lagging copy is reported (RV(lagging_sysvols), a warning) and repaired with
+    O(repair_version_mismatch).
 version_added: "0.1.0"
 author: credroam
-extends_documentation_fragment: [credroam_ldap]
+extends_documentation_fragment: [credroam_ldap, credroam_sysvol]
 options:
   name:
     description:
@@ -146,38 +148,6 @@ options:
       - Folder on the controller with C(credroam.admx.j2), C(credroam.adml.j2) and C(DIMS.adm.j2)
         (the roaming_gpo role's C(templates)). Required with O(publish_admx).
     type: path
-  smb_server:
-    description:
-      - DC whose SYSVOL share is written, when there is one. Defaults to O(server).
-      - Mutually exclusive with O(sysvol_servers).
-    type: str
-  sysvol_servers:
-    description:
-      - Every DC whose SYSVOL clients may read (names or addresses); the GPO's folder is
-        written, compared and version-checked on each. The first one is the reference for
-        C(Registry.pol) values this run does not set.
-      - A DC whose copy lags (other version than the GPC, GPT.INI missing, or other
-        C(Registry.pol) content than the first DC's) is reported in RV(lagging_sysvols) and
-        repaired with O(repair_version_mismatch).
-      - Defaults to O(smb_server) (or O(server)) alone.
-    type: list
-    elements: str
-  smb_user:
-    description:
-      - SMB (NTLM) user. Defaults to O(bind_user) when that is C(user@REALM) or
-        C(DOMAIN\\user); a DN bind user needs this set.
-    type: str
-  smb_password:
-    description: Password of O(smb_user). Defaults to O(bind_password).
-    type: str
-  smb_port:
-    description: SMB port.
-    type: int
-    default: 445
-  smb_encrypt:
-    description: Require SMB3 encryption (signing is always required).
-    type: bool
-    default: true
 requirements: [ldap3, smbprotocol, jinja2 (for publish_admx)]
 notes:
   - Supports check mode and diff mode. In check mode nothing is written; RV(operations) lists
@@ -200,6 +170,8 @@ EXAMPLES = r"""
     links:
       - target: OU=RoamingUsers,DC=lab,DC=example
         enforced: true
+    # SYSVOL is not replicated between Samba DCs: keep the GPO's folder on both.
+    sysvol_servers: [dc1.lab.example, dc2.lab.example]
   delegate_to: localhost
 """
 
@@ -281,11 +253,12 @@ try:
         registry_value_entry,
     )
     from ansible.module_utils.credroam.gpo_apply import GpoApplier, GpoRequest, LinkRequest
-    from ansible.module_utils.credroam.sysvol import (
-        SmbTarget,
-        Sysvol,
-        SysvolError,
-        ntlm_username,
+    from ansible.module_utils.credroam.sysvol import Sysvol, SysvolError
+    from ansible.module_utils.credroam_sysvol_ansible import (
+        SYSVOL_MUTUALLY_EXCLUSIVE,
+        smb_target,
+        sysvol_argument_spec,
+        sysvol_servers,
     )
 
     IMPORT_ERROR = None
@@ -348,12 +321,7 @@ def argument_spec() -> dict:
         security_filtering={"type": "list", "elements": "str"},
         publish_admx={"type": "bool", "default": False},
         admx_template_dir={"type": "path"},
-        smb_server={"type": "str"},
-        sysvol_servers={"type": "list", "elements": "str"},
-        smb_user={"type": "str"},
-        smb_password={"type": "str", "no_log": True},
-        smb_port={"type": "int", "default": 445},
-        smb_encrypt={"type": "bool", "default": True},
+        **sysvol_argument_spec(),
     )
     return spec
 
@@ -379,28 +347,12 @@ def build_request(params: dict, check_mode: bool) -> GpoRequest:
     )
 
 
-def sysvol_servers(params: dict) -> list[str]:
-    return params.get("sysvol_servers") or [params.get("smb_server") or params["server"]]
-
-
-def smb_target(params: dict, domain_dns_name: str, server: str) -> SmbTarget:
-    return SmbTarget(
-        server=server,
-        username=params.get("smb_user") or ntlm_username(params.get("bind_user")),
-        password=params.get("smb_password") or params.get("bind_password") or "",
-        domain_dns_name=domain_dns_name,
-        port=params["smb_port"],
-        encrypt=params["smb_encrypt"],
-        timeout=params["timeout"],
-    )
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
         required_if=[*LDAP_REQUIRED_IF, ("publish_admx", True, ("admx_template_dir",))],
         required_one_of=[("name", "guid")],
-        mutually_exclusive=[("smb_server", "sysvol_servers")],
+        mutually_exclusive=SYSVOL_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
     if IMPORT_ERROR is not None:

@@ -62,7 +62,7 @@ from .secdesc import (
 )
 from .sysvol import Sysvol
 
-__all__ = ["GpoApplier", "GpoReader", "GpoRequest", "GptState", "LinkRequest"]
+__all__ = ["GpoApplier", "GpoReader", "GpoRequest", "GptState", "LinkRequest", "gpt_problems"]
 
 GPC_ATTRIBUTES = [
     "displayName",
@@ -256,19 +256,7 @@ class GpoReader:
         gpts = [self.read_gpt(gpc.guid, server) for server in self.sysvol_servers]
         descriptor = self.read_gpc_descriptor(gpc.dn)
         folder_acl = gpt_folder_descriptor(descriptor)
-        reference = gpts[0].copy
-        problems = []
-        for gpt in gpts:
-            lag = sysvol_copy_problem(gpc.version, gpt.copy, reference)
-            if lag is not None:
-                kind = "missing_gpt" if gpt.gpt_ini is None else "version_mismatch"
-                if gpt.copy.version == gpc.version:
-                    kind = "content_mismatch"
-                problems.append({"kind": kind, "server": gpt.server, "message": lag})
-            if gpt.acl is not None and not same_access(gpt.acl, folder_acl):
-                problems.append({"kind": "acl_drift", "server": gpt.server,
-                                 "message": f"NT ACL of {gpc.guid} on {gpt.server} does not "
-                                 "follow the GPC's nTSecurityDescriptor"})  # fmt: skip
+        problems = gpt_problems(gpc.guid, gpc.version, gpts, folder_acl)
         containers = self.linking_containers(gpc.guid)
         attributes = {k: _plain(v) for k, v in gpc.attributes.items()}
         return {
@@ -623,6 +611,32 @@ class GpoApplier(GpoReader):
                 gpt_path=gpt_unc_path(gpc.guid, self.domain),
             )
         return result
+
+
+def gpt_problems(
+    guid: str, ad_version: GpoVersion, gpts: Sequence[GptState], folder_acl: SecurityDescriptor
+) -> list[dict[str, str]]:
+    """What is wrong with each SYSVOL copy: kind (missing_gpt, version_mismatch,
+    content_mismatch, acl_drift), server and a message naming both."""
+    problems = []
+    reference = gpts[0].copy
+    for gpt in gpts:
+        copy = gpt.copy
+        lag = sysvol_copy_problem(ad_version, copy, reference)
+        if lag is not None:
+            if copy.version is None:
+                kind = "missing_gpt"
+            elif copy.version != ad_version:
+                kind = "version_mismatch"
+            else:
+                kind = "content_mismatch"
+            problems.append({"kind": kind, "server": gpt.server, "message": lag})
+        if gpt.acl is not None and not same_access(gpt.acl, folder_acl):
+            message = (
+                f"NT ACL of {guid} on {gpt.server} does not follow the GPC's nTSecurityDescriptor"
+            )
+            problems.append({"kind": "acl_drift", "server": gpt.server, "message": message})
+    return problems
 
 
 def _number(version: GpoVersion | None) -> int | None:

@@ -43,8 +43,8 @@ PLAYBOOK = """
   vars:
     ansible_python_interpreter: "{{ ansible_playbook_python }}"
   tasks:
-    - name: ad_gpo under test
-      ad_gpo: "{{ gpo_args }}"
+    - name: MODULE under test
+      MODULE: "{{ gpo_args }}"
       register: gpo_result
     - name: Hand the result to the test
       ansible.builtin.copy:
@@ -56,10 +56,12 @@ PLAYBOOK = """
 
 
 class GpoRunner:
-    def __init__(self, lab: Lab, workdir: Path) -> None:
+    """Runs one module (ad_gpo by default) in a playbook against the lab; its result."""
+
+    def __init__(self, lab: Lab, workdir: Path, module: str = "ad_gpo") -> None:
         self.lab = lab
         self.workdir = workdir
-        (workdir / "play.yml").write_text(PLAYBOOK)
+        (workdir / "play.yml").write_text(PLAYBOOK.replace("MODULE", module))
         dc = lab.dc(0)
         self.connection = {
             "server": dc.ip,

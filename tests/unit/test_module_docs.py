@@ -11,7 +11,10 @@ import yaml
 
 LIBRARY = Path(__file__).resolve().parents[2] / "library"
 MODULES = sorted(path.stem for path in LIBRARY.glob("*.py"))
-FRAGMENTS = {"credroam_ldap": "doc_fragments.credroam_ldap"}
+FRAGMENTS = {
+    "credroam_ldap": "doc_fragments.credroam_ldap",
+    "credroam_sysvol": "doc_fragments.credroam_sysvol",
+}
 SECRET_WORDS = ("password", "secret", "private_key")
 
 
