@@ -15,7 +15,14 @@ from ansible.module_utils.testing import patch_module_args
 
 from credroam import preg
 from credroam.connection import RootDse
-from credroam.gpo import CREDENTIAL_ROAMING, GpoVersion, update_gpt_ini
+from credroam.gpo import (
+    CREDENTIAL_ROAMING,
+    REGISTRY_CSE,
+    REGISTRY_TOOL_USER,
+    GpoVersion,
+    add_extension_names,
+    update_gpt_ini,
+)
 from credroam.gpo_apply import GptState, gpt_problems
 from credroam.secdesc import SecurityDescriptor, gpt_folder_descriptor
 
@@ -33,6 +40,7 @@ GPC_SDDL = (
     "(A;CI;RPLCLORC;;;AU)(A;CI;RPLCLORC;;;DU)(OA;CI;CR;edacfd8f-ffb3-11d1-b41d-00a0c968f939;;DU)"
 )
 V2 = GpoVersion(2, 0)
+EXTENSION_NAMES = add_extension_names(None, REGISTRY_CSE, REGISTRY_TOOL_USER)
 ENTRIES = [preg.make_entry(CREDENTIAL_ROAMING.key, "DIMSRoaming", "REG_DWORD", 1)]
 OTHER = [preg.make_entry(CREDENTIAL_ROAMING.key, "DIMSRoaming", "REG_DWORD", 0)]
 
@@ -60,7 +68,11 @@ class FakeDirectory:
             entry = {"dn": base, "attributes": {}, "raw_attributes": {attributes[0]: [GPC_SD]}}
             self.response = [{"type": "searchResEntry", **entry}]
         elif "groupPolicyContainer" in flt:
-            attributes = {"displayName": ["Credential Roaming"], "versionNumber": [V2.number]}
+            attributes = {
+                "displayName": ["Credential Roaming"],
+                "versionNumber": [V2.number],
+                "gPCUserExtensionNames": [EXTENSION_NAMES],
+            }
             self.response = [{"type": "searchResEntry", "dn": GPC_DN, "attributes": attributes}]
         elif "gPLink" in flt and base == DOMAIN_DN:
             link = f"[LDAP://cn={GUID},cn=policies,cn=system,{DOMAIN_DN};2]"
