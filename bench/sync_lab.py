@@ -1,0 +1,371 @@
+"""Time credroam syncs against a real lab DC for a user with N certificates and keys.
+
+    .venv/bin/python bench/sync_lab.py [--sizes 10,200,1000] [--rounds 3] [--key-type ec]
+                                       [--large 0] [--keep-lab]
+
+Per size N (N certificates, each with its private key: 2N tokens), each round:
+  first     the first sync of a host holding everything: uploads all 2N tokens;
+  no-change the next sync of that host: its LDAP operations are counted (the integration
+            tests' CountingConnection); it must be exactly 1 search and 0 writes;
+  download  the first sync of a second host with an empty store: downloads all 2N items.
+Then the bytes the directory holds per certificate (certificate token + sealed key token, as
+values of msPKIAccountCredentials and credroamKeyEnvelopes). The local side is the real
+FileStore and StateFile in a temporary directory; the roaming key is in hand (obtaining it,
+scrypt per logon, is in bench/core.py).
+
+Runs on its own lab `benchlab` (172.29.110.0/24, one DC, no client), brought up through
+playbooks/lab.yml and torn down at the end unless --keep-lab (which also reuses a running
+one). credroam's schema is applied through the roaming_schema role first, as the integration
+tests do. Each round runs as a user made for it (samba-tool user create in the roaming OU),
+whose roaming values are cleared and who is deleted after it (see BENCH_PASSWORD for why).
+Prints median, min and max per phase and writes bench/out/sync_lab.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ldap3
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "module_utils")]
+
+# After sys.path: the repository root and the core must be importable.
+from bench.core import KEY_TYPES, Credential, local_items, make_credentials
+from credroam.connection import connect
+from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
+from credroam.envelope import new_roaming_key
+from credroam.reconcile import ItemKind, Policy
+from credroam.state import StateFile
+from credroam.store import FileStore
+from credroam.sync import SyncReport, sync_user
+from credroam.timestamps import to_filetime
+from credroam.tokens import parse_dn_binary
+from tests.integration.roaming_lab import ALL_ATTRIBUTES, CountingConnection, target_for
+from tests.lab import Account, Lab, LabNotUpError, lab_playbook
+
+BENCH_LAB = {"name": "benchlab", "subnet": "172.29.110.0/24", "dc_count": 1, "client_count": 0}
+# Each round runs on a user of its own, made for it and deleted after it: Samba keeps every
+# removed linked value (for replication, until the tombstone lifetime), and a user whose object
+# holds thousands of them writes many times slower, so reusing one user would measure the
+# benchmark's own history.
+BENCH_PASSWORD = "Bench-Lab-Pass1!"
+# Generous: how long one big modify takes is a figure measured here (credroam's default is 10 s).
+LDAP_TIMEOUT = 300
+
+
+# --- the lab ---------------------------------------------------------------------------------
+
+
+def _playbook(state: str) -> None:
+    run = lab_playbook(**BENCH_LAB, state=state)
+    if run.returncode != 0:
+        raise SystemExit(f"lab {BENCH_LAB['name']} {state} failed:\n{run.output[-4000:]}")
+
+
+def _running_lab() -> Lab | None:
+    try:
+        lab = Lab.load(BENCH_LAB["name"])
+    except LabNotUpError:
+        return None
+    return lab if lab.is_up() else None
+
+
+def bring_up(keep: bool) -> Lab:
+    if keep and (running := _running_lab()) is not None:
+        return running
+    _playbook("absent")  # a leftover of an interrupted run would make `present` refuse
+    _playbook("present")
+    return Lab.load(BENCH_LAB["name"])
+
+
+def apply_schema(lab: Lab) -> None:
+    """credroam's schema through the real role (playbooks/schema.yml), idempotent."""
+    done = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/schema.yml"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "CREDROAM_LAB": lab.name},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"applying credroam's schema failed:\n{done.stdout[-4000:]}")
+
+
+# --- one round -------------------------------------------------------------------------------
+
+
+class TimedConnection(CountingConnection):
+    """Counts LDAP operations (as the integration tests do) and times each modify."""
+
+    def __init__(self, conn: ldap3.Connection) -> None:
+        super().__init__(conn)
+        self.search_s: list[float] = []
+        self.modify_s: list[float] = []
+
+    def search(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return super().search(*args, **kwargs)
+        finally:
+            self.search_s.append(time.perf_counter() - start)
+
+    def modify(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return super().modify(*args, **kwargs)
+        finally:
+            self.modify_s.append(time.perf_counter() - start)
+
+
+def bench_connection(lab: Lab, account: Account) -> TimedConnection:
+    """Bound as the user, the way credroam connects (LDAPS, CA checked), long timeout."""
+    return TimedConnection(connect(target_for(lab, account, timeout=LDAP_TIMEOUT)))
+
+
+def _samba_tool_user(lab: Lab, *argv: str, check: bool = True) -> None:
+    lab.dc(0).run("samba-tool", "user", *argv, check=check, timeout=600)
+
+
+def fresh_user(lab: Lab, name: str) -> Account:
+    """A new user in the roaming OU (a leftover of an interrupted run is deleted first)."""
+    _samba_tool_user(lab, "delete", name, check=False)
+    ou = lab.roaming_ou_dn.removesuffix("," + lab.base_dn)
+    _samba_tool_user(lab, "create", name, BENCH_PASSWORD, f"--userou={ou}")
+    upn = f"{name}@{lab.realm.lower()}"
+    return Account(name, upn, f"CN={name},{lab.roaming_ou_dn}", BENCH_PASSWORD)
+
+
+def delete_user(lab: Lab, account: Account) -> None:
+    _samba_tool_user(lab, "delete", account.name)
+
+
+def clear_user(lab: Lab, account: Account) -> None:
+    """Remove every roaming value of the user, as the user (as the tests' clear_roaming does,
+    with the long timeout: removing thousands of linked values takes Samba a while)."""
+    conn = bench_connection(lab, account)
+    try:
+        conn.search(
+            account.dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=list(ALL_ATTRIBUTES)
+        )
+        present = conn.response[0]["raw_attributes"] if conn.response else {}
+        changes = {name: [(ldap3.MODIFY_REPLACE, [])] for name, values in present.items() if values}
+        if changes and not conn.modify(account.dn, changes):
+            raise SystemExit(f"clearing the roaming values of {account.dn} failed: {conn.result}")
+    finally:
+        conn.unbind()
+
+
+def _now() -> int:
+    return to_filetime(datetime.datetime.now(datetime.UTC))
+
+
+def _fill(store: FileStore, credentials: list[Credential], modified: int) -> None:
+    entries = sorted(
+        local_items(credentials, modified).values(), key=lambda e: e[0].kind is ItemKind.KEY
+    )
+    with store.lock():
+        for item, payload in entries:
+            store.write(item, payload)
+
+
+def _timed_sync(
+    conn: Any, account: Account, store: FileStore, state: StateFile, roaming_key: bytes
+) -> tuple[float, SyncReport]:
+    start = time.perf_counter()
+    report = sync_user(conn, account.dn, store, state, Policy(), roaming_key, _now())
+    return time.perf_counter() - start, report
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise SystemExit(f"benchmark outcome is wrong: {what}")
+
+
+def directory_bytes(lab: Lab, account: Account) -> dict[str, int]:
+    """Bytes of the user's token values: as stored (DN-Binary text) and as tokens (binary)."""
+    conn = bench_connection(lab, account)
+    try:
+        conn.search(
+            account.dn,
+            "(objectClass=*)",
+            search_scope=ldap3.BASE,
+            attributes=[ACCOUNT_CREDENTIALS, KEY_ENVELOPES],
+        )
+        raw = {k.lower(): v for k, v in conn.response[0]["raw_attributes"].items()}
+    finally:
+        conn.unbind()
+    sizes: dict[str, int] = {}
+    for attribute in (ACCOUNT_CREDENTIALS, KEY_ENVELOPES):
+        values = raw.get(attribute.lower(), [])
+        sizes[f"{attribute}_values"] = len(values)
+        sizes[f"{attribute}_value_bytes"] = sum(len(v) for v in values)
+        sizes[f"{attribute}_token_bytes"] = sum(len(parse_dn_binary(v)[0]) for v in values)
+    return sizes
+
+
+def one_round(
+    lab: Lab, account: Account, credentials: list[Credential], scratch: str
+) -> dict[str, Any]:
+    tokens = 2 * len(credentials)
+    roaming_key = new_roaming_key()
+    first_host = FileStore(os.path.join(scratch, "host1"))
+    _fill(first_host, credentials, _now())
+    first_state = StateFile(os.path.join(scratch, "host1.state"))
+
+    uploading = bench_connection(lab, account)
+    try:
+        first_s, report = _timed_sync(uploading, account, first_host, first_state, roaming_key)
+    finally:
+        uploading.unbind()
+    _expect(len(report.uploaded) == tokens and not report.refused, f"first sync uploads {tokens}")
+
+    counting = bench_connection(lab, account)
+    try:
+        again_s, again = _timed_sync(counting, account, first_host, first_state, roaming_key)
+    finally:
+        counting.unbind()
+    _expect(not again.changed, "the second sync changes nothing")
+
+    second_host = FileStore(os.path.join(scratch, "host2"))
+    second_state = StateFile(os.path.join(scratch, "host2.state"))
+    conn = bench_connection(lab, account)
+    try:
+        download_s, fetched = _timed_sync(conn, account, second_host, second_state, roaming_key)
+    finally:
+        conn.unbind()
+    _expect(len(fetched.downloaded) == tokens, f"the empty host downloads {tokens}")
+    _expect(not fetched.local_errors and not fetched.rejected, "the download is clean")
+    return {
+        "first_s": first_s,
+        "first_modify_s": uploading.modify_s,
+        "no_change_s": again_s,
+        "no_change_search_s": sum(counting.search_s),
+        "no_change_searches": counting.searches,
+        "no_change_writes": counting.writes,
+        "download_s": download_s,
+        "bytes": directory_bytes(lab, account),
+    }
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    return {
+        "median_s": round(statistics.median(samples), 3),
+        "min_s": round(min(samples), 3),
+        "max_s": round(max(samples), 3),
+        "samples_s": [round(s, 3) for s in samples],
+    }
+
+
+def run_size(lab: Lab, size: int, rounds: int, large: int, key_type: str) -> dict[str, Any]:
+    credentials = make_credentials(size, min(large, size), key_type)
+    results = []
+    for index in range(rounds):
+        account = fresh_user(lab, f"bench{size}r{index}")
+        try:
+            with tempfile.TemporaryDirectory(prefix="credroam-bench-") as scratch:
+                results.append(one_round(lab, account, credentials, scratch))
+        finally:
+            clear_user(lab, account)  # the user's values go first, then the user
+            delete_user(lab, account)
+    operations = {(r["no_change_searches"], r["no_change_writes"]) for r in results}
+    sizes = results[-1]["bytes"]
+    stored = sizes[f"{ACCOUNT_CREDENTIALS}_value_bytes"] + sizes[f"{KEY_ENVELOPES}_value_bytes"]
+    token_bytes = (
+        sizes[f"{ACCOUNT_CREDENTIALS}_token_bytes"] + sizes[f"{KEY_ENVELOPES}_token_bytes"]
+    )
+    return {
+        "certificates": size,
+        "tokens": 2 * size,
+        "first_sync": {**summary([r["first_s"] for r in results])},
+        "first_sync_modifies": len(results[-1]["first_modify_s"]),
+        "longest_modify": summary([max(r["first_modify_s"]) for r in results]),
+        "no_change_sync": {**summary([r["no_change_s"] for r in results])},
+        "no_change_search": summary([r["no_change_search_s"] for r in results]),
+        "no_change_ldap": [{"searches": s, "writes": w} for s, w in sorted(operations)],
+        "download_sync": {**summary([r["download_s"] for r in results])},
+        "directory_bytes": sizes,
+        "stored_bytes_per_certificate": round(stored / size),
+        "token_bytes_per_certificate": round(token_bytes / size),
+    }
+
+
+def _line(name: str, figures: dict[str, Any]) -> str:
+    return (
+        f"  {name:<16} median {figures['median_s']:8.3f} s  min {figures['min_s']:8.3f} s  "
+        f"max {figures['max_s']:8.3f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="10,200,1000", help="certificates per user (each with a key)"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--key-type", choices=KEY_TYPES, default="ec")
+    parser.add_argument("--large", type=int, default=0, help="certificates near 64 KB tokens")
+    parser.add_argument("--keep-lab", action="store_true", help="reuse and keep lab benchlab")
+    args = parser.parse_args()
+    try:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes must be comma-separated integers, not {args.sizes!r}")
+    if not all(1 <= size <= Policy().max_tokens // 2 for size in sizes):
+        parser.error(f"each size must be 1..{Policy().max_tokens // 2} (2 tokens per certificate)")
+
+    lab = bring_up(args.keep_lab)
+    results = []
+    try:
+        apply_schema(lab)
+        for size in sizes:
+            results.append(run_size(lab, size, args.rounds, args.large, args.key_type))
+            row = results[-1]
+            print(f"{size} certificates + {size} keys ({2 * size} tokens), {args.rounds} rounds:")
+            print(_line("first sync", row["first_sync"]))
+            print(
+                _line("longest modify", row["longest_modify"])
+                + f"  ({row['first_sync_modifies']} modifies)"
+            )
+            print(_line("no-change sync", row["no_change_sync"]))
+            print(_line("  its search", row["no_change_search"]))
+            print(_line("download sync", row["download_sync"]))
+            ldap = ", ".join(
+                f"{o['searches']} search, {o['writes']} write" for o in row["no_change_ldap"]
+            )
+            print(f"  no-change LDAP   {ldap}")
+            print(
+                f"  directory        {row['stored_bytes_per_certificate']} B stored per "
+                f"certificate ({row['token_bytes_per_certificate']} B of tokens)"
+            )
+    finally:
+        if not args.keep_lab:
+            _playbook("absent")
+    result = {
+        "lab": BENCH_LAB,
+        "rounds": args.rounds,
+        "key_type": args.key_type,
+        "large_certificates": args.large,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "sizes": results,
+    }
+    out = REPO / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sync_lab.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {out / 'sync_lab.json'}")
+
+
+if __name__ == "__main__":
+    main()
