@@ -242,7 +242,8 @@ def test_out_of_range_value_fails_and_writes_nothing(lab, gpo, name, state):
 
 
 def test_link_to_the_roaming_ou_agrees_with_samba_tool(lab, gpo, name, state):
-    links = [{"target": lab.roaming_ou_dn, "enforced": True}]
+    # Other GPOs may be linked to the roaming OU already (the rollout's own): ask for the top.
+    links = [{"target": lab.roaming_ou_dn, "enforced": True, "order": 1}]
     result = gpo(name=name, links=links)
     assert result["changed"]
     assert result["links"] == {
