@@ -74,8 +74,10 @@ test: deps  ## Everything CI runs: lint, unit and integration tests, the Molecul
 	$(BIN)/pytest -q tests
 	$(BIN)/molecule test
 
-bench: deps  ## Benchmarks; figures go to bench/out/ and into the README by hand.
-	$(BIN)/python bench/lab_updown.py
+bench: deps  ## Benchmarks (core, sync on a lab DC, lab up/down; bench/README.md), to bench/out/.
+	$(BIN)/python bench/core.py
+	$(BIN)/python bench/sync_lab.py
+	$(BIN)/python bench/lab_updown.py --rounds 1 --clients 1
 
 clean:  ## Remove the venv and stamps (the lab is removed by lab-down).
 	rm -rf $(VENV) .stamps .pytest_cache .ruff_cache
