@@ -1,13 +1,15 @@
 """Time and peak memory of credroam's pure core at the policy maximum, no lab needed.
 
-    .venv/bin/python bench/core.py [--rounds 5] [--certificates 1000] [--large 20]
+    .venv/bin/python bench/core.py [--rounds 5] [--store-rounds 1] [--certificates 1000]
+                                   [--large 20] [--key-type ec|rsa]
 
 A user at the policy maximum holds 2000 tokens: 1000 certificates (msPKIAccountCredentials)
 and their 1000 sealed private keys (credroamKeyEnvelopes). Certificates are real ones made
-with cryptography: RSA-2048, signed by an RSA-2048 issuer, with the extensions an AD CS user
-certificate carries (~1.3 KB DER); ``--large`` of them carry a big extension so that their
-token is just under the 64 KB maximum token size. Private keys are PKCS#8 RSA-2048 keys, drawn
-from a small pool (generating 1000 RSA keys would only slow the set-up).
+with cryptography, signed by an RSA-2048 issuer, with the extensions an AD CS user certificate
+carries (~1.0 KB DER with an EC P-256 subject key, ~1.2 KB with RSA-2048: ``--key-type``);
+``--large`` of them carry a big extension so that their token is just under the 64 KB maximum
+token size. Private keys are PKCS#8, drawn from a small pool (a key may serve several
+certificates; generating 1000 RSA keys would only slow the set-up).
 
 Each operation runs ``--rounds`` times for the time figures (median, min, max), then once
 more under tracemalloc for its peak memory: Python allocations above what was live before it
@@ -508,11 +510,16 @@ def main() -> None:
         "--certificates", type=int, default=1000, help="certificates (each with a key)"
     )
     parser.add_argument("--large", type=int, default=20, help="of which near 64 KB tokens")
-    parser.add_argument("--key-type", choices=KEY_TYPES, default="rsa")
+    parser.add_argument(
+        "--key-type",
+        choices=KEY_TYPES,
+        default="ec",
+        help="subject keys: ec (P-256) or rsa (2048; the file store then validates each on load)",
+    )
     parser.add_argument(
         "--store-rounds",
         type=int,
-        default=3,
+        default=1,
         help="rounds of the FileStore and state file figures (disk-bound, slower)",
     )
     args = parser.parse_args()
