@@ -8,7 +8,10 @@ BIN         := $(VENV)/bin
 # Debian's Python: python3-samba (Samba's own parsers, used as independent readers in tests) is
 # importable only from it, so the venv is built on it with --system-site-packages.
 SYSTEM_PY   := /usr/bin/python3
-APT_PACKAGES := samba-ad-dc samba-ad-provision openssh-server python3-venv iproute2 smbclient ldb-tools util-linux
+# gssapi (Kerberos binds, bind_method=gssapi) has no Linux wheel: pip builds it with gcc against
+# the Python headers and MIT Kerberos' (libkrb5-dev); krb5-user brings kinit and klist.
+APT_PACKAGES := samba-ad-dc samba-ad-provision openssh-server python3-venv iproute2 smbclient ldb-tools util-linux \
+                libkrb5-dev krb5-user gcc python3-dev
 LAB         ?= lab
 PLAYBOOK    := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
