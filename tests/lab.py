@@ -143,6 +143,8 @@ class Lab:
     clients: tuple[ClientHost, ...]
     ssh_private_key: str
     known_hosts: str
+    # Kerberos client settings for the lab realm (KRB5_CONFIG): its DCs as KDCs, no DNS.
+    krb5_conf: str
     state_dir: Path
 
     @classmethod
@@ -189,6 +191,7 @@ class Lab:
             ),
             ssh_private_key=data["ssh_private_key"],
             known_hosts=data["known_hosts"],
+            krb5_conf=data["krb5_conf"],
             state_dir=path.parent,
         )
 

@@ -294,6 +294,12 @@ class DomainController:
             # simple bind: a changed lab password must stop working at once, both for tests
             # and for the users step, which detects a password to set by a failing bind.
             "old password allowed period": "0",
+            # Samba's default ("yes") refuses a SASL bind without a signing or sealing layer,
+            # which ldap3 cannot negotiate, so Kerberos (bind_method=gssapi) would fail.
+            # allow_sasl_over_tls accepts such a bind only inside TLS; credroam never talks
+            # to a DC without TLS, so nothing weaker than TLS is allowed. Simple binds still
+            # need TLS as before.
+            "ldap server require strong auth": "allow_sasl_over_tls",
         }
         return set_global_options(self.smb_conf.read_text(), wanted, NO_FORWARDER)
 
