@@ -41,13 +41,20 @@ options:
   bind_method:
     description:
       - V(simple) binds with O(bind_user) and O(bind_password) (inside TLS).
-      - V(gssapi) uses the caller's Kerberos ticket and needs the Python C(gssapi) package.
+      - V(gssapi) binds with Kerberos as the owner of the caller's ticket (run C(kinit) first;
+        C(KRB5CCNAME) names the credential cache, C(KRB5_CONFIG) the Kerberos settings) and
+        needs the Python C(gssapi) package. The ticket is for C(ldap/<tls_server_name>), or
+        C(ldap/<server>) without O(tls_server_name), so give the DC's FQDN there when O(server)
+        is an address. The DC must accept a SASL bind without a signing layer inside TLS (Samba
+        C(ldap server require strong auth = allow_sasl_over_tls)).
     type: str
     choices: [simple, gssapi]
     default: simple
   bind_user:
     description:
       - User to bind as, as a UPN (C(admin@example.com)), a DN or C(DOMAIN\\user).
+      - With O(bind_method=gssapi), optional - the Kerberos principal whose ticket to use
+        (C(admin@EXAMPLE.COM)), when the credential cache holds several.
     type: str
   bind_password:
     description:

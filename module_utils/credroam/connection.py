@@ -5,13 +5,19 @@ Every directory operation of credroam (schema, GPO, roaming tokens, compliance) 
 is not offered: roaming data and bind passwords only ever travel inside TLS (LDAPS on 636 or
 StartTLS on 389), and the DC's certificate is validated against a CA unless the caller opts out
 explicitly with ``validate_certs=False``.
+
+Two ways to bind: ``simple`` (user and password, inside TLS) and ``gssapi`` (Kerberos with the
+caller's own credentials, see :func:`kerberos_credentials`).
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -119,31 +125,14 @@ def connect(target: LdapTarget) -> ldap3.Connection:
         get_info=ldap3.NONE,
         connect_timeout=target.timeout,
     )
-    if target.bind_method == "gssapi":
-        # The Kerberos service principal is ldap/<DC name>: a DC reached by IP needs its name
-        # (tls_server_name), or the KDC is asked for a ticket to ldap/<IP>, which does not exist.
-        # ldap3 negotiates no SASL security layer, so the DC must accept SASL inside TLS
-        # (Samba: "ldap server require strong auth = allow_sasl_over_tls").
-        conn_args: dict = {
-            "authentication": ldap3.SASL,
-            "sasl_mechanism": ldap3.KERBEROS,
-            "sasl_credentials": (target.tls_server_name or target.server,),
-        }
-        if target.bind_user:
-            conn_args["user"] = target.bind_user
-    else:
-        conn_args = {
-            "authentication": ldap3.SIMPLE,
-            "user": target.bind_user,
-            "password": target.bind_password,
-        }
+    bind = _bind_settings(target)
     conn = ldap3.Connection(
         server,
         receive_timeout=target.timeout,
         raise_exceptions=False,
         read_only=False,
         check_names=False,
-        **conn_args,
+        **bind.arguments,
     )
     where = target.describe()
     try:
@@ -153,7 +142,7 @@ def connect(target: LdapTarget) -> ldap3.Connection:
         if not conn.bind():
             result = conn.result or {}
             raise DirectoryError(
-                f"bind as {target.bind_user or '(kerberos ticket)'} to {where} failed: "
+                f"bind as {bind.who} to {where} failed: "
                 f"{result.get('description')} {result.get('message', '')}".rstrip()
             )
     except LDAPException as exc:
@@ -162,9 +151,95 @@ def connect(target: LdapTarget) -> ldap3.Connection:
     except DirectoryError:
         conn.unbind()
         raise
-    except ImportError as exc:  # gssapi is optional
-        raise DirectoryError(f"bind_method=gssapi needs the Python package gssapi: {exc}") from exc
+    except bind.errors as exc:
+        # Kerberos failed after the ticket check: no ticket for the DC's service (unknown
+        # name, KDC unreachable, clock skew). The GSSAPI message says which.
+        conn.unbind()
+        raise DirectoryError(
+            f"Kerberos bind as {bind.who} to {where} failed getting a ticket for "
+            f"ldap/{kerberos_host(target)}: {_gss_message(exc)}"
+        ) from exc
     return conn
+
+
+class _Bind(NamedTuple):
+    arguments: dict[str, Any]  # ldap3.Connection keyword arguments
+    who: str  # the identity, for messages
+    errors: tuple[type[Exception], ...]  # what the bind may raise besides LDAPException
+
+
+def _bind_settings(target: LdapTarget) -> _Bind:
+    if target.bind_method == "simple":
+        arguments = {
+            "authentication": ldap3.SIMPLE,
+            "user": target.bind_user,
+            "password": target.bind_password,
+        }
+        return _Bind(arguments, str(target.bind_user), ())
+    gssapi, credentials = kerberos_credentials(target)
+    # ldap3 asks the KDC for a ticket to ldap@<host> (the principal ldap/<host>) and binds as
+    # the owner of `credentials`, with no authorization identity of its own. It negotiates no
+    # SASL security layer, so the DC must accept SASL inside TLS (Samba: "ldap server require
+    # strong auth = allow_sasl_over_tls"); TLS is always on here.
+    arguments = {
+        "authentication": ldap3.SASL,
+        "sasl_mechanism": ldap3.KERBEROS,
+        "sasl_credentials": (kerberos_host(target), None, credentials),
+    }
+    return _Bind(arguments, f"{credentials.name} (Kerberos)", (gssapi.exceptions.GSSError,))
+
+
+def kerberos_host(target: LdapTarget) -> str:
+    """The host part of the DC's Kerberos service principal ldap/<host>: ``tls_server_name``
+    when given, else ``server``. A DC reached by IP needs its FQDN in tls_server_name: there
+    is no principal ldap/<IP>."""
+    return target.tls_server_name or target.server
+
+
+def kerberos_credentials(target: LdapTarget) -> tuple[ModuleType, Any]:
+    """The ``gssapi`` module and the caller's Kerberos credentials, or :class:`DirectoryError`.
+
+    The credentials are the caller's own: the ticket-granting ticket in the credential cache
+    named by ``KRB5CCNAME`` (default: the system's), obtained beforehand with ``kinit``, with the
+    Kerberos settings of ``KRB5_CONFIG`` (default /etc/krb5.conf). ``bind_user``, when given,
+    picks that principal's ticket from a cache collection. credroam never handles a Kerberos
+    password. Checked before connecting, so a missing or expired ticket is reported as such,
+    not as a failed bind.
+    """
+    where = target.describe()
+    try:
+        # Optional: imported only for bind_method=gssapi (ldap3's Kerberos support uses it too).
+        import gssapi
+    except ImportError as exc:
+        raise DirectoryError(
+            f"bind_method=gssapi to {where} needs the Python package gssapi (pinned in "
+            f"requirements.txt; building it needs Debian's libkrb5-dev): {exc}"
+        ) from exc
+    principal = None
+    if target.bind_user:
+        principal = gssapi.Name(target.bind_user, gssapi.NameType.kerberos_principal)
+    cache = os.environ.get("KRB5CCNAME", "unset, the default cache")
+    kinit = f"kinit {target.bind_user or '<principal>'}"
+    try:
+        credentials = gssapi.Credentials(name=principal, usage="initiate")
+        remaining = credentials.lifetime
+    except gssapi.exceptions.GSSError as exc:
+        owner = f" of {target.bind_user}" if target.bind_user else ""
+        raise DirectoryError(
+            f"no Kerberos credentials{owner} to bind to {where} (KRB5CCNAME {cache}): "
+            f"run {kinit} first ({_gss_message(exc)})"
+        ) from exc
+    if remaining == 0:
+        raise DirectoryError(
+            f"the Kerberos ticket of {credentials.name} has expired (KRB5CCNAME {cache}): "
+            f"run {kinit} again to bind to {where}"
+        )
+    return gssapi, credentials
+
+
+def _gss_message(exc: Exception) -> str:
+    """A GSSError's text on one line (gssapi joins major and minor status with newlines)."""
+    return " ".join(str(exc).split())
 
 
 @dataclass(frozen=True)

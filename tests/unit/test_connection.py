@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
+from types import SimpleNamespace
 
 import pytest
 
+from credroam import connection
 from credroam.connection import (
     DirectoryError,
     LdapTarget,
@@ -14,6 +17,7 @@ from credroam.connection import (
     _tls,
     connect,
     first,
+    kerberos_host,
     validate_target,
 )
 
@@ -95,3 +99,76 @@ def test_first_is_case_insensitive_and_tolerates_scalars():
 def test_domain_dns_name_from_naming_context():
     dse = RootDse("DC=lab,DC=example", "", "", "", "dc1.lab.example", "")
     assert dse.domain_dns_name == "lab.example"
+
+
+# --- bind_method=gssapi: the caller's Kerberos credentials, checked before any traffic ----------
+
+
+def kerberos_target(**overrides) -> LdapTarget:
+    # Loopback and a port nobody listens on: these checks must fail before connecting anyway.
+    settings = {
+        "server": "127.0.0.1",
+        "port": 1,
+        "tls_server_name": "dc1.lab.example",
+        "bind_method": "gssapi",
+    }
+    settings.update(overrides)
+    return LdapTarget(**settings)
+
+
+@pytest.fixture
+def empty_credential_cache(tmp_path, monkeypatch) -> str:
+    """A Kerberos setup with no ticket: an empty krb5.conf and a cache file that does not exist."""
+    config = tmp_path / "krb5.conf"
+    config.write_text("")
+    cache = f"FILE:{tmp_path / 'no-such-cache'}"
+    monkeypatch.setenv("KRB5_CONFIG", str(config))
+    monkeypatch.setenv("KRB5CCNAME", cache)
+    return cache
+
+
+def test_gssapi_needs_no_password():
+    validate_target(kerberos_target())
+
+
+def test_gssapi_without_a_ticket_says_to_run_kinit(empty_credential_cache):
+    with pytest.raises(DirectoryError) as err:
+        connect(kerberos_target())
+    message = str(err.value)
+    assert message.startswith("no Kerberos credentials to bind to 127.0.0.1:1 (ldaps)")
+    assert "run kinit <principal> first" in message
+    assert empty_credential_cache in message
+
+
+def test_gssapi_without_a_ticket_of_the_named_principal_names_it(empty_credential_cache):
+    with pytest.raises(DirectoryError) as err:
+        connect(kerberos_target(bind_user="alice@LAB.EXAMPLE"))
+    message = str(err.value)
+    assert message.startswith("no Kerberos credentials of alice@LAB.EXAMPLE to bind")
+    assert "run kinit alice@LAB.EXAMPLE first" in message
+
+
+def test_gssapi_without_the_gssapi_package_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gssapi", None)  # import gssapi now raises ImportError
+    with pytest.raises(DirectoryError, match="needs the Python package gssapi"):
+        connect(kerberos_target())
+
+
+def test_kerberos_service_host_is_the_tls_server_name_else_the_server():
+    assert kerberos_host(kerberos_target()) == "dc1.lab.example"
+    assert kerberos_host(kerberos_target(server="dc2.lab.example", tls_server_name=None)) == (
+        "dc2.lab.example"
+    )
+
+
+def test_gssapi_asks_ldap3_for_the_ldap_service_of_the_dc_with_the_checked_credentials(
+    monkeypatch,
+):
+    credentials = SimpleNamespace(name="alice@LAB.EXAMPLE")
+    gssapi = SimpleNamespace(exceptions=SimpleNamespace(GSSError=RuntimeError))
+    monkeypatch.setattr(connection, "kerberos_credentials", lambda target: (gssapi, credentials))
+    bind = connection._bind_settings(kerberos_target())
+    assert bind.arguments["sasl_mechanism"] == "GSSAPI"
+    assert bind.arguments["sasl_credentials"] == ("dc1.lab.example", None, credentials)
+    assert "user" not in bind.arguments and "password" not in bind.arguments
+    assert bind.who == "alice@LAB.EXAMPLE (Kerberos)"
