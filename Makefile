@@ -72,10 +72,10 @@ integration: deps  ## Integration tests; the session brings up and tears down it
 molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml twice, verify, down.
 	$(BIN)/molecule test
 
-test: deps  ## Everything CI runs: lint, unit and integration tests, the Molecule scenario.
+test: deps  ## Everything CI runs: lint, the Molecule scenario, unit and integration tests.
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -q tests
 	$(BIN)/molecule test
+	$(BIN)/pytest -q tests
 
 bench: deps  ## Benchmarks (core, sync on a lab DC, lab up/down; bench/README.md), to bench/out/.
 	$(BIN)/python bench/core.py
