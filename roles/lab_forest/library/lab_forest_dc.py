@@ -12,7 +12,11 @@ description:
     DCs) into the state folder, configures the lab's TLS certificate and removes the DNS
     forwarder, starts C(samba -F) detached (after checking that nothing else holds the DC's
     ports on its address) and waits until an LDAPS bind validated against the lab CA succeeds.
-    A joined DC is checked by forcing a replication from the first DC.
+    A joined DC is checked by forcing a replication from the first DC; once it has registered
+    its own service principals (C(ldap/<fqdn>), ...), the first DC pulls them, so the first
+    DC's KDC issues Kerberos tickets for every DC.
+  - The DCs accept SASL binds without a signing layer inside TLS, as Kerberos binds from ldap3
+    are (C(ldap server require strong auth = allow_sasl_over_tls)).
   - On the first DC, the roaming OU and O(users) converge on every run, also on a lab that is
     already up - a missing user is added, a user whose password no longer binds gets it set
     again; users not listed are left alone (tests may create their own). The other DCs
@@ -209,6 +213,7 @@ class DomainController:
             pid = self.sandbox.running_pid() or 0
             if self.index > 1:
                 self._do("check replication from dc1", self._replicate_from_first)
+                self._do("replicate its service principals to dc1", self._replicate_to_first)
         if self.index == 1:
             self._converge_users(running=pid != 0)
         return pid
@@ -436,6 +441,49 @@ class DomainController:
                 f"--password={self.p['admin_password']}",
             ]
         )
+
+    def _replicate_to_first(self) -> None:
+        """Samba registers a joined DC's own service principals (ldap/<fqdn>, ...) on that DC
+        shortly after it starts, and dc1 would pull them only on a later replication. Until
+        then dc1's KDC, the first in the lab krb5.conf, knows no ldap/<this DC> and a Kerberos
+        bind to this DC fails ("Server not found in Kerberos database"). Pull them now."""
+        wait_until(
+            self._holds_own_ldap_principal,
+            self.p["start_timeout"],
+            f"{self.host} to register ldap/{self.fqdn}",
+            interval=0.5,
+        )
+        self.sandbox_exec(
+            [
+                "samba-tool",
+                "drs",
+                "replicate",
+                "dc1",
+                self.host,
+                self.base_dn,
+                "-s",
+                str(self.smb_conf),
+                "-U",
+                f"{self.p['domain']}\\Administrator",
+                f"--password={self.p['admin_password']}",
+            ]
+        )
+
+    def _holds_own_ldap_principal(self) -> bool:
+        """This DC's account, read on this DC, lists ldap/<fqdn>."""
+        account_dn = f"CN={self.host.upper()},OU=Domain Controllers,{self.base_dn}"
+        try:
+            conn = connect(self._target())
+        except DirectoryError as exc:
+            raise LabError(f"cannot read the service principals of {self.host}: {exc}") from exc
+        try:
+            found = conn.search(
+                account_dn, "(objectClass=*)", ldap3.BASE, attributes=["servicePrincipalName"]
+            )
+            names = conn.response[0]["attributes"]["servicePrincipalName"] if found else []
+        finally:
+            conn.unbind()
+        return f"ldap/{self.fqdn}" in [str(name).lower() for name in names]
 
     def sandbox_exec(self, argv: list[str]) -> None:
         pid = self.sandbox.running_pid()
