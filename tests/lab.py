@@ -191,7 +191,8 @@ class Lab:
             ),
             ssh_private_key=data["ssh_private_key"],
             known_hosts=data["known_hosts"],
-            krb5_conf=data["krb5_conf"],
+            # A lab brought up before the lab wrote krb5.conf has none until its next `present`.
+            krb5_conf=data.get("krb5_conf", ""),
             state_dir=path.parent,
         )
 

@@ -45,6 +45,8 @@ def lab_vars(lab: dict) -> dict:
         "credroam_ldap_bind_password": lab["admin"]["password"],
         "credroam_dc_addresses": {dc["fqdn"]: dc["ip"] for dc in lab["dcs"]},
         "credroam_lab_users": lab["users"],
+        # KRB5_CONFIG for Kerberos binds (bind_method=gssapi) to the lab realm: its DCs, no DNS.
+        "credroam_lab_krb5_conf": lab.get("krb5_conf", ""),
         "credroam_lab_dcs": [
             {key: dc[key] for key in ("name", "fqdn", "ip", "smb_conf")} for dc in lab["dcs"]
         ],
