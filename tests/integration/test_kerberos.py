@@ -58,7 +58,7 @@ class Kerberos:
 @pytest.fixture
 def kerberos(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Kerberos:
     if not lab.krb5_conf or not Path(lab.krb5_conf).is_file():
-        pytest.fail(f"lab {lab.name} has no krb5.conf: bring it up again (lab_forest_state=present)")
+        pytest.fail(f"lab {lab.name} has no krb5.conf: run lab_forest_state=present on it again")
     settings = Kerberos(lab, tmp_path / "krb5cc")
     for name, value in settings.env.items():  # for connect() in this process
         monkeypatch.setenv(name, value)
