@@ -1,7 +1,7 @@
 """Time credroam syncs against a real lab DC for a user with N certificates and keys.
 
     .venv/bin/python bench/sync_lab.py [--sizes 10,200,1000] [--rounds 3] [--key-type ec]
-                                       [--large 0] [--keep-lab]
+                                       [--large 0] [--keep-lab] [--removed-history STEPS]
 
 Per size N (N certificates, each with its private key: 2N tokens), each round:
   first     the first sync of a host holding everything: uploads all 2N tokens;
@@ -12,6 +12,9 @@ Then the bytes the directory holds per certificate (certificate token + sealed k
 values of msPKIAccountCredentials and credroamKeyEnvelopes). The local side is the real
 FileStore and StateFile in a temporary directory; the roaming key is in hand (obtaining it,
 scrypt per logon, is in bench/core.py).
+
+--removed-history STEPS also times a small write on a user whose object holds more and more
+removed values (see removed_values_cost).
 
 Runs on its own lab `benchlab` (172.29.110.0/24, one DC, no client), brought up through
 playbooks/lab.yml and torn down at the end unless --keep-lab (which also reuses a running
@@ -51,7 +54,7 @@ from credroam.state import StateFile
 from credroam.store import FileStore
 from credroam.sync import SyncReport, sync_user
 from credroam.timestamps import to_filetime
-from credroam.tokens import parse_dn_binary
+from credroam.tokens import format_dn_binary, parse_dn_binary
 from tests.integration.roaming_lab import ALL_ATTRIBUTES, CountingConnection, target_for
 from tests.lab import Account, Lab, LabNotUpError, lab_playbook
 
@@ -257,6 +260,68 @@ def one_round(
     }
 
 
+# --- removed values ----------------------------------------------------------------------------
+
+SMALL_WRITE = 20  # values in the "small write" probe (a sync that changes a few items)
+
+
+def removed_values_cost(lab: Lab, steps: int, batch: int) -> list[dict[str, Any]]:
+    """How a user's history of removed token values slows later writes.
+
+    credroam replaces a token by removing its value and adding a new one, and Samba keeps every
+    removed value of a linked attribute (for replication) until the tombstone lifetime. Per
+    step, on one fresh user: add SMALL_WRITE values, read them (BASE search), remove them; then
+    add and remove ``batch`` more, so the object holds about ``batch + SMALL_WRITE`` more removed
+    values at the next step. Values are random 1.5 KB DN-Binary blobs (the directory does not
+    look inside). One pass: each step has its own history, so there are no rounds.
+    """
+    account = fresh_user(lab, "benchhist")
+    rows = []
+    try:
+        conn = bench_connection(lab, account)
+
+        def timed_modify(operation: int, count: int) -> float:
+            values = [format_dn_binary(os.urandom(1500), account.dn).encode() for _ in range(count)]
+            start = time.perf_counter()
+            done = conn.modify(account.dn, {ACCOUNT_CREDENTIALS: [(operation, values)]})
+            elapsed = time.perf_counter() - start
+            _expect(done, f"modify of {count} values: {conn.result}")
+            return elapsed
+
+        def remove_all() -> float:
+            start = time.perf_counter()
+            done = conn.modify(account.dn, {ACCOUNT_CREDENTIALS: [(ldap3.MODIFY_REPLACE, [])]})
+            _expect(done, f"removing the values: {conn.result}")
+            return time.perf_counter() - start
+
+        held = 0
+        for _ in range(steps):
+            add_s = timed_modify(ldap3.MODIFY_ADD, SMALL_WRITE)
+            start = time.perf_counter()
+            conn.search(account.dn, "(objectClass=*)", ldap3.BASE, attributes=[ACCOUNT_CREDENTIALS])
+            search_s = time.perf_counter() - start
+            rows.append(
+                {
+                    "removed_values_held": held,
+                    "add_s": round(add_s, 3),
+                    "search_s": round(search_s, 3),
+                    "remove_s": round(remove_all(), 3),
+                }
+            )
+            print(
+                f"  {held:>6} removed values held: add {SMALL_WRITE} {add_s:7.3f} s, "
+                f"search {search_s:6.3f} s, remove {SMALL_WRITE} {rows[-1]['remove_s']:7.3f} s",
+                flush=True,
+            )
+            timed_modify(ldap3.MODIFY_ADD, batch)
+            remove_all()
+            held += SMALL_WRITE + batch
+        conn.unbind()
+    finally:
+        delete_user(lab, account)
+    return rows
+
+
 # --- output ----------------------------------------------------------------------------------
 
 
@@ -312,22 +377,33 @@ def _line(name: str, figures: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes", default="10,200,1000", help="certificates per user (each with a key)"
+        "--sizes",
+        default="10,200,1000",
+        help="certificates per user (each with a key); none: skip the sync figures",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--key-type", choices=KEY_TYPES, default="ec")
     parser.add_argument("--large", type=int, default=0, help="certificates near 64 KB tokens")
     parser.add_argument("--keep-lab", action="store_true", help="reuse and keep lab benchlab")
+    parser.add_argument(
+        "--removed-history",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also time small writes as removed values pile up (STEPS steps; slow, off by default)",
+    )
+    parser.add_argument("--removed-batch", type=int, default=1000, help="values removed per step")
     args = parser.parse_args()
     try:
-        sizes = [int(size) for size in args.sizes.split(",")]
+        sizes = [] if args.sizes == "none" else [int(size) for size in args.sizes.split(",")]
     except ValueError:
-        parser.error(f"--sizes must be comma-separated integers, not {args.sizes!r}")
+        parser.error(f"--sizes must be comma-separated integers or none, not {args.sizes!r}")
     if not all(1 <= size <= Policy().max_tokens // 2 for size in sizes):
         parser.error(f"each size must be 1..{Policy().max_tokens // 2} (2 tokens per certificate)")
 
     lab = bring_up(args.keep_lab)
     results = []
+    removed: list[dict[str, Any]] = []
     try:
         apply_schema(lab)
         for size in sizes:
@@ -350,6 +426,9 @@ def main() -> None:
                 f"  directory        {row['stored_bytes_per_certificate']} B stored per "
                 f"certificate ({row['token_bytes_per_certificate']} B of tokens)"
             )
+        if args.removed_history:
+            print(f"small writes as removed values pile up ({args.removed_batch} per step):")
+            removed = removed_values_cost(lab, args.removed_history, args.removed_batch)
     finally:
         if not args.keep_lab:
             _playbook("absent")
@@ -360,6 +439,7 @@ def main() -> None:
         "large_certificates": args.large,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "sizes": results,
+        "removed_values": removed,
     }
     out = REPO / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
