@@ -27,7 +27,6 @@ Prints median, min and max per phase and writes bench/out/sync_lab.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -53,7 +52,7 @@ from credroam.reconcile import ItemKind, Policy
 from credroam.state import StateFile
 from credroam.store import FileStore
 from credroam.sync import SyncReport, sync_user
-from credroam.timestamps import to_filetime
+from credroam.timestamps import filetime_now
 from credroam.tokens import format_dn_binary, parse_dn_binary
 from tests.integration.roaming_lab import ALL_ATTRIBUTES, CountingConnection, target_for
 from tests.lab import Account, Lab, LabNotUpError, lab_playbook
@@ -168,10 +167,6 @@ def clear_user(lab: Lab, account: Account) -> None:
         conn.unbind()
 
 
-def _now() -> int:
-    return to_filetime(datetime.datetime.now(datetime.UTC))
-
-
 def _fill(store: FileStore, credentials: list[Credential], modified: int) -> None:
     entries = sorted(
         local_items(credentials, modified).values(), key=lambda e: e[0].kind is ItemKind.KEY
@@ -185,7 +180,7 @@ def _timed_sync(
     conn: Any, account: Account, store: FileStore, state: StateFile, roaming_key: bytes
 ) -> tuple[float, SyncReport]:
     start = time.perf_counter()
-    report = sync_user(conn, account.dn, store, state, Policy(), roaming_key, _now())
+    report = sync_user(conn, account.dn, store, state, Policy(), roaming_key, filetime_now)
     return time.perf_counter() - start, report
 
 
@@ -222,7 +217,7 @@ def one_round(
     tokens = 2 * len(credentials)
     roaming_key = new_roaming_key()
     first_host = FileStore(os.path.join(scratch, "host1"))
-    _fill(first_host, credentials, _now())
+    _fill(first_host, credentials, filetime_now())
     first_state = StateFile(os.path.join(scratch, "host1.state"))
 
     uploading = bench_connection(lab, account)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -292,13 +292,18 @@ def sync_user(
     state: BaseStore,
     policy: Policy,
     roaming_key: bytes | None,
-    now: int,
+    clock: Callable[[], int],
     *,
     check_mode: bool = False,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     lock_timeout: float | None = 0,
 ) -> SyncReport:
-    """Sync one user's roaming items between ``store`` and the directory (``now``: FILETIME).
+    """Sync one user's roaming items between ``store`` and the directory.
+
+    ``clock`` returns the current time as a FILETIME. It is read once the lock is held and again
+    before each write: a plan is written only while it is current (reconcile's rule R32), else
+    the directory is read again and a new plan made, so a sync that waited (for the lock, or on
+    a slow DC) never records a stale "seen in the directory" time in the base.
 
     ``roaming_key`` opens and seals private keys (None: keys are reported as rejected and
     none are uploaded). In check mode nothing is written anywhere; the report lists the LDAP
@@ -315,7 +320,7 @@ def sync_user(
                 f"(lock {exc.filename} held); nothing was synced, try again when it ends"
             ) from exc
         return _sync_locked(
-            conn, user_dn, store, state, policy, roaming_key, now, check_mode, max_attempts
+            conn, user_dn, store, state, policy, roaming_key, clock, check_mode, max_attempts
         )
 
 
@@ -326,13 +331,14 @@ def _sync_locked(
     state: BaseStore,
     policy: Policy,
     roaming_key: bytes | None,
-    now: int,
+    clock: Callable[[], int],
     check_mode: bool,
     max_attempts: int,
 ) -> SyncReport:
     local = dict(store.items())
     base = state.load()
     for attempt in range(1, max_attempts + 1):
+        now = clock()
         record = read_roaming(conn, user_dn, READ_LIMITS)
         side = map_record(record, roaming_key, local)
         stamp = record.timestamp.last_change if record.timestamp else None
@@ -341,6 +347,8 @@ def _sync_locked(
         if check_mode:
             modifications, _ = build_modifications(record, changes, now)
             return _report(user_dn, plan, side, attempt, tuple(modifications), changes, (), True)
+        if not plan.is_current(clock()):
+            continue  # too long since the read (R32): re-read and re-plan
         try:
             applied = apply_changes(conn, record, changes, now=now)
         except ConcurrentModification:
@@ -349,7 +357,8 @@ def _sync_locked(
     else:
         raise SyncError(
             f"gave up syncing {user_dn} after {max_attempts} attempts: other writers kept "
-            f"changing its roaming values on {conn.server.host}"
+            f"changing its roaming values on {conn.server.host}, or each plan went stale "
+            "before it could be written"
         )
     errors = _apply_local(plan, side.payloads, store)
     if not errors:

@@ -57,6 +57,11 @@ def to_filetime(moment: datetime) -> int:
     return ticks  # datetime.max (year 9999) is far below FILETIME_MAX
 
 
+def filetime_now() -> int:
+    """The system clock as FILETIME: the clock a real sync passes to ``sync.sync_user``."""
+    return to_filetime(datetime.now(UTC))
+
+
 def from_filetime(filetime: int) -> datetime:
     """Aware UTC datetime of a FILETIME (sub-microsecond ticks are dropped)."""
     _check_filetime(filetime, "FILETIME")

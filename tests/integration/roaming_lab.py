@@ -27,7 +27,6 @@ from credroam.directory import (
 from credroam.fsutil import atomic_write, ensure_private_dir
 from credroam.state import StateFile
 from credroam.store import FileStore
-from credroam.timestamps import to_filetime
 from tests.lab import Account, Lab
 
 # The name the CVE-2022-30170 exploit gave its token: a path into the Startup folder.
@@ -122,11 +121,6 @@ class CountingConnection:
 
 
 # --- certificates and the local file store ------------------------------------------------------
-
-
-def filetime_now() -> int:
-    """Now as FILETIME: file store items take their time from file mtimes (real time)."""
-    return to_filetime(datetime.datetime.now(datetime.UTC))
 
 
 def self_signed(

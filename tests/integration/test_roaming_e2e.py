@@ -29,6 +29,7 @@ from credroam.roamingkey import (
     recover_with_recovery_key,
 )
 from credroam.sync import SyncReport, sync_user
+from credroam.timestamps import filetime_now
 from credroam.tokens import TokenType, parse_dn_binary
 from tests.integration.roaming_lab import (
     ALL_ATTRIBUTES,
@@ -36,7 +37,6 @@ from tests.integration.roaming_lab import (
     SimulatedHost,
     clear_everywhere,
     connect_as,
-    filetime_now,
     install,
     replicate,
     self_signed,
@@ -83,7 +83,7 @@ def roam(
         now=now,
         scrypt_params=CHEAP,
     )
-    return sync_user(conn, account.dn, host.store, host.state, Policy(), key, now)
+    return sync_user(conn, account.dn, host.store, host.state, Policy(), key, lambda: now)
 
 
 def raw_values(lab: Lab, account: Account) -> list[bytes]:
@@ -149,7 +149,7 @@ def test_a_certificate_and_its_key_roam_sealed_between_hosts_through_two_dcs(
         counting, alice.dn, password=None, cache_path=b.key_cache, now=now + 2
     )
     assert (counting.searches, counting.writes) == (1, 0) and not checked.changed
-    idle = sync_user(counting, alice.dn, b.store, b.state, Policy(), key, now + 2)
+    idle = sync_user(counting, alice.dn, b.store, b.state, Policy(), key, lambda: now + 2)
     assert (counting.searches, counting.writes) == (2, 0) and not idle.changed
 
 

@@ -15,6 +15,7 @@ from credroam.directory import ACCOUNT_CREDENTIALS, read_roaming
 from credroam.envelope import new_roaming_key
 from credroam.reconcile import Policy
 from credroam.sync import sync_user
+from credroam.timestamps import filetime_now
 from credroam.tokens import format_dn_binary
 from tests.integration.roaming_lab import (
     CVE_EXPLOIT_NAME,
@@ -22,7 +23,6 @@ from tests.integration.roaming_lab import (
     clear_everywhere,
     connect_as,
     files_under,
-    filetime_now,
     hostile_token,
     install,
     plant,
@@ -57,7 +57,7 @@ def sync(conn, account, host: Host, **kwargs):
         host.state,
         Policy(),
         new_roaming_key(),
-        filetime_now(),
+        filetime_now,
         **kwargs,
     )
 

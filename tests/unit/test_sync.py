@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from credroam.certelement import thumbprint
 from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
 from credroam.envelope import new_roaming_key
-from credroam.reconcile import Base, Item, ItemKind, Policy, StoreName
+from credroam.reconcile import MAX_PLAN_AGE, Base, Item, ItemKind, Policy, StoreName
 from credroam.store import FileStore
 from credroam.sync import SyncBusy, SyncError, sync_user
 from credroam.tokens import format_dn_binary
@@ -159,7 +159,7 @@ def cert_and_key(make_certificate_der):
 
 
 def run(directory, store, state, roaming_key, now=NOW, **kwargs):
-    return sync_user(directory, USER_DN, store, state, Policy(), roaming_key, now, **kwargs)
+    return sync_user(directory, USER_DN, store, state, Policy(), roaming_key, lambda: now, **kwargs)
 
 
 def test_first_sync_uploads_and_a_second_costs_one_search_and_no_write(cert_and_key):
@@ -178,6 +178,19 @@ def test_first_sync_uploads_and_a_second_costs_one_search_and_no_write(cert_and_
     again = run(directory, store, state, roaming_key, now=NOW + 10)
     assert (directory.searches, directory.writes) == (1, 0)
     assert not again.changed and again.modifications == ()
+
+
+def test_a_plan_gone_stale_before_its_write_is_made_again_at_the_current_time(cert_and_key):
+    # R32: the base records "seen in the directory" at the plan's time, so a plan must not be
+    # written long after it was made (a slow DC, a suspended host): re-read and re-plan instead.
+    directory, store, state = FakeDirectory(), FakeStore(cert_and_key), FakeState()
+    late = NOW + MAX_PLAN_AGE + 1
+    times = iter([NOW, late, late, late])
+    report = sync_user(
+        directory, USER_DN, store, state, Policy(), new_roaming_key(), lambda: next(times)
+    )
+    assert report.attempts == 2 and directory.searches == 2 and directory.writes == 1
+    assert {entry.last_seen_in_directory for entry in state.base.entries.values()} == {late}
 
 
 def test_a_new_host_downloads_certificate_and_key(cert_and_key):
