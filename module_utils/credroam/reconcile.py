@@ -31,8 +31,8 @@ Conventions (decided here, used by every caller):
   only a plan that ``Plan.is_current`` at the moment of writing; otherwise it re-reads and
   re-plans with the current time.
 
-The rules are listed as a table in docs/reconciliation.md; ``_decide`` implements them in the
-same order.
+The rules are listed as a table in the README ("Reconciliation rules"); ``_decide``
+implements them in the same order.
 """
 
 from __future__ import annotations

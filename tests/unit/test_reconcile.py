@@ -1,4 +1,4 @@
-"""Reconciliation rules, one test (at least) per row of docs/reconciliation.md (R1..R33)."""
+"""Reconciliation rules R1..R33: one test (at least) per row of the README's table."""
 
 from __future__ import annotations
 
@@ -450,7 +450,7 @@ def test_r32_a_plan_may_be_written_only_close_to_the_time_it_was_made_for() -> N
     assert plan.made_at == NOW == plan.base.entries[CERT].last_seen_in_directory
     assert plan.is_current(NOW)
     assert plan.is_current(NOW + MAX_PLAN_AGE)
-    # Later, the base would date the upload before its write: see docs/reconciliation.md.
+    # Later, the base would date the upload before its write (README, rule R32).
     assert not plan.is_current(NOW + MAX_PLAN_AGE + 1)
     assert not plan.is_current(NOW - 1)  # the clock went back: re-plan at the new time
     assert not Plan().is_current(NOW)  # not made by reconcile: no time to judge it by
