@@ -53,8 +53,9 @@ options:
   bind_user:
     description:
       - User to bind as, as a UPN (C(admin@example.com)), a DN or C(DOMAIN\\user).
-      - With O(bind_method=gssapi), optional - the Kerberos principal whose ticket to use
-        (C(admin@EXAMPLE.COM)), when the credential cache holds several.
+      - With O(bind_method=gssapi), optional - the Kerberos principal whose ticket to use, when
+        the credential cache holds several. A UPN's domain is taken as the realm in upper case
+        (C(admin@example.com) is C(admin@EXAMPLE.COM)).
     type: str
   bind_password:
     description:

@@ -196,6 +196,14 @@ def kerberos_host(target: LdapTarget) -> str:
     return target.tls_server_name or target.server
 
 
+def kerberos_principal(bind_user: str) -> str:
+    """The Kerberos principal of a UPN-style ``bind_user``: an AD realm is the domain in upper
+    case, so ``admin@example.com`` (as inventories give it for simple binds) is
+    ``admin@EXAMPLE.COM``. A name without a realm is left to Kerberos' default realm."""
+    name, at, realm = bind_user.rpartition("@")
+    return f"{name}@{realm.upper()}" if at else bind_user
+
+
 def kerberos_credentials(target: LdapTarget) -> tuple[ModuleType, Any]:
     """The ``gssapi`` module and the caller's Kerberos credentials, or :class:`DirectoryError`.
 
@@ -215,16 +223,15 @@ def kerberos_credentials(target: LdapTarget) -> tuple[ModuleType, Any]:
             f"bind_method=gssapi to {where} needs the Python package gssapi (pinned in "
             f"requirements.txt; building it needs Debian's libkrb5-dev): {exc}"
         ) from exc
-    principal = None
-    if target.bind_user:
-        principal = gssapi.Name(target.bind_user, gssapi.NameType.kerberos_principal)
+    wanted = kerberos_principal(target.bind_user) if target.bind_user else None
+    principal = gssapi.Name(wanted, gssapi.NameType.kerberos_principal) if wanted else None
     cache = os.environ.get("KRB5CCNAME", "unset, the default cache")
-    kinit = f"kinit {target.bind_user or '<principal>'}"
+    kinit = f"kinit {wanted or '<principal>'}"
     try:
         credentials = gssapi.Credentials(name=principal, usage="initiate")
         remaining = credentials.lifetime
     except gssapi.exceptions.GSSError as exc:
-        owner = f" of {target.bind_user}" if target.bind_user else ""
+        owner = f" of {wanted}" if wanted else ""
         raise DirectoryError(
             f"no Kerberos credentials{owner} to bind to {where} (KRB5CCNAME {cache}): "
             f"run {kinit} first ({_gss_message(exc)})"

@@ -120,6 +120,23 @@ def object_sid(lab: Lab, account: Account) -> bytes:
         conn.unbind()
 
 
+def test_lab_krb5_conf_names_the_lab_dcs_and_looks_nothing_up_in_dns(lab):
+    text = Path(lab.krb5_conf).read_text()
+    settings = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition("=") for line in text.splitlines())
+        if value and key.strip() != "kdc"
+    )
+    for setting in ("dns_lookup_kdc", "dns_lookup_realm", "dns_canonicalize_hostname", "rdns"):
+        assert settings[setting] == "false", setting
+    kdcs = [
+        line.split("=", 1)[1].strip()
+        for line in text.splitlines()
+        if line.strip().startswith("kdc =")
+    ]
+    assert kdcs == [dc.ip for dc in lab.dcs]
+
+
 # LDAPS to dc1 and StartTLS to dc2: both DCs are KDCs and both services have tickets.
 @pytest.mark.parametrize(("tls_mode", "dc"), [("ldaps", 0), ("starttls", 1)])
 def test_alices_ticket_binds_as_alice(lab, kerberos, alice_secret, tls_mode, dc):
@@ -175,13 +192,15 @@ def test_a_dc_name_the_kdc_does_not_know_is_named_in_the_error(lab, kerberos):
 
 
 def ad_schema_check(lab: Lab, kerberos: Kerberos) -> dict[str, Any]:
-    """`ansible localhost -m ad_schema --check` (preset credroam) binding with Kerberos only:
-    no bind_user or bind_password. The module inherits KRB5_CONFIG and KRB5CCNAME."""
+    """`ansible localhost -m ad_schema --check` (preset credroam) binding with Kerberos: no
+    password; bind_user is the admin's UPN as the lab inventory gives it (it picks the ticket).
+    The module inherits KRB5_CONFIG and KRB5CCNAME."""
     params = {
         "server": lab.dc(0).ip,
         "tls_server_name": lab.dc(0).fqdn,
         "ca_cert": lab.ca_cert,
         "bind_method": "gssapi",
+        "bind_user": lab.admin.upn,
         "dc_addresses": {dc.fqdn: dc.ip for dc in lab.dcs},
         "preset": "credroam",
     }

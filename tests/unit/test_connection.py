@@ -18,6 +18,7 @@ from credroam.connection import (
     connect,
     first,
     kerberos_host,
+    kerberos_principal,
     validate_target,
 )
 
@@ -146,6 +147,18 @@ def test_gssapi_without_a_ticket_of_the_named_principal_names_it(empty_credentia
     message = str(err.value)
     assert message.startswith("no Kerberos credentials of alice@LAB.EXAMPLE to bind")
     assert "run kinit alice@LAB.EXAMPLE first" in message
+
+
+def test_a_upn_as_gssapi_bind_user_is_looked_for_in_its_upper_case_realm(empty_credential_cache):
+    with pytest.raises(DirectoryError) as err:
+        connect(kerberos_target(bind_user="Administrator@lab.example"))
+    assert "run kinit Administrator@LAB.EXAMPLE first" in str(err.value)
+
+
+def test_kerberos_principal_of_a_bind_user():
+    assert kerberos_principal("alice@lab.example") == "alice@LAB.EXAMPLE"
+    assert kerberos_principal("alice@LAB.EXAMPLE") == "alice@LAB.EXAMPLE"
+    assert kerberos_principal("alice") == "alice"
 
 
 def test_gssapi_without_the_gssapi_package_says_so(monkeypatch):
