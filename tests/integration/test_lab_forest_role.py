@@ -99,13 +99,22 @@ def test_users_converge_on_an_up_lab(dc_only_lab: Lab) -> None:
     lab.ldap_connection(lab.user("bob").upn, "Bob-Lab-Pass1!").unbind()
 
 
-def _stop_and_wait(pid: int) -> None:
+def _stop_and_wait(pid: int, netns: str) -> None:
+    """Stop a DC as a crash would, and wait until every process of it is gone (samba's children
+    exit after their parent and hold its ports until then)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
-    while pid_is_live(pid):
-        assert time.monotonic() < deadline, f"process {pid} outlived SIGTERM"
+    while pid_is_live(pid) or _pids_in(netns):
+        assert time.monotonic() < deadline, f"processes of {netns} outlived SIGTERM"
         time.sleep(0.05)
+
+
+def _pids_in(netns: str) -> list[int]:
+    listed = subprocess.run(
+        ["ip", "netns", "pids", netns], capture_output=True, text=True, check=True
+    )
+    return [int(pid) for pid in listed.stdout.split() if pid_is_live(int(pid))]
 
 
 @contextlib.contextmanager
@@ -135,7 +144,7 @@ def _listener_in(netns: str, ip: str, port: int) -> Iterator[int]:
 def test_port_in_use_is_named_and_a_dead_dc_is_restarted(dc_only_lab: Lab) -> None:
     lab = Lab.load(DC_ONLY["name"])
     dc = lab.dc(0)
-    _stop_and_wait(dc.pid)
+    _stop_and_wait(dc.pid, f"cr-{lab.name}-dc1")
     assert not lab.is_up()
 
     with _listener_in(f"cr-{lab.name}-dc1", dc.ip, 636):
