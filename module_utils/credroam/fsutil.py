@@ -20,6 +20,7 @@ __all__ = [
     "FILE_MODE",
     "LockHeld",
     "UnsafePath",
+    "append_durably",
     "atomic_write",
     "ensure_private_dir",
     "exclusive_lock",
@@ -29,6 +30,7 @@ __all__ = [
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 _TEMP_PREFIX = ".tmp-"
+_READ_CHUNK = 64 * 1024
 
 
 class UnsafePath(OSError):
@@ -82,6 +84,39 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
     _fsync_dir(directory)
 
 
+def append_durably(path: str, data: bytes, mode: int = FILE_MODE) -> None:
+    """Append ``data`` to ``path`` (created ``mode`` if missing) and fsync it before returning.
+
+    For a write-ahead journal: once this returns, ``data`` survives a crash or power cut. A new
+    file's directory entry is fsynced as well. A symbolic link at ``path`` is refused.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    created = True
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            created = False
+            fd = os.open(path, flags | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(errno.ELOOP, "refusing to follow a symbolic link", path) from exc
+        raise
+    try:
+        if created:
+            os.fchmod(fd, mode)  # os.open honours the umask
+        elif not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePath(errno.EINVAL, "not a regular file", path)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(os.path.dirname(path) or ".")
+
+
 def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -91,20 +126,44 @@ def _fsync_dir(directory: str) -> None:
 
 
 def read_private(path: str, max_size: int) -> bytes:
-    """Read a regular file without following a symlink; refuse one larger than ``max_size``."""
+    """Read a regular file without following a symlink; refuse one larger than ``max_size``.
+
+    Memory follows the file, not the limit: the first read asks for the size ``fstat`` gave (plus
+    one byte, to notice a file that grew since); only a file that did grow is read on, in
+    chunks, up to the limit. A file over the limit is refused, whenever it got there.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafePath(errno.ELOOP, "refusing to follow a symbolic link", path) from exc
         raise
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafePath(errno.EINVAL, "not a regular file", path)
         if info.st_size > max_size:
             raise UnsafePath(errno.EFBIG, f"file larger than {max_size} bytes", path)
-        return handle.read(max_size + 1)[:max_size]
+        data = _read_up_to(fd, min(info.st_size, max_size) + 1, max_size + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_size:
+        raise UnsafePath(errno.EFBIG, f"file larger than {max_size} bytes", path)
+    return data
+
+
+def _read_up_to(fd: int, expected: int, limit: int) -> bytes:
+    """Bytes of ``fd`` until end of file or ``limit``: ``expected`` first, then in chunks."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        want = expected - total if total < expected else min(_READ_CHUNK, limit - total)
+        chunk = os.read(fd, want)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)  # one chunk (the usual case) is returned as is, not copied
 
 
 @contextlib.contextmanager
