@@ -15,6 +15,10 @@
   ``keep_copy`` the payload is moved to a recovery area that ``items()`` does not list.
 - ``archive(item)`` marks a live item archived (expired certificates), keeping it.
 - ``lock(timeout)`` is a context manager giving one sync of one user exclusive use.
+- ``batch()`` is a context manager, used under the lock, for a run of writes, deletions and
+  archivings: the store may record their bookkeeping once, at its end (the file store writes
+  its index once). Each operation is still complete, or not done, when its call returns, and a
+  crash inside a batch leaves a store that lists correctly.
 Every identifier is untrusted (it may come from the directory, CVE-2022-30170): it passes
 ``tokens.validate_identifier`` and derived paths are checked to stay inside the store.
 
@@ -24,7 +28,8 @@ Room is left for an NSS database (certutil/pk12util, or python-nss) and for Wind
 ``FileStore`` layout (every directory 0700, every file 0600)::
 
     <root>/.lock                 flock of the running sync
-    <root>/index.json            metadata sidecar: key -> modified, content_hash, archived
+    <root>/index.json            metadata sidecar: key -> modified, content_hash, archived, expires
+    <root>/index.journal         write-ahead entries of a batch not yet folded into index.json
     <root>/MY/<ID>.cert.pem      certificate (token type 3; .cng.cert.pem for type 7)
     <root>/MY/<ID>.key.pem       PKCS#8 private key of that certificate (token type 9)
     <root>/REQUEST/<ID>.csr.pem  certificate request (type 4; .cng.csr.pem for type 8), key
@@ -36,6 +41,26 @@ carries the identifier of its certificate or request. Item times come from the s
 not from file mtimes (a copy or a restore changes mtimes, not content): a file whose content
 hash matches its index entry has the recorded time; a file changed or added by hand gets its
 mtime, but never a time earlier than the recorded one, so the change wins as the newest.
+
+The content hash is also what spares a listing from parsing: an entry that carries
+``expires`` (the certificate's expiry; null for a key or request) records content that was
+checked when it was recorded, so a file whose SHA-256 matches it is not parsed again. Every
+file is still read and hashed on every listing: the hash, not size, mtime or inode (which a
+copy, ``touch -r`` or a restore can keep while the content changes), decides. New and changed
+files are parsed and checked in full (see ``_check_private_key`` for RSA keys).
+
+A batch (``batch()``, which sync holds around its local writes) keeps index changes in
+memory and writes ``index.json`` once, atomically, at its end. Crash safety: before a write
+replaces a file, its new entry is appended to ``index.journal`` and fsynced. A listing
+matches each file against its index entry and any journal entries of its key, so after a
+crash anywhere in a batch every file still has its true recorded version: the old one if it
+was not replaced yet, the new one if it was (never "changed by hand", which would make a
+downloaded version look like a newer local edit). The end of a batch folds the journal into
+the index and removes it. Deletions and archivings need no journal: a stale entry of a
+deleted file is never listed, and an archived file keeps its content, so its entry matches.
+A batch held under the lock also records the entries of the files its sync listed (files
+added or changed by hand), so they are not parsed again at the next sync and keep the time
+that sync gave them.
 """
 
 from __future__ import annotations
@@ -45,16 +70,25 @@ import binascii
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .fsutil import atomic_write, ensure_private_dir, exclusive_lock, read_private
+from .fsutil import (
+    append_durably,
+    atomic_write,
+    ensure_private_dir,
+    exclusive_lock,
+    read_private,
+)
 from .reconcile import Item, ItemKind, StoreName
 from .timestamps import to_filetime
 from .tokens import TokenError, TokenType, validate_identifier
@@ -62,9 +96,10 @@ from .tokens import TokenError, TokenType, validate_identifier
 __all__ = ["MAX_PAYLOAD", "CertificateStore", "FileStore", "StoreError"]
 
 MAX_PAYLOAD = 1024 * 1024
+_MAX_INDEX = MAX_PAYLOAD * 16
 _TICKS_PER_SECOND_NS = 100  # FILETIME ticks are 100 ns
 _FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
-_INDEX_VERSION = 1
+_INDEX_VERSION = 1  # entries gained an optional "expires"; older readers ignore it
 
 
 class StoreError(Exception):
@@ -85,6 +120,8 @@ class CertificateStore(Protocol):
     def archive(self, item: Item | str) -> None: ...
 
     def lock(self, timeout: float | None = 0) -> contextlib.AbstractContextManager[None]: ...
+
+    def batch(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 # One row per token type the file store holds: kind, suffix, PEM label, folder (None: a key,
@@ -155,11 +192,50 @@ def _thumbprint(der: bytes) -> str:
     return hashlib.sha1(der).hexdigest().upper()
 
 
+def _check_rsa_numbers(numbers: rsa.RSAPrivateNumbers) -> None:
+    """Refuse RSA numbers that do not belong together (what any damage to a real key breaks)."""
+    p, q, d = numbers.p, numbers.q, numbers.d
+    e, n = numbers.public_numbers.e, numbers.public_numbers.n
+    consistent = (
+        p > 1
+        and q > 1
+        and p * q == n
+        and 1 < e < n
+        and (e * d) % math.lcm(p - 1, q - 1) == 1
+        and (e * numbers.dmp1) % (p - 1) == 1
+        and (e * numbers.dmq1) % (q - 1) == 1
+        and (numbers.iqmp * q) % p == 1
+    )
+    if not consistent:
+        raise ValueError("RSA private key numbers are inconsistent (n, e, d, p, q or CRT values)")
+
+
+def _check_private_key(der: bytes) -> None:
+    """Refuse a private key that is malformed or, for RSA, whose numbers are inconsistent.
+
+    RSA keys are loaded with ``unsafe_skip_rsa_key_validation``: cryptography's validation
+    costs ~80 ms per RSA-2048 key (it proves p and q prime), a minute per 1000 keys. Why that is
+    safe here: credroam never computes with a private key. It checks it, stores it and roams its
+    PKCS#8 bytes; the loaded object is dropped at once, so the hazard the flag's name warns of
+    (OpenSSL misbehaving when an invalid key is *used*) cannot arise in this process. What a
+    store must refuse is still refused: DER that does not parse as a private key, and RSA
+    numbers that do not belong together (n = p*q, e*d = 1 mod lcm(p-1, q-1), the CRT values),
+    which any damage or truncation of a real key breaks. Only the primality of p and q is not
+    proven; a key with a composite factor is one made on purpose, and whoever can place one in
+    this 0600 store or seal one under the user's roaming key holds the user's keys already.
+    """
+    key = serialization.load_der_private_key(
+        der, password=None, unsafe_skip_rsa_key_validation=True
+    )
+    if isinstance(key, rsa.RSAPrivateKey):
+        _check_rsa_numbers(key.private_numbers())
+
+
 def _check_payload(token_type: TokenType, identifier: str, der: bytes) -> int | None:
     """Validate a payload against its type and identifier; return the expiry (FILETIME)."""
     kind = _LAYOUT[token_type][0]
     if kind is ItemKind.KEY:
-        serialization.load_der_private_key(der, password=None)
+        _check_private_key(der)
         return None
     if _thumbprint(der) != identifier:
         raise ValueError(f"SHA-1 of the content is {_thumbprint(der)}, not {identifier}")
@@ -171,6 +247,52 @@ def _check_payload(token_type: TokenType, identifier: str, der: bytes) -> int | 
 
 def _filetime_of_mtime(info: os.stat_result) -> int:
     return _FILETIME_UNIX_EPOCH + info.st_mtime_ns // _TICKS_PER_SECOND_NS
+
+
+# --- index entries -----------------------------------------------------------------------------
+# An entry is {"modified": int, "content_hash": str, "archived": bool, "expires": int | None}.
+# "expires" is present only when the content was checked as it was recorded; a listing then
+# trusts it instead of parsing the file again.
+
+
+def _entry(modified: int, content_hash: str, archived: bool, expires: int | None) -> dict:
+    return {
+        "modified": modified,
+        "content_hash": content_hash,
+        "archived": archived,
+        "expires": expires,
+    }
+
+
+def _is_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and type(entry.get("modified")) is int
+        and isinstance(entry.get("content_hash"), str)
+        and (entry.get("expires") is None or type(entry.get("expires")) is int)
+    )
+
+
+def _matching(candidates: list[dict], content_hash: str, archived: bool) -> dict | None:
+    """The recorded entry of this content: the latest, one recorded in this folder first."""
+    same = [entry for entry in candidates if entry["content_hash"] == content_hash]
+    in_folder = [entry for entry in same if entry.get("archived", False) is archived]
+    return (in_folder or same or [None])[-1]
+
+
+def _latest(candidates: list[dict]) -> dict | None:
+    return max(candidates, key=lambda entry: entry["modified"], default=None)
+
+
+@dataclass
+class _Batch:
+    """Index changes held in memory until the end of a batch."""
+
+    loaded: dict[str, dict]  # index.json as the batch found it
+    records: dict[str, list[dict]]  # key -> candidate entries (index, then journal order)
+    journal_exists: bool
+    settled: set[str] = field(default_factory=set)  # entry known to match the file, or gone
+    doubtful: set[str] = field(default_factory=set)  # a write failed part-way: decide by content
 
 
 class FileStore:
@@ -187,6 +309,9 @@ class FileStore:
             raise StoreError(f"store root {root} unusable: {exc}") from exc
         self.root = os.path.realpath(root)
         self.problems: list[str] = []
+        self._batch: _Batch | None = None
+        self._lock_held = False
+        self._listed: dict[str, dict] = {}  # entries of the last listing under the held lock
 
     # --- paths -------------------------------------------------------------------------------
     def _folder(self, store: StoreName, archived: bool, create: bool = False) -> str:
@@ -232,13 +357,16 @@ class FileStore:
                 return path, store, archived
         return None
 
-    # --- the metadata sidecar ------------------------------------------------------------------
+    # --- the metadata sidecar and its journal --------------------------------------------------
     def _index_path(self) -> str:
         return os.path.join(self.root, "index.json")
 
+    def _journal_path(self) -> str:
+        return os.path.join(self.root, "index.journal")
+
     def _load_index(self) -> dict[str, dict]:
         try:
-            document = json.loads(read_private(self._index_path(), MAX_PAYLOAD * 16))
+            document = json.loads(read_private(self._index_path(), _MAX_INDEX))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
@@ -250,23 +378,124 @@ class FileStore:
         if not isinstance(entries, dict):
             self.problems.append(f"index {self._index_path()} has an unknown format; ignored")
             return {}
-        return {
-            key: entry
-            for key, entry in entries.items()
-            if isinstance(entry, dict)
-            and isinstance(entry.get("modified"), int)
-            and isinstance(entry.get("content_hash"), str)
-        }
+        return {key: entry for key, entry in entries.items() if _is_entry(entry)}
+
+    def _load_journal(self) -> list[tuple[str, dict]]:
+        """(key, entry) of each complete journal line; a line torn by a crash is skipped."""
+        try:
+            data = read_private(self._journal_path(), _MAX_INDEX)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self.problems.append(f"index journal {self._journal_path()} unusable ({exc})")
+            return []
+        found = []
+        for line in data.splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except ValueError:
+                continue
+            if _is_entry(record) and isinstance(record.get("key"), str):
+                key = record.pop("key")
+                found.append((key, record))
+        return found
+
+    def _load_records(self) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+        """index.json's entries, and every key's candidate entries (index, then journal)."""
+        loaded = self._load_index()
+        records = {key: [dict(entry)] for key, entry in loaded.items()}
+        for key, entry in self._load_journal():
+            records.setdefault(key, []).append(entry)
+        return loaded, records
 
     def _save_index(self, index: Mapping[str, dict]) -> None:
         document = {"version": _INDEX_VERSION, "items": dict(sorted(index.items()))}
         atomic_write(self._index_path(), json.dumps(document, indent=1).encode() + b"\n")
 
+    def _journal(self, batch: _Batch, key: str, entry: dict) -> None:
+        """Make ``entry`` durable as a candidate of ``key`` before its file is replaced."""
+        line = json.dumps({"key": key, **entry}, separators=(",", ":")).encode()
+        # The leading newline ends a line a crash may have torn, so this one parses.
+        append_durably(self._journal_path(), b"\n" + line + b"\n")
+        batch.journal_exists = True
+        batch.records.setdefault(key, []).append(dict(entry))
+
+    # --- batches -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Record the index once, at the end, for every write, deletion and archiving inside.
+
+        Use it while holding ``lock()``. Nested batches join the outer one. The index is
+        written also when the block raises, for what was done until then.
+        """
+        with self._batched():
+            yield
+
+    @contextlib.contextmanager
+    def _batched(self) -> Iterator[_Batch]:
+        if self._batch is not None:
+            yield self._batch
+            return
+        loaded, records = self._load_records()
+        batch = _Batch(loaded, records, os.path.lexists(self._journal_path()))
+        self._batch = batch
+        try:
+            yield batch
+        finally:
+            self._batch = None
+            self._flush(batch)
+
+    def _flush(self, batch: _Batch) -> None:
+        listed = self._listed if self._lock_held else {}
+        final: dict[str, dict] = {}
+        for key in batch.records.keys() | listed.keys():
+            entry = self._settle(key, batch, listed)
+            if entry is not None:
+                final[key] = entry
+        if final == batch.loaded and not batch.journal_exists:
+            return
+        try:
+            self._save_index(final)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._journal_path())
+        except OSError as exc:
+            raise StoreError(f"cannot record the index {self._index_path()}: {exc}") from exc
+
+    def _settle(self, key: str, batch: _Batch, listed: Mapping[str, dict]) -> dict | None:
+        """The one entry ``key`` keeps in index.json at the end of ``batch``."""
+        candidates = batch.records.get(key, [])
+        if key in batch.doubtful or (
+            key not in batch.settled and key not in listed and len(candidates) > 1
+        ):
+            return self._by_content(key, [*candidates, *([listed[key]] if key in listed else [])])
+        if key in batch.settled or key not in listed:
+            return candidates[-1] if candidates else None
+        return listed[key]  # as this sync listed it (a file added or changed by hand)
+
+    def _by_content(self, key: str, candidates: list[dict]) -> dict | None:
+        """The candidate that matches the file now on disk (the latest if none does)."""
+        try:
+            _split_key(key)
+        except StoreError:
+            return None  # not a key of this store: an entry nobody can list
+        try:
+            location = self._locate(key)
+            if location is None:
+                return None
+            content_hash = hashlib.sha256(self.read(key)).hexdigest()
+        except StoreError:
+            return _latest(candidates)  # kept, so a hand change still counts as newer
+        return _matching(candidates, content_hash, location[2]) or _latest(candidates)
+
     # --- listing -------------------------------------------------------------------------------
     def items(self) -> dict[str, Item]:
         self.problems = []
-        index = self._load_index()
+        if self._batch is not None:
+            records = self._batch.records
+        else:
+            _, records = self._load_records()
         found: dict[str, Item] = {}
+        entries: dict[str, dict] = {}
         keys: list[tuple[str, str, StoreName, bool, TokenType, str]] = []
         for store in StoreName:
             for archived in (False, True):
@@ -278,13 +507,19 @@ class FileStore:
         # Certificates and requests first: a key takes its owner's expiry.
         keys.sort(key=lambda entry: _LAYOUT[entry[4]][0] is ItemKind.KEY)
         for folder, name, store, archived, token_type, identifier in keys:
-            item = self._item(folder, name, store, archived, token_type, identifier, index, found)
-            if item is None:
+            listed = self._item(
+                folder, name, store, archived, token_type, identifier, records, found
+            )
+            if listed is None:
                 continue
+            item, entry = listed
             if item.key in found:
                 self.problems.append(f"{item.key} is both archived and active; archived ignored")
                 continue
             found[item.key] = item
+            entries[item.key] = entry
+        if self._lock_held:
+            self._listed = entries
         return found
 
     list_items = items
@@ -319,9 +554,10 @@ class FileStore:
         archived: bool,
         token_type: TokenType,
         identifier: str,
-        index: Mapping[str, dict],
+        records: Mapping[str, list[dict]],
         found: Mapping[str, Item],
-    ) -> Item | None:
+    ) -> tuple[Item, dict] | None:
+        """The item of one file and the index entry that describes it as listed."""
         path = os.path.join(folder, name)
         kind, _, label, _ = _LAYOUT[token_type]
         key = f"%{token_type.value}\\{identifier}"
@@ -338,21 +574,26 @@ class FileStore:
             if owner is None:
                 self.problems.append(f"{path}: private key without its certificate; not roamed")
                 return None
+        candidates = records.get(key, [])
         try:
             self._inside(folder, name)
             info = os.lstat(path)
             der = _unpem(label, read_private(path, MAX_PAYLOAD))
-            expires = _check_payload(token_type, identifier, der)
+            content_hash = hashlib.sha256(der).hexdigest()
+            recorded = _matching(candidates, content_hash, archived)
+            if recorded is not None and "expires" in recorded:
+                expires = recorded["expires"]  # checked when recorded: same content, same result
+            else:
+                expires = _check_payload(token_type, identifier, der)
         except (StoreError, OSError, ValueError, UnicodeDecodeError) as exc:
             self.problems.append(f"{path}: {exc}; skipped")
             return None
-        content_hash = hashlib.sha256(der).hexdigest()
-        recorded = index.get(key, {})
-        if recorded.get("content_hash") == content_hash:
+        if recorded is not None:
             modified = recorded["modified"]
         else:  # changed or added outside credroam: newer than anything recorded
-            modified = max(_filetime_of_mtime(info), recorded.get("modified", -1) + 1)
-        return Item(
+            latest = _latest(candidates)
+            modified = max(_filetime_of_mtime(info), latest["modified"] + 1 if latest else 0)
+        item = Item(
             key=key,
             store=store,
             kind=kind,
@@ -363,6 +604,7 @@ class FileStore:
             expires=owner.expires if owner is not None else expires,
             owner=owner.key if owner is not None else None,
         )
+        return item, _entry(modified, content_hash, archived, expires)
 
     # --- reading and writing -------------------------------------------------------------------
     def read(self, item: Item | str) -> bytes:
@@ -396,59 +638,69 @@ class FileStore:
         if hashlib.sha256(payload).hexdigest() != item.content_hash:
             raise StoreError(f"{item.key}: payload does not match the item's content hash")
         try:
-            _check_payload(token_type, identifier, payload)
+            expires = _check_payload(token_type, identifier, payload)
         except ValueError as exc:
             raise StoreError(f"{item.key}: payload refused: {exc}") from exc
         store = self._target_store(item, token_type)
         _, suffix, label, _ = _LAYOUT[token_type]
         folder = self._folder(store, item.archived, create=True)
         path = self._inside(folder, identifier + suffix)
-        previous = self._locate(item.key)
-        try:
-            atomic_write(path, _pem(label, payload))
-        except OSError as exc:
-            raise StoreError(f"cannot write {item.key} to {path}: {exc}") from exc
-        if previous is not None and previous[0] != path:
-            os.unlink(previous[0])  # it moved between active and archive
-        index = self._load_index()
-        index[item.key] = {
-            "modified": item.modified,
-            "content_hash": item.content_hash,
-            "archived": item.archived,
-        }
-        self._save_index(index)
+        entry = _entry(item.modified, item.content_hash, item.archived, expires)
+        with self._batched() as batch:
+            previous = self._locate(item.key)
+            try:
+                self._journal(batch, item.key, entry)
+                batch.doubtful.add(item.key)  # until the file is known to be replaced
+                atomic_write(path, _pem(label, payload))
+                batch.records[item.key] = [entry]
+                batch.doubtful.discard(item.key)
+                batch.settled.add(item.key)
+                if previous is not None and previous[0] != path:
+                    os.unlink(previous[0])  # it moved between active and archive
+            except OSError as exc:
+                raise StoreError(f"cannot write {item.key} to {path}: {exc}") from exc
 
     def delete(self, item: Item | str, *, keep_copy: bool = False) -> None:
         key = item.key if isinstance(item, Item) else item
-        location = self._locate(key)
-        if location is not None:
-            path = location[0]
-            if keep_copy:
-                recovery = ensure_private_dir(os.path.join(self.root, "recovery"))
-                index = self._load_index()
-                stamp = index.get(key, {}).get("modified", 0)
-                os.replace(path, self._inside(recovery, f"{os.path.basename(path)}.{stamp}"))
-            else:
-                os.unlink(path)
-        index = self._load_index()
-        if index.pop(key, None) is not None:
-            self._save_index(index)
+        with self._batched() as batch:
+            location = self._locate(key)
+            if location is not None:
+                path = location[0]
+                if keep_copy:
+                    recovery = ensure_private_dir(os.path.join(self.root, "recovery"))
+                    recorded = batch.records.get(key) or [{"modified": 0}]
+                    stamp = recorded[-1]["modified"]
+                    os.replace(path, self._inside(recovery, f"{os.path.basename(path)}.{stamp}"))
+                else:
+                    os.unlink(path)
+            batch.records.pop(key, None)
+            batch.doubtful.discard(key)
+            batch.settled.add(key)
 
     def archive(self, item: Item | str) -> None:
         key = item.key if isinstance(item, Item) else item
-        location = self._locate(key)
-        if location is None:
-            raise StoreError(f"{key} is not in the store {self.root}")
-        path, store, archived = location
-        if archived:
-            return
-        folder = self._folder(store, True, create=True)
-        os.replace(path, self._inside(folder, os.path.basename(path)))
-        index = self._load_index()
-        if key in index:
-            index[key]["archived"] = True
-            self._save_index(index)
+        with self._batched() as batch:
+            location = self._locate(key)
+            if location is None:
+                raise StoreError(f"{key} is not in the store {self.root}")
+            path, store, archived = location
+            if archived:
+                return
+            folder = self._folder(store, True, create=True)
+            os.replace(path, self._inside(folder, os.path.basename(path)))
+            listed = [self._listed[key]] if key in self._listed else []
+            for entry in [*batch.records.get(key, []), *listed]:
+                entry["archived"] = True  # same content, now in the archive
 
     def lock(self, timeout: float | None = 0) -> contextlib.AbstractContextManager[None]:
         """Exclusive use of this store for one sync; raises ``fsutil.LockHeld`` if busy."""
-        return exclusive_lock(os.path.join(self.root, ".lock"), timeout, f"store {self.root}")
+        return self._locked(timeout)
+
+    @contextlib.contextmanager
+    def _locked(self, timeout: float | None) -> Iterator[None]:
+        with exclusive_lock(os.path.join(self.root, ".lock"), timeout, f"store {self.root}"):
+            self._lock_held, self._listed = True, {}
+            try:
+                yield
+            finally:
+                self._lock_held, self._listed = False, {}

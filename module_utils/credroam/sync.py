@@ -7,9 +7,11 @@ chosen so that a sync interrupted anywhere leaves both sides valid and the next 
 2. reconcile against the local store and the last-synced base;
 3. write the directory first, optimistically (on :class:`ConcurrentModification` re-read and
    re-plan, at most ``max_attempts`` times). Until it succeeded nothing local has changed;
-4. then write the local store, item by item. Every local write only brings the local side to a
-   version the directory now holds, so if one fails the next sync plans it again (the old base
-   is kept, and with the old base an item both sides already agree on is simply left alone);
+4. then write the local store, item by item, in one store batch (the store records its
+   bookkeeping once, at the end; a crash inside the batch still leaves a store that lists each
+   item at its true version). Every local write only brings the local side to a version the
+   directory now holds, so if one fails the next sync plans it again (the old base is kept,
+   and with the old base an item both sides already agree on is simply left alone);
 5. save the new base last, and only when every write succeeded.
 
 A sync with nothing to do costs exactly one LDAP search and no LDAP write.
@@ -272,16 +274,17 @@ def _apply_local(
     plan: Plan, payloads: Mapping[str, bytes], store: CertificateStore
 ) -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
-    for item in (*plan.download, *plan.archive_local):
-        try:
-            store.write(item, payloads[item.key])
-        except Exception as exc:  # one item's failure must not stop the others
-            errors.append((item.key, f"{type(exc).__name__}: {exc}"))
-    for deletion in plan.delete_local:
-        try:
-            store.delete(deletion.item, keep_copy=deletion.keep_copy)
-        except Exception as exc:
-            errors.append((deletion.item.key, f"{type(exc).__name__}: {exc}"))
+    with store.batch():
+        for item in (*plan.download, *plan.archive_local):
+            try:
+                store.write(item, payloads[item.key])
+            except Exception as exc:  # one item's failure must not stop the others
+                errors.append((item.key, f"{type(exc).__name__}: {exc}"))
+        for deletion in plan.delete_local:
+            try:
+                store.delete(deletion.item, keep_copy=deletion.keep_copy)
+            except Exception as exc:
+                errors.append((deletion.item.key, f"{type(exc).__name__}: {exc}"))
     return errors
 
 

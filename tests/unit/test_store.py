@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import stat
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from credroam import fsutil
+from credroam import store as store_module
 from credroam.fsutil import LockHeld
 from credroam.reconcile import Item, ItemKind, Policy, StoreName, reconcile
 from credroam.store import FileStore, StoreError
@@ -450,3 +453,341 @@ def test_two_hosts_roam_a_certificate_and_its_key_through_reconcile(tmp_path) ->
     sync(laptop, laptop_base, T0 + 50)
     assert laptop.items() == {}
     assert len(os.listdir(tmp_path / "laptop" / "recovery")) == 2  # policy keeps copies
+
+
+# --- listing cost: what was checked once is not parsed again ----------------------------------
+
+
+@pytest.fixture
+def parses(monkeypatch) -> list[str]:
+    """Keys of every payload the store parses and checks, in order."""
+    calls: list[str] = []
+    real = store_module._check_payload
+
+    def counting(token_type, identifier, der):
+        calls.append(f"%{token_type.value}\\{identifier}")
+        return real(token_type, identifier, der)
+
+    monkeypatch.setattr(store_module, "_check_payload", counting)
+    return calls
+
+
+def test_unchanged_files_are_not_parsed_again(store, cert_and_key, tmp_path, parses) -> None:
+    cert, key = cert_and_key
+    _, key_item = _write_pair(store, cert, key)
+    parses.clear()
+    listed = store.items()
+    assert parses == []
+    assert listed[key_item.key].expires == to_filetime(NOT_AFTER)  # from the index, unparsed
+    # A file changed by hand is parsed (and checked) again; only that one.
+    _, other_key = _certificate("other")
+    path = tmp_path / "store" / "MY" / f"{_thumbprint(cert)}.key.pem"
+    path.write_bytes(store_module._pem("PRIVATE KEY", other_key))
+    assert store.items()[key_item.key].content_hash == hashlib.sha256(other_key).hexdigest()
+    assert parses == [key_item.key]
+
+
+def test_damaged_file_behind_a_matching_name_is_still_refused(store, tmp_path, parses) -> None:
+    cert, key = _certificate()
+    _, key_item = _write_pair(store, cert, key)
+    path = tmp_path / "store" / "MY" / f"{_thumbprint(cert)}.key.pem"
+    path.write_bytes(store_module._pem("PRIVATE KEY", key[:-8]))  # content hash changes
+    assert key_item.key not in store.items()
+    assert any(problem.startswith(str(path)) for problem in store.problems)
+
+
+def test_files_added_by_hand_are_parsed_once_and_keep_their_time(tmp_path, parses) -> None:
+    cert, key = _certificate()
+    my = tmp_path / "store" / "MY"
+    my.mkdir(parents=True, mode=0o700)
+    (my / f"{_thumbprint(cert)}.cert.pem").write_bytes(store_module._pem("CERTIFICATE", cert))
+    (my / f"{_thumbprint(cert)}.key.pem").write_bytes(store_module._pem("PRIVATE KEY", key))
+    store = FileStore(str(tmp_path / "store"))
+    with store.lock():  # one sync: it lists, then writes (nothing here) in a batch
+        first = store.items()
+        with store.batch():
+            pass
+    assert len(parses) == 2
+    for path in my.iterdir():
+        os.utime(path)  # a copy or restore: later mtimes, same content
+    assert store.items() == first
+    assert len(parses) == 2
+
+
+def test_a_listing_outside_a_sync_writes_nothing(tmp_path, cert_and_key) -> None:
+    cert, _ = cert_and_key
+    my = tmp_path / "store" / "MY"
+    my.mkdir(parents=True, mode=0o700)
+    (my / f"{_thumbprint(cert)}.cert.pem").write_bytes(store_module._pem("CERTIFICATE", cert))
+    store = FileStore(str(tmp_path / "store"))
+    with store.lock():  # check mode: listed under the lock, no batch
+        store.items()
+    store.items()
+    assert not (tmp_path / "store" / "index.json").exists()
+
+
+def test_index_entries_of_an_older_version_are_used_and_upgraded(store, tmp_path, parses) -> None:
+    cert, key = _certificate()
+    cert_item, key_item = _write_pair(store, cert, key)
+    index_path = tmp_path / "store" / "index.json"
+    document = json.loads(index_path.read_bytes())
+    for entry in document["items"].values():
+        del entry["expires"]  # as written before entries recorded what was checked
+    index_path.write_text(json.dumps(document))
+    parses.clear()
+    with store.lock():
+        listed = store.items()
+        with store.batch():
+            pass
+    assert listed[cert_item.key].modified == T0 and listed[key_item.key].modified == T0
+    assert sorted(parses) == sorted([cert_item.key, key_item.key])
+    parses.clear()
+    assert store.items() == listed
+    assert parses == []
+
+
+# --- batches: the index is written once; a crash inside one loses nothing --------------------
+
+
+def _items_to_download(count: int) -> list[tuple[Item, bytes]]:
+    writes = []
+    for number in range(count):
+        cert, key = _certificate(f"user {number}")
+        thumb = _thumbprint(cert)
+        cert_item = _item(f"%3\\{thumb}", cert, ItemKind.CERTIFICATE)
+        key_item = _item(f"%9\\{thumb}", key, ItemKind.KEY, owner=cert_item.key)
+        writes += [(cert_item, cert), (key_item, key)]
+    return writes
+
+
+def _index_writes(monkeypatch) -> list[str]:
+    written: list[str] = []
+    real = store_module.atomic_write
+
+    def recording(path, data, *args, **kwargs):
+        if os.path.basename(path) == "index.json":
+            written.append(path)
+        return real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "atomic_write", recording)
+    return written
+
+
+def test_a_batch_writes_the_index_once(store, monkeypatch) -> None:
+    writes = _items_to_download(5)
+    index_writes = _index_writes(monkeypatch)
+    with store.lock(), store.batch():
+        for item, payload in writes:
+            store.write(item, payload)
+        store.delete(writes[1][0])  # the first certificate's key
+    assert len(index_writes) == 1
+    kept = [item for item, _ in writes if item is not writes[1][0]]
+    listed = store.items()
+    assert {key: item.modified for key, item in listed.items()} == {i.key: T0 for i in kept}
+    assert store.problems == []
+
+
+def _crash_at_the_end_of_every_batch(monkeypatch) -> None:
+    """The process dies before a batch records its index (no code after that point runs)."""
+    monkeypatch.setattr(FileStore, "_flush", lambda self, batch: None)
+
+
+def test_crash_before_the_index_is_written_lists_every_item_at_its_version(
+    store, tmp_path, monkeypatch
+) -> None:
+    cert, key = _certificate()
+    cert_item, key_item = _write_pair(store, cert, key)
+    _, newer_key = _certificate("newer")
+    newer = replace(
+        _item(key_item.key, newer_key, ItemKind.KEY, owner=cert_item.key), modified=T0 + 5
+    )
+    new_pairs = [
+        (replace(item, modified=T0 + 7), payload) for item, payload in _items_to_download(2)
+    ]
+    index_before = (tmp_path / "store" / "index.json").read_bytes()
+
+    _crash_at_the_end_of_every_batch(monkeypatch)
+    with store.lock(), store.batch():
+        store.write(newer, newer_key)  # a download of a newer version
+        for item, payload in new_pairs:  # downloads of new items
+            store.write(item, payload)
+    monkeypatch.undo()
+
+    assert (tmp_path / "store" / "index.json").read_bytes() == index_before
+    listed = FileStore(str(tmp_path / "store")).items()  # the next sync
+    expected = {key_item.key: newer, cert_item.key: cert_item}
+    expected.update({item.key: item for item, _ in new_pairs})
+    assert {key: (i.modified, i.content_hash) for key, i in listed.items()} == {
+        key: (i.modified, i.content_hash) for key, i in expected.items()
+    }
+
+
+def test_crash_after_the_intent_before_the_file_keeps_the_old_version(
+    store, tmp_path, monkeypatch
+) -> None:
+    cert, key = _certificate()
+    cert_item, key_item = _write_pair(store, cert, key)
+    _, newer_key = _certificate("newer")
+    newer = replace(
+        _item(key_item.key, newer_key, ItemKind.KEY, owner=cert_item.key), modified=T0 + 5
+    )
+
+    def die(*_args, **_kwargs):
+        raise OSError("killed")
+
+    _crash_at_the_end_of_every_batch(monkeypatch)
+    monkeypatch.setattr(store_module, "atomic_write", die)
+    with store.lock(), store.batch(), pytest.raises(StoreError, match="killed"):
+        store.write(newer, newer_key)
+    monkeypatch.undo()
+
+    assert (tmp_path / "store" / "index.journal").exists()  # the intent was recorded
+    listed = FileStore(str(tmp_path / "store")).items()
+    assert (listed[key_item.key].modified, listed[key_item.key].content_hash) == (
+        T0,
+        key_item.content_hash,
+    )
+
+
+def test_the_next_batch_folds_a_crashed_journal_into_the_index(
+    store, tmp_path, monkeypatch
+) -> None:
+    writes = [(replace(item, modified=T0 + 3), payload) for item, payload in _items_to_download(2)]
+    _crash_at_the_end_of_every_batch(monkeypatch)
+    with store.lock(), store.batch():
+        for item, payload in writes[:3]:
+            store.write(item, payload)
+    monkeypatch.undo()
+    journal = tmp_path / "store" / "index.journal"
+    with journal.open("ab") as torn:  # the crash also tore a last, unfinished line
+        torn.write(b'\n{"key": "%3\\\\AB')
+
+    with store.lock():
+        store.items()
+        with store.batch():
+            store.write(*writes[3])
+    assert not journal.exists()
+    index = json.loads((tmp_path / "store" / "index.json").read_bytes())["items"]
+    assert {key: entry["modified"] for key, entry in index.items()} == {
+        item.key: T0 + 3 for item, _ in writes
+    }
+
+
+def test_a_write_that_fails_after_replacing_the_file_is_recorded_by_content(
+    store, tmp_path, monkeypatch
+) -> None:
+    cert, key = _certificate()
+    cert_item, key_item = _write_pair(store, cert, key)
+    _, newer_key = _certificate("newer")
+    newer = replace(
+        _item(key_item.key, newer_key, ItemKind.KEY, owner=cert_item.key), modified=T0 + 5
+    )
+    my = os.path.join(store.root, "MY")
+    real_fsync_dir = fsutil._fsync_dir
+
+    def failing_for_my(directory: str) -> None:
+        if directory == my:
+            raise OSError("I/O error")  # after the rename: the new file is in place
+        real_fsync_dir(directory)
+
+    monkeypatch.setattr(fsutil, "_fsync_dir", failing_for_my)
+    with store.lock(), store.batch(), pytest.raises(StoreError, match="I/O error"):
+        store.write(newer, newer_key)
+    monkeypatch.undo()
+    listed = store.items()[key_item.key]
+    assert (listed.modified, listed.content_hash) == (T0 + 5, newer.content_hash)
+
+
+# --- RSA keys ----------------------------------------------------------------------------------
+
+
+def _rsa_pair() -> tuple[bytes, rsa.RSAPrivateKey]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rsa")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(NOT_AFTER)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER), key
+
+
+def _pkcs8(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def test_rsa_key_is_stored_and_listed(store) -> None:
+    cert, key = _rsa_pair()
+    _, key_item = _write_pair(store, cert, _pkcs8(key))
+    assert store.items()[key_item.key].content_hash == key_item.content_hash
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    if len(content) < 0x80:
+        return bytes([tag, len(content)]) + content
+    length = len(content).to_bytes((len(content).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + content
+
+
+def _der_int(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _rsa_pkcs8(n: int, e: int, d: int, p: int, q: int, dmp1: int, dmq1: int, iqmp: int) -> bytes:
+    """PKCS#8 DER of these RSA numbers as they are, consistent or not (RFC 8017, RFC 5208)."""
+    rsa_key = _der(0x30, b"".join(_der_int(v) for v in (0, n, e, d, p, q, dmp1, dmq1, iqmp)))
+    rsa_encryption = _der(0x30, bytes.fromhex("06092a864886f70d010101") + b"\x05\x00")
+    return _der(0x30, _der_int(0) + rsa_encryption + _der(0x04, rsa_key))
+
+
+def test_the_pkcs8_encoder_of_these_tests_is_right() -> None:
+    _, key = _rsa_pair()
+    numbers = key.private_numbers()
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
+    fields = (numbers.d, numbers.p, numbers.q, numbers.dmp1, numbers.dmq1, numbers.iqmp)
+    assert _rsa_pkcs8(n, e, *fields) == _pkcs8(key)
+
+
+@pytest.mark.parametrize(
+    "damage", ["modulus", "public exponent", "private exponent", "crt exponent", "coefficient"]
+)
+def test_rsa_key_whose_numbers_do_not_belong_together_is_refused(store, tmp_path, damage) -> None:
+    cert, key = _rsa_pair()
+    numbers = key.private_numbers()
+    values = {
+        "n": numbers.public_numbers.n,
+        "e": numbers.public_numbers.e,
+        "d": numbers.d,
+        "p": numbers.p,
+        "q": numbers.q,
+        "dmp1": numbers.dmp1,
+        "dmq1": numbers.dmq1,
+        "iqmp": numbers.iqmp,
+    }
+    field = {
+        "modulus": "n",
+        "public exponent": "e",
+        "private exponent": "d",
+        "crt exponent": "dmq1",
+        "coefficient": "iqmp",
+    }[damage]
+    values[field] += 2
+    damaged = _rsa_pkcs8(**values)
+    thumb = _thumbprint(cert)
+    cert_item = _item(f"%3\\{thumb}", cert, ItemKind.CERTIFICATE)
+    store.write(cert_item, cert)
+    key_item = _item(f"%9\\{thumb}", damaged, ItemKind.KEY, owner=cert_item.key)
+    with pytest.raises(StoreError, match="payload refused"):
+        store.write(key_item, damaged)
+    (tmp_path / "store" / "MY" / f"{thumb}.key.pem").write_bytes(
+        store_module._pem("PRIVATE KEY", damaged)
+    )
+    assert key_item.key not in store.items()
+    assert len(store.problems) == 1 and f"{thumb}.key.pem" in store.problems[0]

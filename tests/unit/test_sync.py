@@ -105,6 +105,11 @@ class FakeStore:
         raise AssertionError("sync archives by writing the archived version")
 
     @contextlib.contextmanager
+    def batch(self):
+        self._check_locked()
+        yield
+
+    @contextlib.contextmanager
     def lock(self, timeout=0):
         self.lock_timeouts.append(timeout)
         assert not self.locked, "store locked twice"
