@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import os
+import pickle
 import stat
 import subprocess
 import sys
@@ -622,6 +623,35 @@ def test_crash_before_the_index_is_written_lists_every_item_at_its_version(
     }
 
 
+def test_a_process_killed_inside_a_batch_leaves_a_store_that_lists_correctly(tmp_path) -> None:
+    root = str(tmp_path / "store")
+    writes = [(replace(item, modified=T0 + 9), payload) for item, payload in _items_to_download(2)]
+    script = (
+        "import os, pickle, sys\n"
+        "from credroam.store import FileStore\n"
+        "store, writes = FileStore(sys.argv[1]), pickle.loads(sys.stdin.buffer.read())\n"
+        "with store.lock(), store.batch():\n"
+        "    for item, payload in writes:\n"
+        "        store.write(item, payload)\n"
+        "    os._exit(9)  # killed before the batch records its index\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script, root],
+        input=pickle.dumps(writes),
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=60,
+        check=False,
+    )
+    assert killed.returncode == 9, killed.stderr
+    assert not os.path.exists(os.path.join(root, "index.json"))
+    assert stat.S_IMODE(os.lstat(os.path.join(root, "index.journal")).st_mode) == 0o600
+    listed = FileStore(root).items()
+    assert {key: (i.modified, i.content_hash) for key, i in listed.items()} == {
+        item.key: (T0 + 9, item.content_hash) for item, _ in writes
+    }
+
+
 def test_crash_after_the_intent_before_the_file_keeps_the_old_version(
     store, tmp_path, monkeypatch
 ) -> None:
@@ -691,8 +721,10 @@ def test_a_write_that_fails_after_replacing_the_file_is_recorded_by_content(
         real_fsync_dir(directory)
 
     monkeypatch.setattr(fsutil, "_fsync_dir", failing_for_my)
-    with store.lock(), store.batch(), pytest.raises(StoreError, match="I/O error"):
-        store.write(newer, newer_key)
+    with store.lock():
+        store.items()  # a sync lists first: the old version
+        with store.batch(), pytest.raises(StoreError, match="I/O error"):
+            store.write(newer, newer_key)
     monkeypatch.undo()
     listed = store.items()[key_item.key]
     assert (listed.modified, listed.content_hash) == (T0 + 5, newer.content_hash)
