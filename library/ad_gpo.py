@@ -238,13 +238,15 @@ operations:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.credroam_ansible import (
+    DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
+    failure_message,
     ldap_argument_spec,
 )
 
 try:
-    from ansible.module_utils.credroam.connection import DirectoryError, read_root_dse
+    from ansible.module_utils.credroam.connection import read_root_dse
     from ansible.module_utils.credroam.gpo import (
         AGENT_POLICY,
         CREDENTIAL_ROAMING,
@@ -373,9 +375,9 @@ def main() -> None:
         if params["publish_admx"] and params["state"] == "present":
             request.files = _admin_templates(module, applier, request)
         result = applier.apply(request)
-    except (GpoError, DirectoryError, SysvolError) as exc:
+    except (GpoError, SysvolError, *DIRECTORY_FAILURES) as exc:
         operations = applier.operations if applier else []
-        module.fail_json(msg=str(exc), operations=operations)
+        module.fail_json(msg=failure_message(exc, params), operations=operations)
     finally:
         if applier is not None:
             applier.close()

@@ -113,13 +113,15 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.credroam_ansible import (
+    DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
+    failure_message,
     ldap_argument_spec,
 )
 
 try:
-    from ansible.module_utils.credroam.connection import DirectoryError, read_root_dse
+    from ansible.module_utils.credroam.connection import read_root_dse
     from ansible.module_utils.credroam.gpo import GpoError
     from ansible.module_utils.credroam.gpo_apply import GpoReader
     from ansible.module_utils.credroam.sysvol import Sysvol, SysvolError
@@ -164,8 +166,10 @@ def main() -> None:
             sysvol_servers(params),
         )
         found = reader.inspect(params.get("name"), params.get("guid"))
-    except (GpoError, DirectoryError, SysvolError) as exc:
+    except (GpoError, SysvolError) as exc:
         module.fail_json(msg=str(exc))
+    except DIRECTORY_FAILURES as exc:
+        module.fail_json(msg=failure_message(exc, params))
     finally:
         if reader is not None:
             reader.close()

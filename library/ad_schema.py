@@ -256,8 +256,10 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.credroam_ansible import (
+    DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
+    failure_message,
     ldap_argument_spec,
     target_from_params,
 )
@@ -383,6 +385,8 @@ def schema_master(conn, schema_dn: str) -> tuple[str, str]:
     owner = first(read_one(conn, schema_dn, ["fSMORoleOwner"]), "fSMORoleOwner")
     if not owner:
         raise DirectoryError(f"{schema_dn} names no fSMORoleOwner")
+    if "," not in str(owner):
+        raise DirectoryError(f"{schema_dn}: fSMORoleOwner {owner!r} is not an NTDS Settings DN")
     server_dn = str(owner).split(",", 1)[1]  # parent of CN=NTDS Settings
     return server_dn, str(first(read_one(conn, server_dn, ["dNSHostName"]), "dNSHostName"))
 
@@ -508,9 +512,9 @@ def run(module: AnsibleModule) -> dict[str, Any]:
                 result["replication"] = wait_for_dcs(module, base, conn, root, defs)
     except SchemaConflict as exc:
         module.fail_json(msg=f"schema conflict, nothing was written:\n{exc}", **result)
-    except DirectoryError as exc:
+    except DIRECTORY_FAILURES as exc:
         executed = {"executed": done} if done else {}
-        module.fail_json(msg=str(exc), **result, **executed)
+        module.fail_json(msg=failure_message(exc, params), **result, **executed)
     finally:
         conn.unbind()
     return result

@@ -20,10 +20,16 @@ try:
         LdapTarget,
         connect,
     )
+    from ldap3.core.exceptions import LDAPException
 
     LDAP3_IMPORT_ERROR = None
+    # What a directory module turns into a clear failure: our own errors name the DC and the
+    # operation; ldap3 still raises network errors (connection reset, timeout) after the bind,
+    # even with raise_exceptions=False.
+    DIRECTORY_FAILURES: tuple[type[Exception], ...] = (DirectoryError, LDAPException)
 except ImportError as exc:  # pragma: no cover - depends on the target's Python
     LDAP3_IMPORT_ERROR = exc
+    DIRECTORY_FAILURES = ()
     BIND_METHODS = ("simple", "gssapi")
     TLS_MODES = ("ldaps", "starttls")
 
@@ -71,7 +77,19 @@ def connect_or_fail(module: AnsibleModule, target: LdapTarget | None = None):
     """A bound connection, or ``fail_json`` with the DC and the cause in the message."""
     require_ldap3(module)
     target = target or target_from_params(module.params)
+    if not target.validate_certs:
+        module.warn(
+            f"certificate validation is off for {target.describe()}: a machine in the middle "
+            "can read the bind password and every roamed credential (validate_certs=false)"
+        )
     try:
         return connect(target)
     except DirectoryError as exc:
         module.fail_json(msg=str(exc))
+
+
+def failure_message(exc: Exception, params: dict[str, Any]) -> str:
+    """The message for one of DIRECTORY_FAILURES: ldap3's own errors get the DC named."""
+    if isinstance(exc, DirectoryError):
+        return str(exc)
+    return f"LDAP error talking to {params['server']}: {type(exc).__name__}: {exc}"
