@@ -25,6 +25,8 @@ from typing import Any
 
 from .fsutil import atomic_write, ensure_private_dir, read_private
 from .reconcile import Base, BaseEntry, ItemKind, StoreName
+from .store import StoreError, _split_key
+from .tokens import TokenType
 
 __all__ = [
     "FORMAT",
@@ -46,6 +48,19 @@ _MAX_KEY = 200
 _MAX_HASH = 128
 _FILETIME_MAX = 0xFFFFFFFFFFFFFFFF
 _PREV_SUFFIX = ".prev"
+# The token types each kind of item is held as, and the stores it may be filed in (a private
+# key is filed with its owner, a certificate or a request).
+_TYPES_OF_KIND = {
+    ItemKind.CERTIFICATE: (TokenType.CERTIFICATE, TokenType.CNG_CERTIFICATE),
+    ItemKind.REQUEST: (TokenType.REQUEST, TokenType.CNG_REQUEST),
+    ItemKind.KEY: (TokenType.CNG_KEY,),
+}
+_STORES_OF_KIND = {
+    ItemKind.CERTIFICATE: (StoreName.MY,),
+    ItemKind.REQUEST: (StoreName.REQUEST,),
+    ItemKind.KEY: (StoreName.MY, StoreName.REQUEST),
+}
+_OWNER_TYPES = _TYPES_OF_KIND[ItemKind.CERTIFICATE] + _TYPES_OF_KIND[ItemKind.REQUEST]
 
 
 class StateError(ValueError):
@@ -105,6 +120,8 @@ def _entry(raw: Any, index: int) -> BaseEntry:
         store, kind = StoreName(raw["store"]), ItemKind(raw["kind"])
     except ValueError:
         raise ValueError(f"{what}: unknown store or kind") from None
+    owner = _text(raw["owner"], f"{what}.owner", _MAX_KEY, nullable=True)
+    _check_identity(key, store, kind, owner, what)  # type: ignore[arg-type]
     return BaseEntry(
         key=key,
         store=store,
@@ -116,8 +133,34 @@ def _entry(raw: Any, index: int) -> BaseEntry:
         last_seen_in_directory=_filetime(  # type: ignore[arg-type]
             raw["last_seen_in_directory"], f"{what}.last_seen_in_directory"
         ),
-        owner=_text(raw["owner"], f"{what}.owner", _MAX_KEY, nullable=True),
+        owner=owner,
     )
+
+
+def _check_identity(
+    key: str, store: StoreName, kind: ItemKind, owner: str | None, what: str
+) -> None:
+    """Refuse a key or owner that sync could not use: unsafe, or disagreeing with its kind.
+
+    The keys are later turned into paths and tokens, which validate them again and would fail
+    on every run; refused here, the file is a lost base instead.
+    """
+    try:
+        token_type, identifier = _split_key(key)
+        owner_parts = _split_key(owner) if owner is not None else None
+    except StoreError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    if token_type not in _TYPES_OF_KIND[kind] or store not in _STORES_OF_KIND[kind]:
+        raise ValueError(f"{what}: key {key} cannot be a {kind} item in store {store}")
+    if kind is not ItemKind.KEY:
+        if owner_parts is not None:
+            raise ValueError(f"{what}: a {kind} item has no owner, yet names {owner}")
+        return
+    if owner_parts is None or owner_parts[0] not in _OWNER_TYPES or owner_parts[1] != identifier:
+        raise ValueError(
+            f"{what}: private key {key} needs the certificate or request of the same "
+            f"identifier as owner, not {owner}"
+        )
 
 
 def decode_state(data: bytes) -> Base:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import replace
 
 import pytest
 
@@ -139,6 +140,54 @@ def test_hostile_or_damaged_file_gives_state_error_naming_it(tmp_path, content: 
         load_state(str(path))
     assert caught.value.path == str(path)
     assert str(path) in str(caught.value)
+
+
+def _key_entry_document(**changes) -> bytes:
+    document = json.loads(encode_state(_base("aa")))
+    document["entries"][-1].update(changes)  # the private key entry sorts last
+    return json.dumps(document).encode()
+
+
+_THUMB = "A" * 40
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        _entry_document(key="%3\\..\\..\\evil"),  # path escape
+        _entry_document(key="%x\\" + _THUMB),  # type is not a digit
+        _entry_document(key="%3" + _THUMB),  # no separator
+        _entry_document(key="%3\\" + _THUMB.lower()),  # not a thumbprint
+        _entry_document(key="%0\\Preferred"),  # a master key is never a synced item
+        _entry_document(key="%9\\" + "C" * 40),  # a key filed as a certificate
+        _entry_document(key="%4\\" + _THUMB),  # a request filed as a certificate
+        _entry_document(store="REQUEST"),  # a certificate filed in REQUEST
+        _entry_document(owner="%3\\" + _THUMB),  # a certificate with an owner
+        _key_entry_document(key="%3\\" + _THUMB),  # a certificate filed as a key
+        _key_entry_document(owner=None),  # a key without its owner
+        _key_entry_document(owner="%3\\..\\evil"),
+        _key_entry_document(owner="%9\\" + _THUMB),  # a key owning a key
+        _key_entry_document(owner="%3\\" + "B" * 40),  # another item's certificate
+    ],
+)
+def test_bad_key_or_owner_makes_the_file_a_lost_base(tmp_path, content: bytes) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with pytest.raises(StateError, match="entries\\["):
+        load_state(str(path))
+    state = StateFile(str(path))
+    assert state.load() is None
+    assert "syncing without a base" in state.problems[0]
+    (tmp_path / "state.json.prev").write_bytes(encode_state(_base("bb")))
+    problems: list[str] = []
+    assert load_state(str(path), problems) == _base("bb")
+    assert ".prev" in problems[0]
+
+
+def test_key_of_a_request_may_be_filed_in_request(tmp_path) -> None:
+    entry = BaseEntry("%9\\" + _THUMB, StoreName.REQUEST, ItemKind.KEY, T0, "", True, False, T0)
+    base = Base(entries={entry.key: replace(entry, owner="%8\\" + _THUMB)})
+    assert decode_state(encode_state(base)) == base
 
 
 def test_duplicate_keys_are_refused(tmp_path) -> None:
