@@ -37,7 +37,7 @@ implements them in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
@@ -559,22 +559,31 @@ def reconcile(
     now: int,
     *,
     directory_timestamp: int | None = None,
+    hold_keys: Collection[str] = (),
 ) -> Plan:
     """Plan one sync of one user. ``directory`` holds one item per key (see ``newest``).
 
     ``base`` is None on first use or when the state file was lost: then nothing is deleted on
     the strength of absence, and a directory tombstone still beats a local copy not newer than
     it. ``directory_timestamp`` (msPKIRoamingTimeStamp last change, as read) goes into the new
-    base unchanged.
+    base unchanged. ``hold_keys`` are keys whose directory value exists but cannot be used
+    (unreadable, sealed under another roaming key, damaged): nothing is done to them on either
+    side and their base entry is kept, since their absence from ``directory`` proves nothing
+    (R34). Each is reported in ``warnings``.
     """
     if isinstance(now, bool) or not isinstance(now, int) or now < 0:
         raise ReconcileError(f"now must be a FILETIME int, not {now!r}")
     _check_inputs(local, directory, base)
     entries = base.entries if base is not None else {}
+    held = set(hold_keys)
+    warnings: list[str] = []
     decisions: list[_Decision] = []
-    for key in sorted(set(local) | set(directory) | set(entries)):
+    for key in sorted(set(local) | set(directory) | set(entries) | held):
         d = _Decision(key, local.get(key), directory.get(key), entries.get(key))
-        if _never_roams(d.local, policy) or _never_roams(d.directory, policy):
+        if key in held:
+            d.hold = True
+            warnings.append(f"{key} left alone on both sides: its directory value is unusable")
+        elif _never_roams(d.local, policy) or _never_roams(d.directory, policy):
             d.hold = True
         else:
             _decide(d, policy, now)
@@ -599,6 +608,7 @@ def reconcile(
     refusals = _apply_limits(uploads, directory, new_other, policy)
 
     out: dict[str, list] = {name: [] for name in _ACTION_FIELDS}
+    out["warnings"].extend(warnings)
     new_entries: dict[str, BaseEntry] = {}
     for d in decisions:
         _emit(d, refusals, policy, now, out, new_entries)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -49,7 +49,7 @@ from .directory import (
 )
 from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
 from .fsutil import LockHeld
-from .reconcile import Base, Item, ItemKind, Plan, Policy, StoreName, reconcile
+from .reconcile import Base, Item, ItemKind, Plan, Policy, StoreName, newest, reconcile
 from .store import CertificateStore
 from .timestamps import to_filetime
 from .tokens import Token, TokenError, TokenFlags, TokenLimits, TokenType
@@ -107,6 +107,7 @@ class SyncReport:
     deleted_local: tuple[str, ...] = ()
     refused: tuple[tuple[str, str], ...] = ()  # (item key, reason)
     rejected: tuple[RejectedValue, ...] = ()  # directory values that failed a check
+    held: tuple[str, ...] = ()  # keys left alone: their directory values are all unusable
     conflicts: tuple[tuple[str, str], ...] = ()  # (item key, how it was resolved)
     local_errors: tuple[tuple[str, str], ...] = ()  # (item key, error); base not saved
     attempts: int = 1  # reads needed (more than one when another writer raced us)
@@ -129,6 +130,8 @@ class DirectorySide:
     items: dict[str, Item]
     payloads: dict[str, bytes]
     rejected: tuple[RejectedValue, ...]
+    # Keys whose values are in the directory but none can be used: held on both sides (R34).
+    unusable_keys: frozenset[str] = frozenset()
 
 
 def _sha256(payload: bytes) -> str:
@@ -192,37 +195,72 @@ def _key_item(
     return item, payload
 
 
+def _usable_versions(
+    tokens: Iterable[StoredToken],
+    map_one: Callable[[StoredToken], tuple[Item, bytes]],
+    rejected: list[RejectedValue],
+) -> tuple[dict[str, tuple[Item, bytes]], set[str]]:
+    """Per key, the newest value that passes its checks; and the keys where none does.
+
+    Only values that pass compete (in reconcile's version order), so a newer damaged duplicate
+    never hides an older good value. Values that fail are added to ``rejected``.
+    """
+    usable: dict[str, dict[Item, bytes]] = {}
+    failed: set[str] = set()
+    for stored in tokens:
+        try:
+            item, payload = map_one(stored)
+        except TokenError as exc:
+            rejected.append(RejectedValue(stored.attribute, stored.raw, exc))
+            failed.add(stored.token.key)
+            continue
+        usable.setdefault(item.key, {})[item] = payload
+    chosen = {}
+    for key, versions in usable.items():
+        winner = newest(versions)
+        chosen[key] = (winner, versions[winner])
+    return chosen, failed - chosen.keys()
+
+
+def _tokens_of(record: RoamingRecord, attribute: str, types: Collection[TokenType]):
+    return [
+        stored
+        for stored in record.tokens
+        if stored.attribute.lower() == attribute.lower() and stored.token.type in types
+    ]
+
+
 def map_record(
     record: RoamingRecord, roaming_key: bytes | None, local: Mapping[str, Item] | None = None
 ) -> DirectorySide:
     """Reconcile items for the certificate, request and key tokens of ``record``.
 
     Tokens sync does not own (DPAPI master keys, CAPI keys, unknown types) are left alone. A
-    token whose content fails a check (element, envelope) is rejected like a malformed value.
+    token whose content fails a check (element, envelope) is rejected like a malformed value;
+    a key none of whose values pass is listed in ``unusable_keys`` (it exists, so reconcile
+    must hold it rather than take it for deleted).
     """
-    items: dict[str, Item] = {}
-    payloads: dict[str, bytes] = {}
     rejected = list(record.rejected)
-    for stored in record.stored(ACCOUNT_CREDENTIALS).values():
-        if stored.token.type not in _KIND_OF_TYPE:
-            continue
-        try:
-            items[stored.token.key], payloads[stored.token.key] = _certificate_item(stored)
-        except TokenError as exc:
-            rejected.append(RejectedValue(stored.attribute, stored.raw, exc))
-    owners = {**(local or {}), **items}
-    for stored in record.stored(KEY_ENVELOPES).values():
-        if stored.token.type != TokenType.CNG_KEY:
-            continue
-        try:
-            if roaming_key is None:
-                raise TokenError("envelope", f"no roaming key to open {stored.token.key}")
-            item, payload = _key_item(stored, roaming_key, str(record.object_guid), owners)
-        except TokenError as exc:
-            rejected.append(RejectedValue(stored.attribute, stored.raw, exc))
-            continue
-        items[item.key], payloads[item.key] = item, payload
-    return DirectorySide(items, payloads, tuple(rejected))
+    certificates, unusable = _usable_versions(
+        _tokens_of(record, ACCOUNT_CREDENTIALS, _KIND_OF_TYPE), _certificate_item, rejected
+    )
+    owners = {**(local or {}), **{key: item for key, (item, _) in certificates.items()}}
+
+    def key_item(stored: StoredToken) -> tuple[Item, bytes]:
+        if roaming_key is None and not stored.token.is_tombstone:
+            raise TokenError("envelope", f"no roaming key to open {stored.token.key}")
+        return _key_item(stored, roaming_key or b"", str(record.object_guid), owners)
+
+    keys, unusable_keys = _usable_versions(
+        _tokens_of(record, KEY_ENVELOPES, (TokenType.CNG_KEY,)), key_item, rejected
+    )
+    chosen = {**certificates, **keys}
+    return DirectorySide(
+        items={key: item for key, (item, _) in chosen.items()},
+        payloads={key: payload for key, (_, payload) in chosen.items()},
+        rejected=tuple(rejected),
+        unusable_keys=frozenset(unusable | unusable_keys),
+    )
 
 
 # --- the plan as directory changes -----------------------------------------------------------
@@ -345,7 +383,15 @@ def _sync_locked(
         record = read_roaming(conn, user_dn, READ_LIMITS)
         side = map_record(record, roaming_key, local)
         stamp = record.timestamp.last_change if record.timestamp else None
-        plan = reconcile(local, side.items, base, policy, now, directory_timestamp=stamp)
+        plan = reconcile(
+            local,
+            side.items,
+            base,
+            policy,
+            now,
+            directory_timestamp=stamp,
+            hold_keys=side.unusable_keys,
+        )
         changes = directory_changes(plan, record, store, roaming_key)
         if check_mode:
             modifications, _ = build_modifications(record, changes, now)
@@ -397,6 +443,7 @@ def _report(
         deleted_local=keys(d.item for d in plan.delete_local),
         refused=tuple((r.item.key, r.reason) for r in plan.refused),
         rejected=side.rejected,
+        held=tuple(sorted(side.unusable_keys)),
         conflicts=tuple((c.key, c.reason) for c in plan.conflicts),
         local_errors=local_errors,
         attempts=attempts,

@@ -517,3 +517,21 @@ def test_r30_applying_a_plan_then_reconciling_again_changes_nothing(state, polic
     again = reconcile(local, directory, plan.base, policy, NOW)
     assert again.is_empty, again
     assert not again.conflicts
+
+
+# --- R34: a directory value that exists but cannot be used ------------------------------------
+
+
+def test_r34_an_unusable_directory_value_holds_its_key_on_both_sides() -> None:
+    # The key is in the directory but cannot be opened (e.g. sealed under another roaming key):
+    # its absence from the directory items must not read as a deletion elsewhere (R16) nor
+    # invite an upload over the value another host wrote.
+    old = item(KEY, T0 - 100 * DAY)
+    base = base_of((old, T0 - 100 * DAY))
+    plan = reconcile({KEY: old}, {}, base, POLICY, NOW, hold_keys={KEY})
+    only(plan)
+    assert plan.base.entries[KEY] == base.entries[KEY]
+    assert any(KEY in warning for warning in plan.warnings)
+    edited = item(KEY, NOW - 1, "v2")
+    only(reconcile({KEY: edited}, {}, None, POLICY, NOW, hold_keys={KEY}))
+    only(reconcile({}, {}, base, POLICY, NOW, hold_keys={KEY}))  # no tombstone either

@@ -15,10 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from credroam.certelement import thumbprint
 from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
 from credroam.envelope import new_roaming_key
-from credroam.reconcile import MAX_PLAN_AGE, Base, Item, ItemKind, Policy, StoreName
+from credroam.reconcile import (
+    MAX_PLAN_AGE,
+    TICKS_PER_DAY,
+    Base,
+    Item,
+    ItemKind,
+    Policy,
+    StoreName,
+)
 from credroam.store import FileStore
 from credroam.sync import SyncBusy, SyncError, sync_user
-from credroam.tokens import format_dn_binary
+from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
 
 USER_DN = "CN=alice,OU=Roaming,DC=lab,DC=example"
 GUID = uuid.UUID("6f1c9a52-0a5e-4d8b-9b1e-1d2c3b4a5f60")
@@ -297,3 +305,36 @@ def test_the_lock_is_released_when_the_sync_fails(cert_and_key):
     with pytest.raises(SyncError):
         run(directory, store, FakeState(), new_roaming_key(), max_attempts=1)
     assert not store.locked
+
+
+def test_a_key_the_directory_holds_but_cannot_open_is_never_deleted_locally(cert_and_key):
+    # R34: without the roaming key the sealed key is unusable, not absent; after the tombstone
+    # days R16 would otherwise delete the local copy as "deleted elsewhere, tombstone purged".
+    directory, store, state, roaming_key = (
+        FakeDirectory(),
+        FakeStore(cert_and_key),
+        FakeState(),
+        new_roaming_key(),
+    )
+    run(directory, store, state, roaming_key)
+    later = NOW + 61 * TICKS_PER_DAY
+    for other_key in (None, new_roaming_key()):
+        report = run(directory, store, state, other_key, now=later)
+        key_item = cert_and_key[1][0]
+        assert report.deleted_local == () and key_item.key in store.entries
+        assert report.held == (key_item.key,) and report.uploaded == ()
+        assert [r.check for r in report.rejected] == ["envelope"]
+
+
+def test_a_newer_damaged_duplicate_does_not_hide_the_good_value(cert_and_key):
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    run(directory, FakeStore(cert_and_key), FakeState(), roaming_key)
+    (good,) = directory.values[KEY_ENVELOPES]
+    key_item = cert_and_key[1][0]
+    damaged = encode_token(Token(TokenType.CNG_KEY, key_item.key[3:], NOW + 1, TokenFlags(0), b"x"))
+    directory.values[KEY_ENVELOPES] = [good, format_dn_binary(damaged, USER_DN).encode()]
+    fresh = FakeStore()
+    report = run(directory, fresh, FakeState(), roaming_key, now=NOW + 5)
+    assert key_item.key in report.downloaded
+    assert fresh.entries[key_item.key][1] == cert_and_key[1][1]
+    assert [r.check for r in report.rejected] == ["envelope"] and report.held == ()
