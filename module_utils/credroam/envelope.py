@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from .fsutil import UnsafePath, read_private
+
 __all__ = [
     "DEFAULT_SCRYPT",
     "ROAMING_KEY_SIZE",
@@ -456,23 +458,12 @@ def write_key_cache(path: str | os.PathLike[str], roaming_key: bytes) -> None:
 def read_key_cache(path: str | os.PathLike[str]) -> bytes:
     """Read the cached roaming key. FileNotFoundError when there is none.
 
-    Refused with KeyCacheError: a symlink, a non-regular file, a file not owned by the current
-    user, or one any group/other permission bit is set on. Checks use fstat on the opened file,
-    so the file checked is the file read.
+    Refused with KeyCacheError: a symlink, a non-regular file (a FIFO does not block the read),
+    a file not owned by the current user, or one any group/other permission bit is set on.
+    Checks use fstat on the opened file, so the file checked is the file read.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        if Path(path).is_symlink():
-            raise KeyCacheError(f"key cache {path} is a symbolic link; refusing it") from None
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyCacheError(f"key cache {path} is not a regular file")
+
+    def check_owner_and_mode(info: os.stat_result) -> None:
         if info.st_uid != os.geteuid():
             raise KeyCacheError(
                 f"key cache {path} is owned by uid {info.st_uid}, not by this user "
@@ -483,9 +474,11 @@ def read_key_cache(path: str | os.PathLike[str]) -> bytes:
                 f"key cache {path} has mode {stat.S_IMODE(info.st_mode):04o}; it must not be "
                 "readable or writable by group or others (expected 0600)"
             )
-        content = os.read(fd, _CACHE_RECORD.size + 1)
-    finally:
-        os.close(fd)
+
+    try:
+        content = read_private(os.fspath(path), _CACHE_RECORD.size, check_owner_and_mode)
+    except UnsafePath as exc:
+        raise KeyCacheError(f"key cache {path} refused: {exc.strerror}") from None
     if len(content) != _CACHE_RECORD.size:
         raise KeyCacheError(f"key cache {path} is {len(content)} bytes, not a credroam key cache")
     magic, version, roaming_key = _CACHE_RECORD.unpack(content)

@@ -13,7 +13,7 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = [
     "DIR_MODE",
@@ -125,8 +125,14 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def read_private(path: str, max_size: int) -> bytes:
+def read_private(
+    path: str, max_size: int, check: Callable[[os.stat_result], None] | None = None
+) -> bytes:
     """Read a regular file without following a symlink; refuse one larger than ``max_size``.
+
+    The open does not block (a FIFO or device planted at ``path`` is refused, not waited on).
+    ``check``, if given, is called with the ``fstat`` of the opened file before anything is
+    read, so that what it accepts (owner, mode) is the file read; it raises to refuse it.
 
     Memory follows the file, not the limit: the first read asks for the size ``fstat`` gave (plus
     one byte, to notice a file that grew since); only a file that did grow is read on, in
@@ -142,6 +148,8 @@ def read_private(path: str, max_size: int) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafePath(errno.EINVAL, "not a regular file", path)
+        if check is not None:
+            check(info)
         if info.st_size > max_size:
             raise UnsafePath(errno.EFBIG, f"file larger than {max_size} bytes", path)
         data = _read_up_to(fd, min(info.st_size, max_size) + 1, max_size + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -406,6 +407,25 @@ def test_cache_symlink_is_refused(tmp_path: Path) -> None:
 def test_cache_that_is_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyCacheError, match="regular file"):
         read_key_cache(tmp_path)
+
+
+def test_fifo_planted_as_cache_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "k"
+    os.mkfifo(fifo, 0o600)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_key_cache(fifo)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)  # a hung open must not hang pytest
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), "read_key_cache blocked on a FIFO"
+    assert len(outcome) == 1 and isinstance(outcome[0], KeyCacheError)
+    assert "regular file" in str(outcome[0])
 
 
 def test_missing_cache_is_file_not_found(tmp_path: Path) -> None:

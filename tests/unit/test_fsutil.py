@@ -104,3 +104,18 @@ def test_append_refuses_a_symbolic_link(tmp_path: Path) -> None:
     with pytest.raises(UnsafePath, match="symbolic link"):
         append_durably(str(tmp_path / "journal"), b"evil")
     assert victim.read_bytes() == b"precious"
+
+
+def test_check_sees_the_opened_file_and_refuses_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(b"key")
+    path.chmod(0o644)
+    seen: list[int] = []
+
+    def refuse_group_readable(info: os.stat_result) -> None:
+        seen.append(stat.S_IMODE(info.st_mode))
+        raise PermissionError("group-readable")
+
+    with pytest.raises(PermissionError, match="group-readable"):
+        read_private(str(path), 1024, refuse_group_readable)
+    assert seen == [0o644]
