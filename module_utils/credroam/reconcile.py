@@ -499,7 +499,11 @@ def _group(item: Item) -> str:
 
 
 def _apply_limits(
-    uploads: dict[str, Item], directory: Mapping[str, Item], new_other: int, policy: Policy
+    uploads: dict[str, Item],
+    directory: Mapping[str, Item],
+    new_other: int,
+    policy: Policy,
+    refuse_uploads: Mapping[str, str],
 ) -> dict[str, str]:
     """Refusal reason per refused key. Uploads of one group (a certificate or request and its
     keys) are refused together; the count limit refuses the newest groups that do not fit."""
@@ -508,14 +512,22 @@ def _apply_limits(
     for item in uploads.values():
         groups.setdefault(_group(item), []).append(item)
     for members in groups.values():
-        too_big = [m for m in members if m.size > policy.max_token_size]
+        own_reasons = {
+            m.key: refuse_uploads.get(m.key)
+            or (
+                f"{m.size} bytes exceed the maximum token size {policy.max_token_size}"
+                if m.size > policy.max_token_size
+                else None
+            )
+            for m in members
+        }
+        refused = [(key, why) for key, why in own_reasons.items() if why]
         for member in members:
-            if member in too_big:
-                reasons[member.key] = (
-                    f"{member.size} bytes exceed the maximum token size {policy.max_token_size}"
-                )
-            elif too_big:
-                reasons[member.key] = f"roams with {too_big[0].key}, which was refused: too big"
+            if own_reasons[member.key]:
+                reasons[member.key] = own_reasons[member.key]
+            elif refused:
+                key, why = refused[0]
+                reasons[member.key] = f"roams with {key}, which was refused: {why}"
     fitting = {group: members for group, members in groups.items() if members[0].key not in reasons}
     count = len(directory) + new_other
     for group in sorted(fitting, key=lambda g: (max(m.modified for m in fitting[g]), g)):
@@ -560,6 +572,7 @@ def reconcile(
     *,
     directory_timestamp: int | None = None,
     hold_keys: Collection[str] = (),
+    refuse_uploads: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan one sync of one user. ``directory`` holds one item per key (see ``newest``).
 
@@ -569,7 +582,9 @@ def reconcile(
     base unchanged. ``hold_keys`` are keys whose directory value exists but cannot be used
     (unreadable, sealed under another roaming key, damaged): nothing is done to them on either
     side and their base entry is kept, since their absence from ``directory`` proves nothing
-    (R34). Each is reported in ``warnings``.
+    (R34). Each is reported in ``warnings``. ``refuse_uploads`` maps keys the caller cannot
+    upload to the reason (e.g. a private key with no roaming key to seal it): a planned upload
+    of one is refused like one over the limits, with its group (R25).
     """
     if isinstance(now, bool) or not isinstance(now, int) or now < 0:
         raise ReconcileError(f"now must be a FILETIME int, not {now!r}")
@@ -605,7 +620,7 @@ def reconcile(
                 uploads[d.key] = d.target
             elif d.directory is None:
                 new_other += 1
-    refusals = _apply_limits(uploads, directory, new_other, policy)
+    refusals = _apply_limits(uploads, directory, new_other, policy, refuse_uploads or {})
 
     out: dict[str, list] = {name: [] for name in _ACTION_FIELDS}
     out["warnings"].extend(warnings)

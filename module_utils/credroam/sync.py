@@ -346,8 +346,9 @@ def sync_user(
     the directory is read again and a new plan made, so a sync that waited (for the lock, or on
     a slow DC) never records a stale "seen in the directory" time in the base.
 
-    ``roaming_key`` opens and seals private keys (None: keys are reported as rejected and
-    none are uploaded). In check mode nothing is written anywhere; the report lists the LDAP
+    ``roaming_key`` opens and seals private keys (None: the directory's keys are reported as
+    rejected and held, and a key that would be uploaded is refused with its certificate; all
+    else syncs). In check mode nothing is written anywhere; the report lists the LDAP
     modifies that would be sent. The sync holds ``store.lock(lock_timeout)`` from the first
     read of the store to the save of the base (0: fail at once when another sync holds it,
     None: wait); a held lock raises :class:`SyncBusy` and nothing is read or written.
@@ -363,6 +364,14 @@ def sync_user(
         return _sync_locked(
             conn, user_dn, store, state, policy, roaming_key, clock, check_mode, max_attempts
         )
+
+
+def _unsealable(local: Mapping[str, Item], roaming_key: bytes | None) -> dict[str, str]:
+    """Private keys that cannot be uploaded because there is no roaming key to seal them."""
+    if roaming_key is not None:
+        return {}
+    reason = "no roaming key to seal the private key"
+    return {key: reason for key, item in local.items() if item.kind is ItemKind.KEY}
 
 
 def _sync_locked(
@@ -391,6 +400,7 @@ def _sync_locked(
             now,
             directory_timestamp=stamp,
             hold_keys=side.unusable_keys,
+            refuse_uploads=_unsealable(local, roaming_key),
         )
         changes = directory_changes(plan, record, store, roaming_key)
         if check_mode:

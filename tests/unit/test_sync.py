@@ -338,3 +338,32 @@ def test_a_newer_damaged_duplicate_does_not_hide_the_good_value(cert_and_key):
     assert key_item.key in report.downloaded
     assert fresh.entries[key_item.key][1] == cert_and_key[1][1]
     assert [r.check for r in report.rejected] == ["envelope"] and report.held == ()
+
+
+def test_without_a_roaming_key_keys_are_refused_with_their_certificate_and_all_else_syncs(
+    cert_and_key, make_certificate_der
+):
+    other_der = make_certificate_der("other")
+    other_item = Item(
+        f"%3\\{thumbprint(other_der)}",
+        StoreName.MY,
+        ItemKind.CERTIFICATE,
+        NOW - 50,
+        hashlib.sha256(other_der).hexdigest(),
+        len(other_der),
+    )
+    directory = FakeDirectory()
+    store = FakeStore([*cert_and_key, (other_item, other_der)])
+    report = run(directory, store, FakeState(), None)
+    (cert_item, _), (key_item, _) = cert_and_key
+    assert dict(report.refused).keys() == {cert_item.key, key_item.key}
+    assert report.uploaded == (other_item.key,)
+    assert KEY_ENVELOPES not in directory.values
+
+
+def test_a_second_host_without_a_roaming_key_syncs_what_it_can(cert_and_key):
+    directory = FakeDirectory()
+    run(directory, FakeStore(cert_and_key), FakeState(), new_roaming_key())
+    report = run(directory, FakeStore(cert_and_key), FakeState(), None, now=NOW + 10)
+    assert report.held == (cert_and_key[1][0].key,) and report.uploaded == ()
+    assert report.deleted_local == () and directory.writes == 1
