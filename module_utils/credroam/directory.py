@@ -477,7 +477,7 @@ def build_modifications(
     modifications = []
     previous_raw, stamp = record.timestamp_raw, record.timestamp
     for batch in batches:
-        stamp = advance_roaming_timestamp(stamp, now)
+        stamp = _next_stamp(stamp, now)
         stamp_raw = encode_roaming_timestamp(stamp)
         modlist = _modlist(record.dn, batch)
         ops = [(ldap3.MODIFY_DELETE, [previous_raw])] if previous_raw is not None else []
@@ -485,6 +485,18 @@ def build_modifications(
         modifications.append(modlist)
         previous_raw = stamp_raw
     return modifications, stamp
+
+
+def _next_stamp(previous: RoamingTimestamp | None, now: int) -> RoamingTimestamp:
+    """The advanced stamp; a fresh one at ``now`` when the one read is at the largest FILETIME.
+
+    A stamp that cannot advance must not block every write; the exact value read is still
+    deleted by the modify, so the optimistic check holds.
+    """
+    try:
+        return advance_roaming_timestamp(previous, now)
+    except TimestampError:
+        return advance_roaming_timestamp(None, now)
 
 
 def _modlist(dn: str, changes: Sequence[ValueChange]) -> dict[str, list[tuple]]:

@@ -49,13 +49,24 @@ from .directory import (
 )
 from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
 from .fsutil import LockHeld
-from .reconcile import Base, Item, ItemKind, Plan, Policy, StoreName, newest, reconcile
+from .reconcile import (
+    TICKS_PER_DAY,
+    Base,
+    Item,
+    ItemKind,
+    Plan,
+    Policy,
+    StoreName,
+    newest,
+    reconcile,
+)
 from .store import CertificateStore
 from .timestamps import to_filetime
 from .tokens import Token, TokenError, TokenFlags, TokenLimits, TokenType
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
+    "MAX_CLOCK_SKEW",
     "READ_LIMITS",
     "BaseStore",
     "DirectorySide",
@@ -72,6 +83,8 @@ DEFAULT_MAX_ATTEMPTS = 5
 # enforced on what is written (reconcile refuses items over it), never by dropping what others
 # wrote.
 READ_LIMITS = TokenLimits(max_token_size=100000, max_tokens=10000)
+# How far in the future a directory token may be dated (other hosts' clocks differ from ours).
+MAX_CLOCK_SKEW = TICKS_PER_DAY
 _KIND_OF_TYPE = {
     TokenType.CERTIFICATE: (ItemKind.CERTIFICATE, StoreName.MY),
     TokenType.CNG_CERTIFICATE: (ItemKind.CERTIFICATE, StoreName.MY),
@@ -199,6 +212,7 @@ def _usable_versions(
     tokens: Iterable[StoredToken],
     map_one: Callable[[StoredToken], tuple[Item, bytes]],
     rejected: list[RejectedValue],
+    now: int | None,
 ) -> tuple[dict[str, tuple[Item, bytes]], set[str]]:
     """Per key, the newest value that passes its checks; and the keys where none does.
 
@@ -209,6 +223,7 @@ def _usable_versions(
     failed: set[str] = set()
     for stored in tokens:
         try:
+            _check_not_future(stored.token, now)
             item, payload = map_one(stored)
         except TokenError as exc:
             rejected.append(RejectedValue(stored.attribute, stored.raw, exc))
@@ -222,6 +237,14 @@ def _usable_versions(
     return chosen, failed - chosen.keys()
 
 
+def _check_not_future(token: Token, now: int | None) -> None:
+    if now is not None and token.last_modified > now + MAX_CLOCK_SKEW:
+        raise TokenError(
+            "future",
+            f"{token.key} is dated {token.last_modified}, more than a day after now ({now})",
+        )
+
+
 def _tokens_of(record: RoamingRecord, attribute: str, types: Collection[TokenType]):
     return [
         stored
@@ -231,18 +254,24 @@ def _tokens_of(record: RoamingRecord, attribute: str, types: Collection[TokenTyp
 
 
 def map_record(
-    record: RoamingRecord, roaming_key: bytes | None, local: Mapping[str, Item] | None = None
+    record: RoamingRecord,
+    roaming_key: bytes | None,
+    local: Mapping[str, Item] | None = None,
+    *,
+    now: int | None = None,
 ) -> DirectorySide:
     """Reconcile items for the certificate, request and key tokens of ``record``.
 
     Tokens sync does not own (DPAPI master keys, CAPI keys, unknown types) are left alone. A
     token whose content fails a check (element, envelope) is rejected like a malformed value;
     a key none of whose values pass is listed in ``unusable_keys`` (it exists, so reconcile
-    must hold it rather than take it for deleted).
+    must hold it rather than take it for deleted). Given ``now``, a token dated more than
+    ``MAX_CLOCK_SKEW`` after it is rejected too: it would win every comparison and push the
+    base and later tombstones past the largest FILETIME.
     """
     rejected = list(record.rejected)
     certificates, unusable = _usable_versions(
-        _tokens_of(record, ACCOUNT_CREDENTIALS, _KIND_OF_TYPE), _certificate_item, rejected
+        _tokens_of(record, ACCOUNT_CREDENTIALS, _KIND_OF_TYPE), _certificate_item, rejected, now
     )
     owners = {**(local or {}), **{key: item for key, (item, _) in certificates.items()}}
 
@@ -252,7 +281,7 @@ def map_record(
         return _key_item(stored, roaming_key or b"", str(record.object_guid), owners)
 
     keys, unusable_keys = _usable_versions(
-        _tokens_of(record, KEY_ENVELOPES, (TokenType.CNG_KEY,)), key_item, rejected
+        _tokens_of(record, KEY_ENVELOPES, (TokenType.CNG_KEY,)), key_item, rejected, now
     )
     chosen = {**certificates, **keys}
     return DirectorySide(
@@ -390,7 +419,7 @@ def _sync_locked(
     for attempt in range(1, max_attempts + 1):
         now = clock()
         record = read_roaming(conn, user_dn, READ_LIMITS)
-        side = map_record(record, roaming_key, local)
+        side = map_record(record, roaming_key, local, now=now)
         stamp = record.timestamp.last_change if record.timestamp else None
         plan = reconcile(
             local,

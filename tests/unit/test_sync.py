@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from credroam.certelement import thumbprint
+from credroam.certelement import certificate_token, thumbprint
 from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
 from credroam.envelope import new_roaming_key
 from credroam.reconcile import (
@@ -367,3 +367,29 @@ def test_a_second_host_without_a_roaming_key_syncs_what_it_can(cert_and_key):
     report = run(directory, FakeStore(cert_and_key), FakeState(), None, now=NOW + 10)
     assert report.held == (cert_and_key[1][0].key,) and report.uploaded == ()
     assert report.deleted_local == () and directory.writes == 1
+
+
+def test_a_token_dated_in_the_far_future_is_rejected_and_held(cert_and_key):
+    # Dated near 2**64 it would enter the base, and the tombstone of a later local deletion
+    # (base.modified + 1) would no longer fit in a token.
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    (cert_item, der), _ = cert_and_key
+    future = certificate_token(der, 2**64 - 1)
+    value = format_dn_binary(encode_token(future), USER_DN).encode()
+    directory.values[ACCOUNT_CREDENTIALS] = [value]
+    store, state = FakeStore([cert_and_key[0]]), FakeState()
+    report = run(directory, store, state, roaming_key)
+    assert [r.check for r in report.rejected] == ["future"] and report.held == (cert_item.key,)
+    assert report.uploaded == () and directory.writes == 0
+    del store.entries[cert_item.key]  # a local deletion must not crash either
+    report = run(directory, store, state, roaming_key, now=NOW + 10)
+    assert report.tombstoned == () and report.held == (cert_item.key,)
+
+
+def test_a_roaming_timestamp_at_the_largest_filetime_does_not_block_writes(cert_and_key):
+    directory = FakeDirectory()
+    stuck = struct.pack("<QQ", 2**64 - 1, 2**64 - 1)
+    directory.values["msPKIRoamingTimeStamp"] = [stuck]
+    report = run(directory, FakeStore(cert_and_key), FakeState(), new_roaming_key())
+    assert len(report.uploaded) == 2 and directory.writes == 1
+    assert directory.values["msPKIRoamingTimeStamp"] == [struct.pack("<QQ", NOW, NOW)]
