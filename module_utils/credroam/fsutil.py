@@ -42,15 +42,42 @@ class LockHeld(OSError):
 
 
 def ensure_private_dir(path: str) -> str:
-    """Create ``path`` (and parents) 0700 if missing; refuse a symlink or non-directory."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+    """Create ``path`` (and parents) 0700 if missing; check an existing one is ours and private.
+
+    Refused with ``UnsafePath`` naming the directory: a symlink or non-directory, one owned by
+    another user, or one group or others may write to (they may have planted files in it).
+    One of ours that group or others may only read or search is tightened to 0700: nothing can
+    have been planted in it, and from now on nothing in it is disclosed.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(path, mode=DIR_MODE)
         os.chmod(path, DIR_MODE)  # makedirs honours the umask
-        info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise UnsafePath(errno.ENOTDIR, "not a real directory (symlink or file)", path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise UnsafePath(errno.ENOTDIR, "not a real directory (symlink or file)", path) from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            raise UnsafePath(
+                errno.EPERM,
+                f"directory owned by uid {info.st_uid}, not by this user ({os.geteuid()})",
+                path,
+            )
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o022:
+            raise UnsafePath(
+                errno.EPERM,
+                f"directory has mode {mode:04o}: group or others may write to it "
+                f"(make it {DIR_MODE:04o} after checking its content)",
+                path,
+            )
+        if mode & 0o077:
+            os.fchmod(fd, DIR_MODE)
+    finally:
+        os.close(fd)
     return path
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from credroam import fsutil
-from credroam.fsutil import UnsafePath, append_durably, read_private
+from credroam.fsutil import UnsafePath, append_durably, ensure_private_dir, read_private
 
 LIMIT = 16 * 1024 * 1024  # the index's limit, the largest the store uses
 
@@ -119,3 +119,56 @@ def test_check_sees_the_opened_file_and_refuses_before_reading(tmp_path: Path) -
     with pytest.raises(PermissionError, match="group-readable"):
         read_private(str(path), 1024, refuse_group_readable)
     assert seen == [0o644]
+
+
+def test_private_dir_is_created_0700_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b"
+    old_umask = os.umask(0)
+    try:
+        assert ensure_private_dir(str(path)) == str(path)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702, 0o1777])
+def test_existing_dir_others_may_write_to_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "store"
+    path.mkdir()
+    path.chmod(mode)
+    with pytest.raises(UnsafePath, match=f"mode {stat.S_IMODE(mode):04o}") as caught:
+        ensure_private_dir(str(path))
+    assert str(path) in str(caught.value)
+    assert stat.S_IMODE(path.stat().st_mode) == mode  # left for its owner to check
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o701])
+def test_existing_dir_of_ours_only_readable_by_others_is_tightened(
+    tmp_path: Path, mode: int
+) -> None:
+    path = tmp_path / "store"
+    path.mkdir()
+    path.chmod(mode)
+    ensure_private_dir(str(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_existing_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    path.mkdir(mode=0o700)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(UnsafePath, match="owned by uid 65534") as caught:
+        ensure_private_dir(str(path))
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("planted", ["symlink", "file"])
+def test_a_symlink_or_file_in_place_of_the_dir_is_refused(tmp_path: Path, planted: str) -> None:
+    path = tmp_path / "store"
+    if planted == "symlink":
+        (tmp_path / "real").mkdir(mode=0o700)
+        path.symlink_to(tmp_path / "real")
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(UnsafePath, match="not a real directory"):
+        ensure_private_dir(str(path))
