@@ -60,6 +60,7 @@ from .reconcile import (
     newest,
     reconcile,
 )
+from .roamingkey import RoamingKeyError, _user_id
 from .store import CertificateStore
 from .timestamps import to_filetime
 from .tokens import Token, TokenError, TokenFlags, TokenLimits, TokenType
@@ -315,6 +316,15 @@ def _token_for(item: Item, payload: bytes, roaming_key: bytes | None, user_id: s
     return certificate_token(payload, item.modified, archived=item.archived, token_type=token_type)
 
 
+def _sealing_user_id(record: RoamingRecord) -> str:
+    """The objectGUID text that binds sealed keys to their user (the same check as the key
+    records use); without it no key may be sealed."""
+    try:
+        return _user_id(record, record.dn)
+    except RoamingKeyError as exc:
+        raise SyncError(f"cannot seal private keys of {record.dn}: {exc}") from exc
+
+
 def directory_changes(
     plan: Plan,
     record: RoamingRecord,
@@ -322,8 +332,9 @@ def directory_changes(
     roaming_key: bytes | None,
 ) -> list[ValueChange]:
     """The value changes that carry out the directory half of ``plan``."""
-    user_id = str(record.object_guid)
     changes: list[ValueChange | None] = []
+    sealing = any(i.kind is ItemKind.KEY for i in (*plan.upload, *plan.archive_directory))
+    user_id = _sealing_user_id(record) if sealing and roaming_key is not None else ""
     for item in (*plan.upload, *plan.archive_directory):
         token = _token_for(item, store.read(item), roaming_key, user_id)
         changes.append(put_token(record, _attribute(item), token))

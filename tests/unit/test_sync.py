@@ -393,3 +393,17 @@ def test_a_roaming_timestamp_at_the_largest_filetime_does_not_block_writes(cert_
     report = run(directory, FakeStore(cert_and_key), FakeState(), new_roaming_key())
     assert len(report.uploaded) == 2 and directory.writes == 1
     assert directory.values["msPKIRoamingTimeStamp"] == [struct.pack("<QQ", NOW, NOW)]
+
+
+def test_keys_are_not_sealed_when_the_object_guid_was_not_read(cert_and_key):
+    directory = FakeDirectory()
+    search = directory.search
+
+    def search_without_guid(*args, **kwargs):
+        search(*args, **kwargs)
+        del directory.response[0]["raw_attributes"]["objectGUID"]
+
+    directory.search = search_without_guid
+    with pytest.raises(SyncError, match=r"CN=alice.*objectGUID"):
+        run(directory, FakeStore(cert_and_key), FakeState(), new_roaming_key())
+    assert directory.writes == 0
