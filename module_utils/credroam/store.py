@@ -73,8 +73,9 @@ import json
 import math
 import os
 import re
+import secrets
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -293,6 +294,25 @@ class _Batch:
     journal_exists: bool
     settled: set[str] = field(default_factory=set)  # entry known to match the file, or gone
     doubtful: set[str] = field(default_factory=set)  # a write failed part-way: decide by content
+
+
+def _move_without_overwriting(
+    path: str, folder: str, name: str, inside: Callable[[str, str], str]
+) -> None:
+    """Move ``path`` into ``folder`` as ``name.<random>``; never replaces a file there.
+
+    The random part keeps two copies of one item apart even when the item had no recorded
+    time; the hard link fails rather than overwrite should a name still be taken.
+    """
+    for _ in range(8):
+        target = inside(folder, f"{name}.{secrets.token_hex(4)}")
+        try:
+            os.link(path, target, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        os.unlink(path)
+        return
+    raise StoreError(f"no free recovery name for {name} in {folder}")
 
 
 class FileStore:
@@ -669,8 +689,8 @@ class FileStore:
                 if keep_copy:
                     recovery = ensure_private_dir(os.path.join(self.root, "recovery"))
                     recorded = batch.records.get(key) or [{"modified": 0}]
-                    stamp = recorded[-1]["modified"]
-                    os.replace(path, self._inside(recovery, f"{os.path.basename(path)}.{stamp}"))
+                    name = f"{os.path.basename(path)}.{recorded[-1]['modified']}"
+                    _move_without_overwriting(path, recovery, name, self._inside)
                 else:
                     os.unlink(path)
             batch.records.pop(key, None)
