@@ -63,7 +63,7 @@ from .reconcile import (
 from .roamingkey import RoamingKeyError, _user_id
 from .store import CertificateStore
 from .timestamps import to_filetime
-from .tokens import Token, TokenError, TokenFlags, TokenLimits, TokenType
+from .tokens import Token, TokenError, TokenFlags, TokenLimits, TokenType, parse_key
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -174,7 +174,8 @@ def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
 
 def _owner_key(identifier: str, items: Mapping[str, Item]) -> str:
     """The certificate or request a private key belongs to (same thumbprint)."""
-    for token_type in (TokenType.CERTIFICATE, TokenType.CNG_CERTIFICATE, TokenType.REQUEST):
+    owner_types = (*_KIND_OF_TYPE,)  # certificates and requests, CAPI and CNG
+    for token_type in owner_types:
         key = f"%{token_type.value}\\{identifier}"
         if key in items:
             return key
@@ -296,16 +297,12 @@ def map_record(
 # --- the plan as directory changes -----------------------------------------------------------
 
 
-def _split_key(key: str) -> tuple[TokenType, str]:
-    return TokenType(int(key[1])), key[3:]
-
-
 def _attribute(item: Item) -> str:
     return KEY_ENVELOPES if item.kind is ItemKind.KEY else ACCOUNT_CREDENTIALS
 
 
 def _token_for(item: Item, payload: bytes, roaming_key: bytes | None, user_id: str) -> Token:
-    token_type, identifier = _split_key(item.key)
+    token_type, identifier = parse_key(item.key)
     if item.tombstone:
         return Token(token_type, identifier, item.modified, TokenFlags.TOMBSTONE, b"")
     if item.kind is ItemKind.KEY:

@@ -38,6 +38,7 @@ __all__ = [
     "encode_token",
     "format_dn_binary",
     "parse_dn_binary",
+    "parse_key",
     "token_from_dn_binary",
     "token_to_dn_binary",
     "validate_identifier",
@@ -91,6 +92,17 @@ class TokenError(ValueError):
     def __init__(self, check: str, message: str) -> None:
         super().__init__(f"token check '{check}' failed: {message}")
         self.check = check
+
+
+def parse_key(key: str) -> tuple[TokenType, str]:
+    """(type, identifier) of an item key ``%<type>\\<identifier>`` (see ``Token.key``), checked."""
+    if not isinstance(key, str) or len(key) < 4 or key[0] != "%" or key[2] != "\\":
+        raise TokenError("key", f"item key {key!r:.80} is not %<type>\\<identifier>")
+    try:
+        token_type = TokenType(int(key[1]))
+    except ValueError as exc:
+        raise TokenError("key", f"item key {key!r:.80} has an unknown token type") from exc
+    return token_type, validate_identifier(token_type, key[3:])
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from credroam.reconcile import (
 )
 from credroam.store import FileStore
 from credroam.sync import SyncBusy, SyncError, sync_user
-from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
+from credroam.tokens import Token, TokenError, TokenFlags, TokenType, encode_token, format_dn_binary
 
 USER_DN = "CN=alice,OU=Roaming,DC=lab,DC=example"
 GUID = uuid.UUID("6f1c9a52-0a5e-4d8b-9b1e-1d2c3b4a5f60")
@@ -406,4 +406,12 @@ def test_keys_are_not_sealed_when_the_object_guid_was_not_read(cert_and_key):
     directory.search = search_without_guid
     with pytest.raises(SyncError, match=r"CN=alice.*objectGUID"):
         run(directory, FakeStore(cert_and_key), FakeState(), new_roaming_key())
+    assert directory.writes == 0
+
+
+def test_an_item_key_that_is_not_a_valid_token_key_is_never_written():
+    bad = Item("%3\\..\\..\\evil", StoreName.MY, ItemKind.CERTIFICATE, NOW - 1, "00", 1)
+    directory = FakeDirectory()
+    with pytest.raises(TokenError, match="evil"):
+        run(directory, FakeStore([(bad, b"x")]), FakeState(), new_roaming_key())
     assert directory.writes == 0
