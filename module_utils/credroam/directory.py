@@ -28,6 +28,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from .connection import DirectoryError
+from .reconcile import Version
 from .timestamps import (
     RoamingTimestamp,
     TimestampError,
@@ -173,7 +174,7 @@ class RoamingRecord:
     limits: TokenLimits = field(default=DEFAULT_LIMITS, repr=False)
 
     def stored(self, attribute: str) -> dict[str, StoredToken]:
-        """One token per key in ``attribute``: the newest, ties broken by content hash.
+        """One token per key in ``attribute``: the newest in reconcile's version order.
 
         Two values with one key appear when two writers added the same item through different
         DCs; the others are removed by the next write of that key (see :func:`put_token`).
@@ -199,11 +200,16 @@ class RoamingRecord:
         return tuple(b for b in self.blobs if b.attribute.lower() == attribute.lower())
 
 
+def _version(token: Token) -> Version:
+    """Reconcile's version order on what the token itself shows (the archived flag lives in a
+    certificate element, so sync re-chooses among mapped items with ``reconcile.newest``)."""
+    if token.is_tombstone:
+        return Version(token.last_modified, True, False, "")
+    return Version(token.last_modified, False, False, token.content_hash)
+
+
 def _newer(candidate: Token, current: Token) -> bool:
-    return (candidate.last_modified, candidate.content_hash) > (
-        current.last_modified,
-        current.content_hash,
-    )
+    return _version(candidate) > _version(current)
 
 
 # --- finding a user ------------------------------------------------------------------------
