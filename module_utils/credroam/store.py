@@ -92,7 +92,7 @@ from .fsutil import (
 )
 from .reconcile import Item, ItemKind, StoreName
 from .timestamps import to_filetime
-from .tokens import TokenError, TokenType, validate_identifier
+from .tokens import TokenError, TokenType, parse_key
 
 __all__ = ["MAX_PAYLOAD", "CertificateStore", "FileStore", "StoreError"]
 
@@ -146,7 +146,6 @@ _LAYOUT: dict[TokenType, tuple[ItemKind, str, str, StoreName | None]] = {
 }
 _TYPE_OF_SUFFIX = {suffix: token_type for token_type, (_, suffix, _, _) in _LAYOUT.items()}
 _FILE_NAME = re.compile(r"(?P<identifier>[0-9A-F]{40})(?P<suffix>(?:\.[a-z]+)+)")
-_KEY_RE = re.compile(r"%(?P<type>[0-9])\\(?P<identifier>.+)", re.DOTALL)
 _OWNER_TYPES = {
     StoreName.MY: (TokenType.CERTIFICATE, TokenType.CNG_CERTIFICATE),
     StoreName.REQUEST: (TokenType.REQUEST, TokenType.CNG_REQUEST),
@@ -155,13 +154,9 @@ _OWNER_TYPES = {
 
 def _split_key(key: str) -> tuple[TokenType, str]:
     """(type, identifier) of an item key, both checked; raises StoreError."""
-    match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
-    if match is None:
-        raise StoreError(f"item key {key!r:.80} is not %<type>\\<identifier>")
     try:
-        token_type = TokenType(int(match["type"]))
-        identifier = validate_identifier(token_type, match["identifier"])
-    except (TokenError, ValueError) as exc:
+        token_type, identifier = parse_key(key)
+    except TokenError as exc:
         raise StoreError(f"item key {key!r:.80} refused: {exc}") from exc
     if token_type not in _LAYOUT:
         raise StoreError(f"item key {key}: the file store does not hold token type {token_type}")

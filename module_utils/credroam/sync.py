@@ -63,7 +63,15 @@ from .reconcile import (
 from .roamingkey import RoamingKeyError, _user_id
 from .store import CertificateStore
 from .timestamps import to_filetime
-from .tokens import Token, TokenError, TokenFlags, TokenLimits, TokenType, parse_key
+from .tokens import (
+    Token,
+    TokenError,
+    TokenFlags,
+    TokenLimits,
+    TokenType,
+    parse_key,
+    validate_identifier,
+)
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -186,6 +194,9 @@ def _key_item(
     stored: StoredToken, roaming_key: bytes, user_id: str, owners: Mapping[str, Item]
 ) -> tuple[Item, bytes]:
     token = stored.token
+    # credroam seals a key under its certificate's thumbprint: any other name has no owner and
+    # would poison the base (store and state refuse such owners), so it is rejected here.
+    validate_identifier(TokenType.CERTIFICATE, token.identifier)
     owner = owners.get(_owner_key(token.identifier, owners))
     owner_key = owner.key if owner else _owner_key(token.identifier, owners)
     if token.is_tombstone:

@@ -415,3 +415,20 @@ def test_an_item_key_that_is_not_a_valid_token_key_is_never_written():
     with pytest.raises(TokenError, match="evil"):
         run(directory, FakeStore([(bad, b"x")]), FakeState(), new_roaming_key())
     assert directory.writes == 0
+
+
+def test_a_key_value_not_named_by_a_thumbprint_is_rejected_and_the_base_stays_loadable(
+    tmp_path, cert_and_key
+):
+    # A user (or malware in the session) plants a key envelope named like a CAPI key file: it
+    # has no certificate to belong to, and a base entry for it would make the state file
+    # unloadable on every later sync.
+    from credroam.state import StateFile
+
+    directory, state = FakeDirectory(), StateFile(str(tmp_path / "state.json"))
+    name = f"{'ab' * 16}_{uuid.UUID(int=7)}"
+    planted = Token(TokenType.CNG_KEY, name, NOW - 5, TokenFlags(0), b"sealed?")
+    directory.values[KEY_ENVELOPES] = [format_dn_binary(encode_token(planted), USER_DN).encode()]
+    report = run(directory, FakeStore(cert_and_key), state, new_roaming_key())
+    assert [value.check for value in report.rejected] == ["identifier"]
+    assert state.load() is not None and state.problems == []
