@@ -375,7 +375,7 @@ def _parse_recovery_record(record: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     return record[: _RECOVERY_HEADER.size], fingerprint, key_id, ciphertext
 
 
-def _recovery_private_key(
+def load_recovery_private_key(
     private_key_pem: bytes | rsa.RSAPrivateKey, password: bytes | None
 ) -> rsa.RSAPrivateKey:
     if isinstance(private_key_pem, rsa.RSAPrivateKey):
@@ -406,7 +406,7 @@ def unwrap_with_recovery_key(
     """
     header, fingerprint, key_id, ciphertext = _parse_recovery_record(record)
     user = _user_bytes(user_id)
-    private_key = _recovery_private_key(private_key_pem, password)
+    private_key = load_recovery_private_key(private_key_pem, password)
     if not secrets.compare_digest(key_id, _key_id(private_key.public_key())):
         raise WrongRecoveryKey(
             f"record was wrapped for recovery key {key_id.hex()[:16]}..., not this one"

@@ -83,6 +83,7 @@ from .envelope import (
     ScryptParams,
     WrongPassword,
     WrongRecoveryKey,
+    load_recovery_private_key,
     new_roaming_key,
     read_key_cache,
     recovery_key_id,
@@ -531,15 +532,10 @@ def obtain_roaming_key(
 def _load_recovery_key(
     private_key: bytes | rsa.RSAPrivateKey, password: bytes | None
 ) -> rsa.RSAPrivateKey:
-    if isinstance(private_key, rsa.RSAPrivateKey):
-        return private_key
     try:
-        loaded = serialization.load_pem_private_key(private_key, password=password)
-    except (TypeError, ValueError) as exc:  # wrong or missing PEM password, or not a key
-        raise RoamingKeyError(f"cannot load the recovery private key: {exc}") from None
-    if not isinstance(loaded, rsa.RSAPrivateKey):
-        raise RoamingKeyError(f"recovery key must be RSA, not {type(loaded).__name__}")
-    return loaded
+        return load_recovery_private_key(private_key, password)
+    except EnvelopeError as exc:
+        raise RoamingKeyError(str(exc)) from None
 
 
 def plan_recovery(
