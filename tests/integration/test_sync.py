@@ -107,7 +107,7 @@ def test_a_token_named_like_the_cve_exploit_is_refused_and_nothing_lands_outside
     outside = {path for path in new_files if not path.is_relative_to(host.root)}
     assert outside == {host.home / "state.json"}  # the state file, beside the store
     in_store = {path.relative_to(host.root).as_posix() for path in files_under(host.root)}
-    assert in_store == {".lock", f"MY/{thumb}.cert.pem"}
+    assert in_store == {".lock", "index.json", f"MY/{thumb}.cert.pem"}  # index: store metadata
     record = read_roaming(connect_as(lab, alice), alice.dn)
     assert len(record.rejected) == 2  # reported, never deleted: they are not ours to remove
 
