@@ -246,7 +246,6 @@ from ansible.module_utils.credroam_ansible import (
 )
 
 try:
-    from ansible.module_utils.credroam.connection import read_root_dse
     from ansible.module_utils.credroam.gpo import (
         AGENT_POLICY,
         CREDENTIAL_ROAMING,
@@ -255,12 +254,11 @@ try:
         registry_value_entry,
     )
     from ansible.module_utils.credroam.gpo_apply import GpoApplier, GpoRequest, LinkRequest
-    from ansible.module_utils.credroam.sysvol import Sysvol, SysvolError
+    from ansible.module_utils.credroam.sysvol import SysvolError
     from ansible.module_utils.credroam_sysvol_ansible import (
         SYSVOL_MUTUALLY_EXCLUSIVE,
-        smb_target,
+        gpo_engine,
         sysvol_argument_spec,
-        sysvol_servers,
     )
 
     IMPORT_ERROR = None
@@ -364,14 +362,7 @@ def main() -> None:
     applier = None
     try:
         request = build_request(params, module.check_mode)
-        root = read_root_dse(conn)
-        domain = root.domain_dns_name
-        applier = GpoApplier(
-            conn,
-            root,
-            lambda server: Sysvol(smb_target(params, domain, server)),
-            sysvol_servers(params),
-        )
+        applier = gpo_engine(GpoApplier, conn, params)
         if params["publish_admx"] and params["state"] == "present":
             request.files = _admin_templates(module, applier, request)
         result = applier.apply(request)

@@ -121,15 +121,13 @@ from ansible.module_utils.credroam_ansible import (
 )
 
 try:
-    from ansible.module_utils.credroam.connection import read_root_dse
     from ansible.module_utils.credroam.gpo import GpoError
     from ansible.module_utils.credroam.gpo_apply import GpoReader
-    from ansible.module_utils.credroam.sysvol import Sysvol, SysvolError
+    from ansible.module_utils.credroam.sysvol import SysvolError
     from ansible.module_utils.credroam_sysvol_ansible import (
         SYSVOL_MUTUALLY_EXCLUSIVE,
-        smb_target,
+        gpo_engine,
         sysvol_argument_spec,
-        sysvol_servers,
     )
 
     IMPORT_ERROR = None
@@ -157,14 +155,7 @@ def main() -> None:
     conn = connect_or_fail(module)
     reader = None
     try:
-        root = read_root_dse(conn)
-        domain = root.domain_dns_name
-        reader = GpoReader(
-            conn,
-            root,
-            lambda server: Sysvol(smb_target(params, domain, server)),
-            sysvol_servers(params),
-        )
+        reader = gpo_engine(GpoReader, conn, params)
         found = reader.inspect(params.get("name"), params.get("guid"))
     except (GpoError, SysvolError) as exc:
         module.fail_json(msg=str(exc))

@@ -6,9 +6,13 @@ turn module parameters into the list of SYSVOL servers and a :class:`SmbTarget` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from ansible.module_utils.credroam.sysvol import SmbTarget, ntlm_username
+from ansible.module_utils.credroam.connection import read_root_dse
+from ansible.module_utils.credroam.gpo_apply import GpoReader
+from ansible.module_utils.credroam.sysvol import SmbTarget, Sysvol, ntlm_username
+
+Engine = TypeVar("Engine", bound=GpoReader)
 
 SYSVOL_MUTUALLY_EXCLUSIVE = [("smb_server", "sysvol_servers")]
 
@@ -40,4 +44,16 @@ def smb_target(params: dict[str, Any], domain_dns_name: str, server: str) -> Smb
         port=params["smb_port"],
         encrypt=params["smb_encrypt"],
         timeout=params["timeout"],
+    )
+
+
+def gpo_engine(engine_class: type[Engine], conn, params: dict[str, Any]) -> Engine:
+    """A GpoReader or GpoApplier on ``conn``, with a SYSVOL session per server ``params`` name."""
+    root = read_root_dse(conn)
+    domain = root.domain_dns_name
+    return engine_class(
+        conn,
+        root,
+        lambda server: Sysvol(smb_target(params, domain, server)),
+        sysvol_servers(params),
     )

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import ad_gpo_info
+import ansible.module_utils.credroam_sysvol_ansible as sysvol_glue
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
@@ -120,8 +121,8 @@ def run_info(monkeypatch, capsys, sysvols: dict[str, FakeSysvol], **args) -> dic
     directory = FakeDirectory()
     root = RootDse(DOMAIN_DN, "", f"CN=Configuration,{DOMAIN_DN}", DOMAIN_DN, "dc1", "")
     monkeypatch.setattr(ad_gpo_info, "connect_or_fail", lambda *_: directory)
-    monkeypatch.setattr(ad_gpo_info, "read_root_dse", lambda _conn: root)
-    monkeypatch.setattr(ad_gpo_info, "Sysvol", lambda target: sysvols[target.server])
+    monkeypatch.setattr(sysvol_glue, "read_root_dse", lambda _conn: root)
+    monkeypatch.setattr(sysvol_glue, "Sysvol", lambda target: sysvols[target.server])
     module_args = {
         "server": "dc1",
         "bind_user": "Administrator@lab.example",
