@@ -45,9 +45,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from credroam.certelement import certificate_token, thumbprint
-from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES, ROAMING_KEYS, decode_record
-from credroam.envelope import (
+from credroam.roaming.certelement import certificate_token, thumbprint
+from credroam.roaming.directory import (
+    ACCOUNT_CREDENTIALS,
+    KEY_ENVELOPES,
+    ROAMING_KEYS,
+    decode_record,
+)
+from credroam.roaming.envelope import (
     DEFAULT_SCRYPT,
     new_roaming_key,
     open_private_key,
@@ -56,10 +61,11 @@ from credroam.envelope import (
     unwrap_with_password,
     wrap_with_password,
 )
-from credroam.reconcile import Base, BaseEntry, Item, ItemKind, Policy, StoreName, reconcile
-from credroam.state import StateFile
-from credroam.store import FileStore
-from credroam.sync import READ_LIMITS, map_record
+from credroam.roaming.model import Base, BaseEntry, Item, ItemKind, Policy, StoreName
+from credroam.roaming.reconcile import reconcile
+from credroam.roaming.state import StateFile
+from credroam.roaming.store.file import FileStore
+from credroam.roaming.sync import READ_LIMITS, map_record
 from credroam.timestamps import to_filetime
 from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
 

@@ -46,12 +46,12 @@ sys.path[:0] = [str(REPO), str(REPO / "module_utils")]
 # After sys.path: the repository root and the core must be importable.
 from bench.core import KEY_TYPES, Credential, local_items, make_credentials
 from credroam.connection import connect
-from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
-from credroam.envelope import new_roaming_key
-from credroam.reconcile import ItemKind, Policy
-from credroam.state import StateFile
-from credroam.store import FileStore
-from credroam.sync import SyncReport, sync_user
+from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
+from credroam.roaming.envelope import new_roaming_key
+from credroam.roaming.model import ItemKind, Policy
+from credroam.roaming.state import StateFile
+from credroam.roaming.store.file import FileStore
+from credroam.roaming.sync import SyncReport, sync_user
 from credroam.timestamps import filetime_now
 from credroam.tokens import format_dn_binary, parse_dn_binary
 from tests.integration.roaming_lab import ALL_ATTRIBUTES, CountingConnection, target_for

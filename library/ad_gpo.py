@@ -246,15 +246,15 @@ from ansible.module_utils.credroam_ansible import (
 )
 
 try:
-    from ansible.module_utils.credroam.gpo import (
+    from ansible.module_utils.credroam.gpo.engine import GpoApplier, GpoRequest, LinkRequest
+    from ansible.module_utils.credroam.gpo.model import GpoError
+    from ansible.module_utils.credroam.gpo.settings import (
         AGENT_POLICY,
         CREDENTIAL_ROAMING,
-        GpoError,
         policy_entries,
         registry_value_entry,
     )
-    from ansible.module_utils.credroam.gpo_apply import GpoApplier, GpoRequest, LinkRequest
-    from ansible.module_utils.credroam.sysvol import SysvolError
+    from ansible.module_utils.credroam.gpo.sysvol import SysvolError
     from ansible.module_utils.credroam_sysvol_ansible import (
         SYSVOL_MUTUALLY_EXCLUSIVE,
         gpo_engine,
@@ -394,7 +394,7 @@ def _admin_templates(module: AnsibleModule, applier: GpoApplier, request: GpoReq
     gpc = applier.find(request.name, request.guid)
     guid = gpc.guid if gpc else None
     if guid is None:
-        from ansible.module_utils.credroam.gpo import new_gpo_guid
+        from ansible.module_utils.credroam.gpo.model import new_gpo_guid
 
         request.guid = guid = new_gpo_guid()
     return render_admin_templates(template_dir, guid)

@@ -121,9 +121,9 @@ from ansible.module_utils.credroam_ansible import (
 )
 
 try:
-    from ansible.module_utils.credroam.gpo import GpoError
-    from ansible.module_utils.credroam.gpo_apply import GpoReader
-    from ansible.module_utils.credroam.sysvol import SysvolError
+    from ansible.module_utils.credroam.gpo.engine import GpoReader
+    from ansible.module_utils.credroam.gpo.model import GpoError
+    from ansible.module_utils.credroam.gpo.sysvol import SysvolError
     from ansible.module_utils.credroam_sysvol_ansible import (
         SYSVOL_MUTUALLY_EXCLUSIVE,
         gpo_engine,

@@ -274,7 +274,7 @@ try:
         first,
         read_root_dse,
     )
-    from ansible.module_utils.credroam.schema import (
+    from ansible.module_utils.credroam.schema.definitions import (
         CREDROAM_OID_BASE,
         READ_ATTRIBUTES,
         SYNTAXES,

@@ -1,8 +1,8 @@
 """Render credroam's administrative templates (ADMX, ADML, legacy DIMS.adm) with jinja2.
 
 Ansible-side helper (jinja2 is not a core dependency). The values, ranges and defaults come from
-the settings tables in ``credroam.gpo`` only, so the templates can never disagree with what the
-``ad_gpo`` module writes to Registry.pol.
+the settings tables in ``credroam.gpo.settings`` only, so the templates can never disagree
+with what the ``ad_gpo`` module writes to Registry.pol.
 """
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 
 try:
-    from ansible.module_utils.credroam.gpo import AGENT_POLICY, CREDENTIAL_ROAMING, PolicyTable
+    from ansible.module_utils.credroam.gpo.settings import (
+        AGENT_POLICY,
+        CREDENTIAL_ROAMING,
+        PolicyTable,
+    )
 except ImportError:  # tests import the core as ``credroam``
-    from credroam.gpo import AGENT_POLICY, CREDENTIAL_ROAMING, PolicyTable
+    from credroam.gpo.settings import AGENT_POLICY, CREDENTIAL_ROAMING, PolicyTable
 
 # Template file -> where it goes. Central-store paths are relative to SYSVOL\<domain>\Policies;
 # DIMS.adm (2003-era editors) belongs in the GPO's own Adm folder, so "{guid}" is filled in.

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from ansible.module_utils.credroam.connection import read_root_dse
-from ansible.module_utils.credroam.gpo_apply import GpoReader
-from ansible.module_utils.credroam.sysvol import SmbTarget, Sysvol, ntlm_username
+from ansible.module_utils.credroam.gpo.engine import GpoReader
+from ansible.module_utils.credroam.gpo.sysvol import SmbTarget, Sysvol, ntlm_username
 
 Engine = TypeVar("Engine", bound=GpoReader)
 

@@ -15,12 +15,17 @@ from datetime import UTC, datetime, timedelta
 __all__ = [
     "FILETIME_EPOCH",
     "FILETIME_MAX",
+    "FILETIME_UNIX_EPOCH",
     "ROAMING_TIMESTAMP_SIZE",
+    "TICKS_PER_DAY",
+    "TICKS_PER_SECOND",
     "RoamingTimestamp",
     "TimestampError",
     "advance_roaming_timestamp",
     "decode_roaming_timestamp",
     "encode_roaming_timestamp",
+    "filetime_from_unix_ns",
+    "filetime_now",
     "from_filetime",
     "to_filetime",
 ]
@@ -28,8 +33,12 @@ __all__ = [
 FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 FILETIME_MAX = 0xFFFFFFFFFFFFFFFF
 ROAMING_TIMESTAMP_SIZE = 16
-_TICKS_PER_SECOND = 10_000_000
+TICKS_PER_SECOND = 10_000_000
+TICKS_PER_DAY = 24 * 60 * 60 * TICKS_PER_SECOND
+# 1970-01-01 as a FILETIME: the distance between the Unix and the FILETIME epochs.
+FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
 _TICKS_PER_MICROSECOND = 10
+_NS_PER_TICK = 100
 _TWO_FILETIMES = struct.Struct("<QQ")
 
 
@@ -50,7 +59,7 @@ def to_filetime(moment: datetime) -> int:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise TimestampError(f"naive datetime {moment.isoformat()} has no time zone")
     delta = moment - FILETIME_EPOCH
-    ticks = (delta.days * 86400 + delta.seconds) * _TICKS_PER_SECOND
+    ticks = (delta.days * 86400 + delta.seconds) * TICKS_PER_SECOND
     ticks += delta.microseconds * _TICKS_PER_MICROSECOND
     if ticks < 0:
         raise TimestampError(f"{moment.isoformat()} is before the FILETIME epoch 1601-01-01")
@@ -60,6 +69,11 @@ def to_filetime(moment: datetime) -> int:
 def filetime_now() -> int:
     """The system clock as FILETIME: the clock a real sync passes to ``sync.sync_user``."""
     return to_filetime(datetime.now(UTC))
+
+
+def filetime_from_unix_ns(unix_ns: int) -> int:
+    """FILETIME of a Unix time in nanoseconds (``os.stat_result.st_mtime_ns``, ``time.time_ns``)."""
+    return FILETIME_UNIX_EPOCH + unix_ns // _NS_PER_TICK
 
 
 def from_filetime(filetime: int) -> datetime:

@@ -15,18 +15,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from credroam.certelement import thumbprint
 from credroam.connection import LdapTarget, connect
-from credroam.directory import (
+from credroam.roaming.certelement import thumbprint
+from credroam.roaming.directory import (
     ACCOUNT_CREDENTIALS,
     DPAPI_MASTER_KEYS,
     KEY_ENVELOPES,
     ROAMING_KEYS,
     ROAMING_TIMESTAMP,
 )
-from credroam.fsutil import atomic_write, ensure_private_dir
-from credroam.state import StateFile
-from credroam.store import FileStore
+from credroam.roaming.fsutil import atomic_write, ensure_private_dir
+from credroam.roaming.state import StateFile
+from credroam.roaming.store.file import FileStore
 from tests.lab import Account, Lab
 
 # The name the CVE-2022-30170 exploit gave its token: a path into the Startup folder.

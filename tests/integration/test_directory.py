@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from credroam.connection import DirectoryError, connect
-from credroam.directory import (
+from credroam.roaming.directory import (
     ACCOUNT_CREDENTIALS,
     KEY_ENVELOPES,
     ConcurrentModification,

@@ -19,7 +19,8 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from credroam.gpo import CREDENTIAL_ROAMING, GpoVersion
+from credroam.gpo.model import GpoVersion
+from credroam.gpo.settings import CREDENTIAL_ROAMING
 from tests.lab import REPO, Lab
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from credroam.gpo import CREDENTIAL_ROAMING
+from credroam.gpo.settings import CREDENTIAL_ROAMING
 from tests.integration.test_gpo import GpoRunner, ad_version, gpt_version, sysvol_dir
 from tests.lab import Lab
 

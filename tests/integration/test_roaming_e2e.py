@@ -17,18 +17,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from credroam.certelement import parse_certificate_token
-from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES, ROAMING_KEYS, read_roaming
-from credroam.envelope import ScryptParams, read_key_cache
-from credroam.reconcile import Policy
-from credroam.roamingkey import (
+from credroam.roaming.certelement import parse_certificate_token
+from credroam.roaming.directory import (
+    ACCOUNT_CREDENTIALS,
+    KEY_ENVELOPES,
+    ROAMING_KEYS,
+    read_roaming,
+)
+from credroam.roaming.envelope import ScryptParams, read_key_cache
+from credroam.roaming.model import Policy
+from credroam.roaming.roamingkey import (
     RecordKind,
     RoamingKeyUnavailable,
     obtain_roaming_key,
     parse_wrapped_keys,
     recover_with_recovery_key,
 )
-from credroam.sync import SyncReport, sync_user
+from credroam.roaming.sync import SyncReport, sync_user
 from credroam.timestamps import filetime_now
 from credroam.tokens import TokenType, parse_dn_binary
 from tests.integration.roaming_lab import (

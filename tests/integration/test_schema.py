@@ -18,7 +18,7 @@ import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPInsufficientAccessRightsResult
 
-from credroam.schema import CREDROAM_OID_BASE
+from credroam.schema.definitions import CREDROAM_OID_BASE
 from tests.lab import REPO, Lab
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from credroam.connection import DirectoryError, connect
-from credroam.directory import ACCOUNT_CREDENTIALS, read_roaming
-from credroam.envelope import new_roaming_key
-from credroam.reconcile import Policy
-from credroam.sync import sync_user
+from credroam.roaming.directory import ACCOUNT_CREDENTIALS, read_roaming
+from credroam.roaming.envelope import new_roaming_key
+from credroam.roaming.model import Policy
+from credroam.roaming.sync import sync_user
 from credroam.timestamps import filetime_now
 from credroam.tokens import format_dn_binary
 from tests.integration.roaming_lab import (

@@ -14,7 +14,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from credroam.connection import LdapTarget
-from credroam.schema import CREDROAM_OID_BASE, guid_to_bytes, oid_to_ber
+from credroam.schema.definitions import CREDROAM_OID_BASE, guid_to_bytes, oid_to_ber
 
 DOMAIN = "DC=lab,DC=example"
 CONFIG = f"CN=Configuration,{DOMAIN}"

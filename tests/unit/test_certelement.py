@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from credroam.certelement import (
+from credroam.roaming.certelement import (
     CERT_ARCHIVED_PROP_ID,
     CERT_CERT_PROP_ID,
     CERT_FRIENDLY_NAME_PROP_ID,

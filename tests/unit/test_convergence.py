@@ -24,7 +24,7 @@ from itertools import count
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from credroam.reconcile import (
+from credroam.roaming.model import (
     TICKS_PER_DAY,
     Base,
     Item,
@@ -33,8 +33,8 @@ from credroam.reconcile import (
     Policy,
     StoreName,
     newest,
-    reconcile,
 )
+from credroam.roaming.reconcile import reconcile
 
 POLICY = Policy(tombstone_days=1, keep_deleted_copy=False)
 TOMBSTONE = POLICY.tombstone_ticks

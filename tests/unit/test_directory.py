@@ -13,7 +13,7 @@ import ldap3
 import pytest
 
 from credroam.connection import DirectoryError
-from credroam.directory import (
+from credroam.roaming.directory import (
     ACCOUNT_CREDENTIALS,
     KEY_ENVELOPES,
     ROAMING_KEYS,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from credroam.envelope import (
+from credroam.roaming.envelope import (
     DEFAULT_SCRYPT,
     ROAMING_KEY_SIZE,
     EnvelopeError,

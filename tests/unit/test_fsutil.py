@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from credroam import fsutil
-from credroam.fsutil import UnsafePath, append_durably, ensure_private_dir, read_private
+from credroam.roaming import fsutil
+from credroam.roaming.fsutil import UnsafePath, append_durably, ensure_private_dir, read_private
 
 LIMIT = 16 * 1024 * 1024  # the index's limit, the largest the store uses
 

@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from credroam import gpo, preg
-from credroam.gpo import CREDENTIAL_ROAMING, GpLink, GpoError, GpoVersion
+from credroam.gpo import model as gpo
+from credroam.gpo import preg, settings
+from credroam.gpo.model import GpLink, GpoError, GpoVersion
+from credroam.gpo.settings import CREDENTIAL_ROAMING
 
 KEY = CREDENTIAL_ROAMING.key
 GUID = "{31B2F340-016D-11D2-945F-00C04FB984F9}"
@@ -23,7 +25,7 @@ def dn(guid: str) -> str:
 
 
 def test_credential_roaming_options_map_to_the_documented_values():
-    entries = gpo.policy_entries(
+    entries = settings.policy_entries(
         CREDENTIAL_ROAMING,
         {
             "enabled": True,
@@ -59,35 +61,39 @@ def test_credential_roaming_options_map_to_the_documented_values():
 )
 def test_out_of_range_settings_are_refused_naming_the_option(option, value, message):
     with pytest.raises(GpoError, match=message) as caught:
-        gpo.policy_entries(CREDENTIAL_ROAMING, {option: value})
+        settings.policy_entries(CREDENTIAL_ROAMING, {option: value})
     assert option in str(caught.value)
 
 
 def test_range_edges_are_accepted():
-    entries = gpo.policy_entries(CREDENTIAL_ROAMING, {"tombstone_days": 1, "max_tokens": 10000})
+    entries = settings.policy_entries(
+        CREDENTIAL_ROAMING, {"tombstone_days": 1, "max_tokens": 10000}
+    )
     assert [e.value() for e in entries] == [1, 10000]
 
 
 def test_agent_fingerprint_is_a_string_with_a_length_limit():
-    setting = gpo.AGENT_POLICY.setting("recovery_key_fingerprint")
-    assert setting.to_entry(gpo.AGENT_POLICY.key, "ab" * 32).value() == "ab" * 32
+    setting = settings.AGENT_POLICY.setting("recovery_key_fingerprint")
+    assert setting.to_entry(settings.AGENT_POLICY.key, "ab" * 32).value() == "ab" * 32
     with pytest.raises(GpoError, match="longer than 64"):
-        setting.to_entry(gpo.AGENT_POLICY.key, "a" * 65)
+        setting.to_entry(settings.AGENT_POLICY.key, "a" * 65)
 
 
 def test_registry_value_items():
-    entry = gpo.registry_value_entry(
+    entry = settings.registry_value_entry(
         {"key": "HKCU\\Software\\Policies\\X", "value": "V", "type": "REG_MULTI_SZ", "data": ["a"]}
     )
     assert (entry.key, entry.name, entry.value()) == ("Software\\Policies\\X", "V", ["a"])
-    deleted = gpo.registry_value_entry({"key": "Software\\X", "value": "V", "state": "absent"})
+    deleted = settings.registry_value_entry({"key": "Software\\X", "value": "V", "state": "absent"})
     assert deleted.name == "**del.V"
     with pytest.raises(GpoError, match="only user"):
-        gpo.registry_value_entry({"key": "HKLM\\Software\\X", "value": "V", "type": "REG_SZ"})
+        settings.registry_value_entry({"key": "HKLM\\Software\\X", "value": "V", "type": "REG_SZ"})
     with pytest.raises(GpoError, match="needs type and data"):
-        gpo.registry_value_entry({"key": "Software\\X", "value": "V"})
+        settings.registry_value_entry({"key": "Software\\X", "value": "V"})
     with pytest.raises(GpoError, match=r"0\.\.4294967295"):
-        gpo.registry_value_entry({"key": "S\\X", "value": "V", "type": "REG_DWORD", "data": -1})
+        settings.registry_value_entry(
+            {"key": "S\\X", "value": "V", "type": "REG_DWORD", "data": -1}
+        )
 
 
 # --- merge -----------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ SYSVOLs here record writes.
 from __future__ import annotations
 
 from credroam.connection import RootDse
-from credroam.gpo_apply import GpoApplier, GpoRequest
-from credroam.secdesc import SecurityDescriptor, same_access
+from credroam.gpo.engine import GpoApplier, GpoRequest
+from credroam.gpo.secdesc import SecurityDescriptor, same_access
 from tests.unit.test_gpo_info import (
     DOMAIN_DN,
     DRIFTED_SD,

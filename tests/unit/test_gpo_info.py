@@ -14,18 +14,18 @@ import ansible.module_utils.credroam_sysvol_ansible as sysvol_glue
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from credroam import preg
 from credroam.connection import RootDse
-from credroam.gpo import (
-    CREDENTIAL_ROAMING,
+from credroam.gpo import preg
+from credroam.gpo.engine import GptState, gpt_problems
+from credroam.gpo.model import (
     REGISTRY_CSE,
     REGISTRY_TOOL_USER,
     GpoVersion,
     add_extension_names,
     update_gpt_ini,
 )
-from credroam.gpo_apply import GptState, gpt_problems
-from credroam.secdesc import SecurityDescriptor, gpt_folder_descriptor
+from credroam.gpo.secdesc import SecurityDescriptor, gpt_folder_descriptor
+from credroam.gpo.settings import CREDENTIAL_ROAMING
 
 samba_ndr = pytest.importorskip("samba.ndr", reason="python3-samba is the independent codec")
 from samba.dcerpc import security

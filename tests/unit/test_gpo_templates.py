@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from credroam_gpo_templates import ADMIN_TEMPLATES, render_admin_templates
 
-from credroam.gpo import AGENT_POLICY, CREDENTIAL_ROAMING
+from credroam.gpo.settings import AGENT_POLICY, CREDENTIAL_ROAMING
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "roles" / "roaming_gpo" / "templates"
 NS = {"p": "http://schemas.microsoft.com/GroupPolicy/2006/07/PolicyDefinitions"}

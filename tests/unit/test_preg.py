@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credroam import preg
-from credroam.preg import PolEntry, PolFormatError, PolValueError, RegType
+from credroam.gpo import preg
+from credroam.gpo.preg import PolEntry, PolFormatError, PolValueError, RegType
 
 samba_ndr = pytest.importorskip("samba.ndr", reason="python3-samba is the independent reader")
 import contextlib

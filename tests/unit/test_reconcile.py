@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credroam.reconcile import (
+from credroam.roaming.model import (
     MAX_PLAN_AGE,
     TICKS_PER_DAY,
     Base,
@@ -20,8 +20,8 @@ from credroam.reconcile import (
     ReconcileError,
     StoreName,
     newest,
-    reconcile,
 )
+from credroam.roaming.reconcile import reconcile
 
 T0 = 133_000_000_000_000_000
 DAY = TICKS_PER_DAY

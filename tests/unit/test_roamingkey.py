@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from credroam.connection import DirectoryError
-from credroam.directory import ROAMING_KEYS, apply_changes, decode_record, read_roaming
-from credroam.envelope import (
+from credroam.roaming.directory import ROAMING_KEYS, apply_changes, decode_record, read_roaming
+from credroam.roaming.envelope import (
     ScryptParams,
     new_roaming_key,
     read_key_cache,
@@ -23,7 +23,7 @@ from credroam.envelope import (
     wrap_with_recovery_key,
     write_key_cache,
 )
-from credroam.roamingkey import (
+from credroam.roaming.roamingkey import (
     RecordKind,
     RoamingKeyError,
     RoamingKeyUnavailable,

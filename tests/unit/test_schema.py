@@ -1,4 +1,4 @@
-"""Schema definitions, live-schema comparison and plans (credroam.schema), without a DC."""
+"""Schema definitions, live-schema comparison and plans, without a DC."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from credroam import schema
-from credroam.schema import (
+from credroam.schema import definitions as schema
+from credroam.schema.definitions import (
     CREDROAM_OID_BASE,
     LINK_ID_AUTO_FORWARD,
     PRIVATE_INFORMATION,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from credroam.secdesc import (
+from credroam.gpo.secdesc import (
     AUTHENTICATED_USERS,
     SecurityDescriptor,
     SecurityDescriptorError,

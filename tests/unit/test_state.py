@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from credroam import fsutil
-from credroam.reconcile import Base, BaseEntry, ItemKind, StoreName
-from credroam.state import (
+from credroam.roaming import fsutil
+from credroam.roaming.model import Base, BaseEntry, ItemKind, StoreName
+from credroam.roaming.state import (
     StateError,
     StateFile,
     decode_state,
@@ -199,7 +199,7 @@ def test_duplicate_keys_are_refused(tmp_path) -> None:
 
 
 def test_oversized_file_is_refused_without_reading_it_all(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("credroam.state.MAX_STATE_SIZE", 100)
+    monkeypatch.setattr("credroam.roaming.state.MAX_STATE_SIZE", 100)
     path = tmp_path / "state.json"
     path.write_bytes(encode_state(_base("aa")))
     with pytest.raises(StateError, match="larger than 100 bytes"):

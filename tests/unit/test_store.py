@@ -20,11 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from credroam import fsutil
-from credroam import store as store_module
-from credroam.fsutil import LockHeld
-from credroam.reconcile import Item, ItemKind, Policy, StoreName, reconcile
-from credroam.store import FileStore, StoreError
+from credroam.roaming import fsutil
+from credroam.roaming.fsutil import LockHeld
+from credroam.roaming.model import Item, ItemKind, Policy, StoreName
+from credroam.roaming.reconcile import reconcile
+from credroam.roaming.store import StoreError
+from credroam.roaming.store import file as store_module
+from credroam.roaming.store.file import FileStore
 from credroam.timestamps import to_filetime
 
 T0 = 133_000_000_000_000_000
@@ -393,7 +395,7 @@ def test_lock_excludes_another_process(tmp_path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from credroam.store import FileStore\n"
+            "import sys; from credroam.roaming.store.file import FileStore\n"
             f"with FileStore({root!r}).lock():\n"
             "    print('locked', flush=True); sys.stdin.readline()\n",
         ],
@@ -641,7 +643,7 @@ def test_a_process_killed_inside_a_batch_leaves_a_store_that_lists_correctly(tmp
     writes = [(replace(item, modified=T0 + 9), payload) for item, payload in _items_to_download(2)]
     script = (
         "import os, pickle, sys\n"
-        "from credroam.store import FileStore\n"
+        "from credroam.roaming.store.file import FileStore\n"
         "store, writes = FileStore(sys.argv[1]), pickle.loads(sys.stdin.buffer.read())\n"
         "with store.lock(), store.batch():\n"
         "    for item, payload in writes:\n"

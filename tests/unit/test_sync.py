@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from credroam.certelement import certificate_token, thumbprint
-from credroam.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
-from credroam.envelope import new_roaming_key
-from credroam.reconcile import (
+from credroam.roaming.certelement import certificate_token, thumbprint
+from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
+from credroam.roaming.envelope import new_roaming_key
+from credroam.roaming.model import (
     MAX_PLAN_AGE,
     TICKS_PER_DAY,
     Base,
@@ -24,8 +24,8 @@ from credroam.reconcile import (
     Policy,
     StoreName,
 )
-from credroam.store import FileStore
-from credroam.sync import SyncBusy, SyncError, sync_user
+from credroam.roaming.store.file import FileStore
+from credroam.roaming.sync import SyncBusy, SyncError, sync_user
 from credroam.tokens import Token, TokenError, TokenFlags, TokenType, encode_token, format_dn_binary
 
 USER_DN = "CN=alice,OU=Roaming,DC=lab,DC=example"
@@ -423,7 +423,7 @@ def test_a_key_value_not_named_by_a_thumbprint_is_rejected_and_the_base_stays_lo
     # A user (or malware in the session) plants a key envelope named like a CAPI key file: it
     # has no certificate to belong to, and a base entry for it would make the state file
     # unloadable on every later sync.
-    from credroam.state import StateFile
+    from credroam.roaming.state import StateFile
 
     directory, state = FakeDirectory(), StateFile(str(tmp_path / "state.json"))
     name = f"{'ab' * 16}_{uuid.UUID(int=7)}"

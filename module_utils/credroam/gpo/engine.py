@@ -24,9 +24,9 @@ import ldap3
 from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
+from ..connection import RootDse, check_result, first
 from . import preg
-from .connection import RootDse, check_result, first
-from .gpo import (
+from .model import (
     FUNCTIONALITY_VERSION,
     REGISTRY_CSE,
     REGISTRY_TOOL_USER,

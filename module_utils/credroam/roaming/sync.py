@@ -30,8 +30,18 @@ from typing import Protocol
 
 import ldap3
 
+from ..connection import DirectoryError
+from ..timestamps import TICKS_PER_DAY, to_filetime
+from ..tokens import (
+    Token,
+    TokenError,
+    TokenFlags,
+    TokenLimits,
+    TokenType,
+    parse_key,
+    validate_identifier,
+)
 from .certelement import certificate_token, parse_certificate_token
-from .connection import DirectoryError
 from .directory import (
     ACCOUNT_CREDENTIALS,
     KEY_ENVELOPES,
@@ -49,29 +59,10 @@ from .directory import (
 )
 from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
 from .fsutil import LockHeld
-from .reconcile import (
-    TICKS_PER_DAY,
-    Base,
-    Item,
-    ItemKind,
-    Plan,
-    Policy,
-    StoreName,
-    newest,
-    reconcile,
-)
+from .model import Base, Item, ItemKind, Plan, Policy, StoreName, newest
+from .reconcile import reconcile
 from .roamingkey import RoamingKeyError, _user_id
 from .store import CertificateStore
-from .timestamps import to_filetime
-from .tokens import (
-    Token,
-    TokenError,
-    TokenFlags,
-    TokenLimits,
-    TokenType,
-    parse_key,
-    validate_identifier,
-)
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",

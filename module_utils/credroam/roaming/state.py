@@ -23,10 +23,10 @@ import json
 import os
 from typing import Any
 
+from ..tokens import TokenType
 from .fsutil import atomic_write, ensure_private_dir, read_private
-from .reconcile import Base, BaseEntry, ItemKind, StoreName
-from .store import StoreError, _split_key
-from .tokens import TokenType
+from .model import Base, BaseEntry, ItemKind, StoreName
+from .store import StoreError, split_item_key
 
 __all__ = [
     "FORMAT",
@@ -146,8 +146,8 @@ def _check_identity(
     on every run; refused here, the file is a lost base instead.
     """
     try:
-        token_type, identifier = _split_key(key)
-        owner_parts = _split_key(owner) if owner is not None else None
+        token_type, identifier = split_item_key(key)
+        owner_parts = split_item_key(owner) if owner is not None else None
     except StoreError as exc:
         raise ValueError(f"{what}: {exc}") from None
     if token_type not in _TYPES_OF_KIND[kind] or store not in _STORES_OF_KIND[kind]:

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from cryptography import x509
 
-from .tokens import Token, TokenError, TokenFlags, TokenType
+from ..tokens import Token, TokenError, TokenFlags, TokenType
 
 __all__ = [
     "CERTIFICATE_TOKEN_TYPES",

@@ -64,7 +64,7 @@ import ldap3
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .connection import DirectoryError
+from ..connection import DirectoryError
 from .directory import (
     ROAMING_KEYS,
     ConcurrentModification,

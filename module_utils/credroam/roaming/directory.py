@@ -27,16 +27,15 @@ import ldap3
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from .connection import DirectoryError
-from .reconcile import Version
-from .timestamps import (
+from ..connection import DirectoryError
+from ..timestamps import (
     RoamingTimestamp,
     TimestampError,
     advance_roaming_timestamp,
     decode_roaming_timestamp,
     encode_roaming_timestamp,
 )
-from .tokens import (
+from ..tokens import (
     DEFAULT_LIMITS,
     Token,
     TokenError,
@@ -46,6 +45,7 @@ from .tokens import (
     format_dn_binary,
     parse_dn_binary,
 )
+from .model import Version
 
 __all__ = [
     "ACCOUNT_CREDENTIALS",

@@ -1,29 +1,6 @@
-"""Local certificate stores behind one small interface, and the file store for Linux.
+"""The file store for Linux: PEM certificates and requests, PKCS#8 keys, one folder per user.
 
-``CertificateStore`` is what sync needs from a host. Contract for every implementation:
-
-- ``items()`` (alias ``list_items()``) returns the live and archived items of the user's MY and
-  REQUEST stores, keyed by ``Item.key`` (``%<type>\\<identifier>``), never tombstones. Each
-  ``content_hash`` is the SHA-256 of the canonical payload (see ``credroam.reconcile``).
-  Private keys are items of kind KEY whose ``owner`` is their certificate or request; a key
-  without one is not listed (RoamUnaffiliatedKeys is off). Smart-card items are flagged.
-- ``read(item)`` returns the canonical payload: DER certificate, DER request, PKCS#8 DER key.
-- ``write(item, payload)`` creates or replaces the item atomically, archived or not as
-  ``item.archived`` says, and records ``item.modified`` so the next listing reports the same
-  version. It refuses a payload that does not match ``item.content_hash`` or the identifier.
-- ``delete(item, keep_copy=...)`` removes it (a missing item is not an error); with
-  ``keep_copy`` the payload is moved to a recovery area that ``items()`` does not list.
-- ``archive(item)`` marks a live item archived (expired certificates), keeping it.
-- ``lock(timeout)`` is a context manager giving one sync of one user exclusive use.
-- ``batch()`` is a context manager, used under the lock, for a run of writes, deletions and
-  archivings: the store may record their bookkeeping once, at its end (the file store writes
-  its index once). Each operation is still complete, or not done, when its call returns, and a
-  crash inside a batch leaves a store that lists correctly.
-Every identifier is untrusted (it may come from the directory, CVE-2022-30170): it passes
-``tokens.validate_identifier`` and derived paths are checked to stay inside the store.
-
-Room is left for an NSS database (certutil/pk12util, or python-nss) and for Windows
-(CurrentUser\\My and \\REQUEST through crypt32 or PowerShell); neither is implemented.
+It implements ``credroam.roaming.store.CertificateStore`` (contract there).
 
 ``FileStore`` layout (every directory 0700, every file 0600)::
 
@@ -77,52 +54,28 @@ import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .fsutil import (
+from ...timestamps import filetime_from_unix_ns, to_filetime
+from ...tokens import TokenType
+from ..fsutil import (
     append_durably,
     atomic_write,
     ensure_private_dir,
     exclusive_lock,
     read_private,
 )
-from .reconcile import Item, ItemKind, StoreName
-from .timestamps import to_filetime
-from .tokens import TokenError, TokenType, parse_key
+from ..model import Item, ItemKind, StoreName
+from . import StoreError, split_item_key
 
-__all__ = ["MAX_PAYLOAD", "CertificateStore", "FileStore", "StoreError"]
+__all__ = ["MAX_PAYLOAD", "FileStore"]
 
 MAX_PAYLOAD = 1024 * 1024
 _MAX_INDEX = MAX_PAYLOAD * 16
-_TICKS_PER_SECOND_NS = 100  # FILETIME ticks are 100 ns
-_FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
 _INDEX_VERSION = 1  # entries gained an optional "expires"; older readers ignore it
-
-
-class StoreError(Exception):
-    """A store operation failed; the message names the item or file at fault."""
-
-
-class CertificateStore(Protocol):
-    """A user's local MY and REQUEST stores (contract in the module docstring)."""
-
-    def items(self) -> dict[str, Item]: ...
-
-    def read(self, item: Item | str) -> bytes: ...
-
-    def write(self, item: Item, payload: bytes) -> None: ...
-
-    def delete(self, item: Item | str, *, keep_copy: bool = False) -> None: ...
-
-    def archive(self, item: Item | str) -> None: ...
-
-    def lock(self, timeout: float | None = 0) -> contextlib.AbstractContextManager[None]: ...
-
-    def batch(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 # One row per token type the file store holds: kind, suffix, PEM label, folder (None: a key,
@@ -150,17 +103,6 @@ _OWNER_TYPES = {
     StoreName.MY: (TokenType.CERTIFICATE, TokenType.CNG_CERTIFICATE),
     StoreName.REQUEST: (TokenType.REQUEST, TokenType.CNG_REQUEST),
 }
-
-
-def _split_key(key: str) -> tuple[TokenType, str]:
-    """(type, identifier) of an item key, both checked; raises StoreError."""
-    try:
-        token_type, identifier = parse_key(key)
-    except TokenError as exc:
-        raise StoreError(f"item key {key!r:.80} refused: {exc}") from exc
-    if token_type not in _LAYOUT:
-        raise StoreError(f"item key {key}: the file store does not hold token type {token_type}")
-    return token_type, identifier
 
 
 def _pem(label: str, der: bytes) -> bytes:
@@ -242,7 +184,7 @@ def _check_payload(token_type: TokenType, identifier: str, der: bytes) -> int | 
 
 
 def _filetime_of_mtime(info: os.stat_result) -> int:
-    return _FILETIME_UNIX_EPOCH + info.st_mtime_ns // _TICKS_PER_SECOND_NS
+    return filetime_from_unix_ns(info.st_mtime_ns)
 
 
 # --- index entries -----------------------------------------------------------------------------
@@ -356,7 +298,7 @@ class FileStore:
 
     def _candidates(self, key: str) -> list[tuple[str, StoreName, bool]]:
         """Where the item of ``key`` may live: (path, store, archived), validated."""
-        token_type, identifier = _split_key(key)
+        token_type, identifier = split_item_key(key)
         _, suffix, _, store = _LAYOUT[token_type]
         stores = [store] if store is not None else list(StoreName)
         found = []
@@ -490,7 +432,7 @@ class FileStore:
     def _by_content(self, key: str, candidates: list[dict]) -> dict | None:
         """The candidate that matches the file now on disk (the latest if none does)."""
         try:
-            _split_key(key)
+            split_item_key(key)
         except StoreError:
             return None  # not a key of this store: an entry nobody can list
         try:
@@ -627,7 +569,7 @@ class FileStore:
         location = self._locate(key)
         if location is None:
             raise StoreError(f"{key} is not in the store {self.root}")
-        token_type, _ = _split_key(key)
+        token_type, _ = split_item_key(key)
         try:
             return _unpem(_LAYOUT[token_type][2], read_private(location[0], MAX_PAYLOAD))
         except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -639,15 +581,15 @@ class FileStore:
             return folder
         if item.owner is None:
             raise StoreError(f"private key {item.key} has no owner certificate or request")
-        owner_type, owner_id = _split_key(item.owner)
-        if _LAYOUT[owner_type][0] is ItemKind.KEY or owner_id != _split_key(item.key)[1]:
+        owner_type, owner_id = split_item_key(item.owner)
+        if _LAYOUT[owner_type][0] is ItemKind.KEY or owner_id != split_item_key(item.key)[1]:
             raise StoreError(f"private key {item.key} cannot belong to {item.owner}")
         return _LAYOUT[owner_type][3]  # type: ignore[return-value]
 
     def write(self, item: Item, payload: bytes) -> None:
         if item.tombstone:
             raise StoreError(f"{item.key}: a tombstone is not written to a local store")
-        token_type, identifier = _split_key(item.key)
+        token_type, identifier = split_item_key(item.key)
         if len(payload) > MAX_PAYLOAD:
             raise StoreError(f"{item.key}: payload of {len(payload)} bytes is too large")
         if hashlib.sha256(payload).hexdigest() != item.content_hash:

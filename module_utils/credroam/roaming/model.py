@@ -1,0 +1,294 @@
+"""The roaming model: items, versions, policy, the last-synced base and the plan.
+
+Pure data shared by ``reconcile`` (which decides), ``sync`` (which applies), the stores and the
+state file. The conventions every caller relies on (FILETIME ints, the content hash, the order
+of versions, how long a plan holds) are set out in ``reconcile``'s docstring and the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
+
+from ..timestamps import TICKS_PER_DAY, TICKS_PER_SECOND
+
+__all__ = [
+    "MAX_PLAN_AGE",
+    "Base",
+    "BaseEntry",
+    "Conflict",
+    "Item",
+    "ItemKind",
+    "LocalDeletion",
+    "Plan",
+    "Policy",
+    "ReconcileError",
+    "Refusal",
+    "StoreName",
+    "Version",
+    "newest",
+]
+
+# How long after its ``now`` a plan may still be written. One sync reads, plans and writes within
+# seconds; the bound only has to stay far below the tombstone days minus the replication lag
+# (R32). Fifteen minutes is also AD's default MaxConnIdleTime.
+MAX_PLAN_AGE = 15 * 60 * TICKS_PER_SECOND
+
+
+class ReconcileError(ValueError):
+    """Inputs to ``reconcile`` are inconsistent (a caller bug, not a roaming conflict)."""
+
+
+class StoreName(StrEnum):
+    """The two roamed certificate stores of a user."""
+
+    MY = "MY"
+    REQUEST = "REQUEST"
+
+
+class ItemKind(StrEnum):
+    CERTIFICATE = "certificate"
+    REQUEST = "request"
+    KEY = "key"
+
+
+class Version(NamedTuple):
+    """What makes two copies of one item equal; ordered so that the larger version wins."""
+
+    modified: int
+    tombstone: bool
+    archived: bool
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One roamed item (certificate, request or private key) as one side holds it.
+
+    ``key`` is ``%<token type>\\<identifier>`` (as in Windows' state file), unique across hosts
+    and the directory. ``owner`` is, for a private key, the key of the certificate or request it
+    belongs to: a key and its owner roam together (a refusal of one refuses both). A key carries
+    its owner's ``expires``, so both are archived together. ``size`` is the payload size in
+    bytes (0 for a tombstone). ``smartcard`` items are backed by a card or HSM.
+    """
+
+    key: str
+    store: StoreName
+    kind: ItemKind
+    modified: int
+    content_hash: str
+    size: int
+    tombstone: bool = False
+    archived: bool = False
+    expires: int | None = None
+    smartcard: bool = False
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key:
+            raise ReconcileError(f"item key must be a non-empty str, got {self.key!r}")
+        for name in ("modified", "size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ReconcileError(f"item {self.key}: {name} must be an int >= 0, not {value!r}")
+        if self.expires is not None and (
+            isinstance(self.expires, bool) or not isinstance(self.expires, int)
+        ):
+            raise ReconcileError(f"item {self.key}: expires must be a FILETIME int or None")
+        object.__setattr__(self, "store", StoreName(self.store))
+        object.__setattr__(self, "kind", ItemKind(self.kind))
+
+    @property
+    def version(self) -> Version:
+        if self.tombstone:  # a tombstone's identity is its time alone
+            return Version(self.modified, True, False, "")
+        return Version(self.modified, False, self.archived, self.content_hash)
+
+
+def newest(items: Iterable[Item]) -> Item:
+    """The winning copy among several copies of one key (same order as reconciliation)."""
+    return max(items, key=lambda item: item.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Roaming policy (spec section 4). Ranges are those of the legacy policy template."""
+
+    tombstone_days: int = 60
+    max_tokens: int = 2000
+    max_token_size: int = 65535
+    archive_expired: bool = True
+    # Smart-card certificates (public) may roam when this is on, as Windows'
+    # RoamSmartCardCertificates allows; their private keys live on the card and never roam.
+    roam_smartcard_certificates: bool = False
+    # Keep a recovery copy of every item removed locally because it was deleted elsewhere.
+    # A copy is always kept when the removed item held local changes the directory never saw.
+    keep_deleted_copy: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("tombstone_days", 1, 3650),
+            ("max_tokens", 1, 10000),
+            ("max_token_size", 1, 100000),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ReconcileError(
+                    f"policy {name} must be an int in {low}..{high}, not {value!r}"
+                )
+
+    @property
+    def tombstone_ticks(self) -> int:
+        return self.tombstone_days * TICKS_PER_DAY
+
+
+@dataclass(frozen=True, slots=True)
+class BaseEntry:
+    """The version of one item both sides held after the last sync that agreed on it.
+
+    ``last_seen_in_directory`` is the time of the last sync at which the directory held it.
+    ``store``, ``kind`` and ``owner`` let a tombstone be written for an item no side holds.
+    """
+
+    key: str
+    store: StoreName
+    kind: ItemKind
+    modified: int
+    content_hash: str
+    tombstone: bool
+    archived: bool
+    last_seen_in_directory: int
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "store", StoreName(self.store))
+        object.__setattr__(self, "kind", ItemKind(self.kind))
+
+    @classmethod
+    def of(cls, item: Item, last_seen_in_directory: int) -> BaseEntry:
+        version = item.version
+        return cls(
+            key=item.key,
+            store=item.store,
+            kind=item.kind,
+            modified=version.modified,
+            content_hash=version.content_hash,
+            tombstone=version.tombstone,
+            archived=version.archived,
+            last_seen_in_directory=last_seen_in_directory,
+            owner=item.owner,
+        )
+
+    @property
+    def version(self) -> Version:
+        return Version(self.modified, self.tombstone, self.archived, self.content_hash)
+
+    def tombstone_at(self, modified: int) -> Item:
+        return Item(
+            key=self.key,
+            store=self.store,
+            kind=self.kind,
+            modified=modified,
+            content_hash="",
+            size=0,
+            tombstone=True,
+            owner=self.owner,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """The last-synced state of one user on one host (the state file).
+
+    ``directory_timestamp`` is the msPKIRoamingTimeStamp last-change value read at that sync;
+    the caller replaces it with the value it wrote when the plan changed the directory.
+    """
+
+    entries: Mapping[str, BaseEntry] = field(default_factory=dict)
+    directory_timestamp: int | None = None
+    last_sync: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDeletion:
+    """Remove ``item`` from the local store; ``keep_copy``: move it to recovery instead."""
+
+    item: Item
+    keep_copy: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An upload not made (whole item, never partially) and why; the rest still roams."""
+
+    item: Item
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Both sides changed one item since the base; ``winner`` is what both now get."""
+
+    key: str
+    local: Item | None
+    directory: Item | None
+    winner: Item | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to write, and the base to save once every write succeeded.
+
+    Each action carries the item exactly as it must be stored after the write:
+    ``upload``/``archive_directory``: write this version to the directory (payload read from
+    the local store); ``download``/``archive_local``: write it locally (payload read from the
+    directory); ``tombstone_directory``: write this tombstone; ``purge_directory``: remove this
+    tombstone from the directory.
+    """
+
+    upload: tuple[Item, ...] = ()
+    download: tuple[Item, ...] = ()
+    delete_local: tuple[LocalDeletion, ...] = ()
+    tombstone_directory: tuple[Item, ...] = ()
+    purge_directory: tuple[Item, ...] = ()
+    archive_local: tuple[Item, ...] = ()
+    archive_directory: tuple[Item, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    warnings: tuple[str, ...] = ()
+    base: Base = field(default_factory=Base)
+
+    @property
+    def changes_directory(self) -> bool:
+        return bool(
+            self.upload
+            or self.tombstone_directory
+            or self.purge_directory
+            or self.archive_directory
+        )
+
+    @property
+    def changes_local(self) -> bool:
+        return bool(self.download or self.delete_local or self.archive_local)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing is to be written (refusals and warnings may still be reported)."""
+        return not (self.changes_directory or self.changes_local)
+
+    @property
+    def made_at(self) -> int | None:
+        """The ``now`` the plan was made for (None for a plan not made by ``reconcile``)."""
+        return self.base.last_sync
+
+    def is_current(self, clock: int) -> bool:
+        """Whether the plan may still be written at ``clock`` (FILETIME), see R32.
+
+        False once more than ``MAX_PLAN_AGE`` has passed since ``made_at``, or when the clock
+        went back before it: the caller then re-reads and re-plans at ``clock``.
+        """
+        return self.made_at is not None and 0 <= clock - self.made_at <= MAX_PLAN_AGE
