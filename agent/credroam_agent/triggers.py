@@ -219,8 +219,12 @@ class _Loop:
                 self._sync(event.kind)
 
     def _next_deadline(self) -> float:
-        deadlines = [self.next_refresh, self.retry_at, self.debounce.due_at()]
-        deadlines.append(self.next_policy_check)
+        deadlines = (
+            self.next_refresh,
+            self.retry_at,
+            self.debounce.due_at(),
+            self.next_policy_check,
+        )
         return min(d for d in deadlines if d is not None)
 
     def _fire_due_timers(self) -> None:
@@ -422,10 +426,12 @@ class _Libc:
             libc = ctypes.CDLL(None, use_errno=True)
             self.init1 = libc.inotify_init1
             self.add_watch = libc.inotify_add_watch
+            self.rm_watch = libc.inotify_rm_watch
         except (OSError, AttributeError) as exc:
             raise InotifyUnavailable(errno.ENOSYS, f"no inotify in libc: {exc}") from exc
         self.init1.argtypes = [ctypes.c_int]
         self.add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self.rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 class InotifyWatcher:
@@ -546,7 +552,11 @@ class InotifyWatcher:
                         self._watch_tree(folder / name)
                 elif mask & (IN_DELETE_SELF | IN_MOVE_SELF):
                     changed.append(str(folder))
-                    rearm = True
+                    if mask & IN_MOVE_SELF and not folder.is_dir():
+                        # Moved out of the tree (a move inside it came first as IN_MOVED_TO,
+                        # which renamed the watch): it would go on reporting under its old name.
+                        # Its IN_IGNORED then re-arms.
+                        self._libc.rm_watch(self._fd, wd)
         if rearm and self._arm():
             changed.append("(a watched folder appeared)")
         return ", ".join(dict.fromkeys(changed))

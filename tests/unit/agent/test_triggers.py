@@ -511,3 +511,20 @@ def test_polling_is_the_fallback_when_inotify_is_unavailable(tmp_path, monkeypat
         "inotify unavailable ([Errno 24] inotify_init1: Too many open files); "
         "polling the store every 30 s"
     ]
+
+
+def test_inotify_follows_a_folder_renamed_inside_the_store(watched):
+    root, inbox = watched
+    (root / "MY").rename(root / "MINE")
+    assert str(root / "MINE") in next_store_event(inbox).detail
+    (root / "MINE" / "ABC.cert.pem").write_text("pem")
+    assert next_store_event(inbox).detail == str(root / "MINE" / "ABC.cert.pem")
+
+
+def test_inotify_forgets_a_folder_moved_out_of_the_store(watched, tmp_path):
+    root, inbox = watched
+    (root / "MY").rename(tmp_path / "elsewhere")
+    assert str(root / "MY") in next_store_event(inbox).detail
+    (tmp_path / "elsewhere" / "OUT.cert.pem").write_text("pem")  # no longer the store's
+    (root / "IN.cert.pem").write_text("pem")
+    assert next_store_event(inbox).detail == str(root / "IN.cert.pem")
