@@ -6,7 +6,8 @@
   stdin, without the logon waiting for it, after making /run/user/<uid>; the session's close
   runs `purge`.
 - A real dbus-daemon started in the host (its own config and socket): logind-style Lock and
-  Unlock signals sent with dbus-send make the watch loop sync with reasons lock and unlock.
+  Unlock signals sent with dbus-send make the watch loop sync with reasons lock and unlock;
+  with the default sender filter, only those of the owner of org.freedesktop.login1 count.
 - A file added to a watched folder makes it sync (inotify), with reason store.
 
 The watch loop runs as alice in the host under Debian's /usr/bin/python3, as the agent will.
@@ -267,10 +268,9 @@ def sync_once(reason):
     return 0
 
 stop = threading.Event()
-# dbus-send cannot own org.freedesktop.login1: the bus's sender filter is left out here.
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 triggers.run(
-    sync_once, watch_paths=WATCH_PATHS, logind_sender=None,
+    sync_once, watch_paths=WATCH_PATHS, logind_sender=LOGIND_SENDER,
     stop=stop, log=lambda message: say(log=message),
 )
 say(stopped=True)
@@ -283,9 +283,18 @@ KINDS = ("sync", "log", "stopped")
 class Watch:
     """The watch loop running as alice in the host; its lines arrive on a queue."""
 
-    def __init__(self, host: ClientHost, watch_paths: list[str], bus_address: str | None):
-        code = DRIVER.replace("AGENT_DIR", repr(str(AGENT_DIR))).replace(
-            "WATCH_PATHS", repr(watch_paths)
+    def __init__(
+        self,
+        host: ClientHost,
+        watch_paths: list[str],
+        bus_address: str | None,
+        logind_sender: str | None = None,
+    ):
+        # logind_sender None: signals from dbus-send, which cannot own org.freedesktop.login1.
+        code = (
+            DRIVER.replace("AGENT_DIR", repr(str(AGENT_DIR)))
+            .replace("WATCH_PATHS", repr(watch_paths))
+            .replace("LOGIND_SENDER", repr(logind_sender))
         )
         self.process = subprocess.Popen(
             [*host.exec, "setpriv", "--reuid=alice", "--regid=alice", "--init-groups",
@@ -348,6 +357,7 @@ def system_bus(host: ClientHost, shared_dir: Path) -> Iterator[str]:
                 <allow send_type="signal"/>
                 <allow receive_type="signal"/>
                 <allow send_destination="org.freedesktop.DBus"/>
+                <allow own="org.freedesktop.login1"/>
                 <allow receive_type="method_return"/>
                 <allow receive_type="error"/>
               </policy>
@@ -405,5 +415,35 @@ def test_a_file_added_to_the_store_triggers_a_sync(host: ClientHost, shared_dir:
             "sh", "-c", f"echo pem > {store}/ABC.cert.pem",
         )  # fmt: skip
         assert watch.next_sync() == "store"
+    finally:
+        assert watch.stop() == 0
+
+
+FAKE_LOGIND = """\
+import sys
+import dbus
+bus = dbus.bus.BusConnection(sys.argv[1])
+assert bus.request_name("org.freedesktop.login1") == dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER
+for member in sys.argv[3:]:
+    signal = dbus.lowlevel.SignalMessage(sys.argv[2], "org.freedesktop.login1.Session", member)
+    bus.send_message(signal)
+bus.flush()
+"""
+
+
+def test_only_logind_s_own_signals_count(host: ClientHost, system_bus):
+    """With the default sender filter, a look-alike Lock from another process is ignored; the
+    signals of the owner of org.freedesktop.login1 (python3-dbus playing logind) count."""
+    if host.run("/usr/bin/python3", "-c", "import dbus", check=False).returncode != 0:
+        pytest.skip("python3-dbus, the stand-in logind, is not installed")
+    watch = Watch(host, [], system_bus, logind_sender="org.freedesktop.login1")
+    try:
+        assert watch.next_sync() == "start"
+        watch.until_log(f"watching session Lock/Unlock on {system_bus}")
+        send_session_signal(host, system_bus, "_32", "Lock")  # a look-alike: not from logind
+        session = "/org/freedesktop/login1/session/_32"
+        host.run("/usr/bin/python3", "-c", FAKE_LOGIND, system_bus, session, "Unlock", "Lock")
+        assert watch.next_sync() == "unlock"
+        assert watch.next_sync() == "lock"
     finally:
         assert watch.stop() == 0
