@@ -61,15 +61,21 @@ def host(lab: Lab) -> ClientHost:
 
 
 @pytest.fixture(scope="module")
-def alice_uid(lab: Lab, host: ClientHost) -> int:
-    """alice as a local account of the host, with her AD password (the lab maps by name)."""
-    if host.run("id", "-u", "alice", check=False).returncode != 0:
+def alice_uid(lab: Lab, host: ClientHost) -> Iterator[int]:
+    """alice as a local account of the host, with her AD password (the lab maps by name);
+    removed afterwards (with what the hook made for her) when this module made her."""
+    made = host.run("id", "-u", "alice", check=False).returncode != 0
+    if made:
         host.run("useradd", "--create-home", "--shell", "/bin/sh", "alice")
     subprocess.run(
         [*host.exec, "chpasswd"], input=f"alice:{lab.user('alice').password}\n", text=True,
         check=True, capture_output=True,
     )  # fmt: skip
-    return int(host.run("id", "-u", "alice").stdout)
+    uid = int(host.run("id", "-u", "alice").stdout)
+    yield uid
+    if made:
+        host.run("userdel", "--remove", "alice")
+        host.run("rm", "-rf", f"/run/user/{uid}")
 
 
 @pytest.fixture

@@ -106,15 +106,15 @@ done
 """
 
 
-def run_hook(tmp_path: Path, pam_type: str, user: str, stdin: bytes, *options: str):
+def run_hook(folder: Path, pam_type: str, user: str, stdin: bytes, *options: str):
     env = {"PATH": "/usr/bin:/bin", "PAM_TYPE": pam_type, "PAM_USER": user}
-    argv = ["/usr/bin/python3", str(HOOK), "--runtime-base", str(tmp_path / "run-user"), *options]
+    argv = ["/usr/bin/python3", str(HOOK), "--runtime-base", str(folder / "run-user"), *options]
     return subprocess.run(argv, input=stdin, env=env, capture_output=True, timeout=WAIT)
 
 
 @pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """Like pytest's, but under a folder the user may enter (pytest's own is root's, 0700)."""
+def open_tmp() -> Iterator[Path]:
+    """Like tmp_path, but a folder the user may enter (pytest's own are root's, 0700)."""
     path = Path(tempfile.mkdtemp(prefix="credroam-pam-hook-"))
     path.chmod(0o755)
     try:
@@ -124,8 +124,8 @@ def tmp_path() -> Iterator[Path]:
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Path:
-    folder = tmp_path / "agent"
+def agent(open_tmp: Path) -> Path:
+    folder = open_tmp / "agent"
     folder.mkdir()
     folder.chmod(0o777)  # the stand-in writes there as the user
     script = folder / "credroam-agent"
@@ -144,15 +144,15 @@ def wait_for_json(path: Path) -> dict:
 
 
 @needs_root
-def test_auth_starts_login_as_the_user_with_the_password_and_returns_at_once(tmp_path, agent):
+def test_auth_starts_login_as_the_user_with_the_password_and_returns_at_once(open_tmp, agent):
     try:
-        done = run_hook(tmp_path, "auth", "nobody", b"Pass-word1\0", "--agent", str(agent))
+        done = run_hook(open_tmp, "auth", "nobody", b"Pass-word1\0", "--agent", str(agent))
         # The hook has exited while the agent waits for its release: the logon went on.
         assert done.returncode == 0
         record = wait_for_json(agent.parent / "login.json")
     finally:
         (agent.parent / "release").touch()
-    runtime = tmp_path / "run-user" / str(NOBODY.pw_uid)
+    runtime = open_tmp / "run-user" / str(NOBODY.pw_uid)
     assert record == {
         "argv": "login --user nobody",
         "uid": NOBODY.pw_uid,
@@ -162,8 +162,8 @@ def test_auth_starts_login_as_the_user_with_the_password_and_returns_at_once(tmp
 
 
 @needs_root
-def test_session_close_runs_purge_as_the_user(tmp_path, agent):
-    done = run_hook(tmp_path, "close_session", "nobody", b"", "--agent", str(agent))
+def test_session_close_runs_purge_as_the_user(open_tmp, agent):
+    done = run_hook(open_tmp, "close_session", "nobody", b"", "--agent", str(agent))
     assert done.returncode == 0
     record = json.loads((agent.parent / "purge.json").read_text())  # synchronous: already there
     assert (record["argv"], record["uid"], record["stdin_len"]) == (
@@ -183,20 +183,20 @@ def test_session_close_runs_purge_as_the_user(tmp_path, agent):
         ("auth", "nobody", ("--no-such-option",)),
     ],
 )
-def test_nothing_runs_and_the_logon_never_fails(tmp_path, agent, pam_type, user, options):
-    done = run_hook(tmp_path, pam_type, user, b"pw\0", "--agent", str(agent), *options)
+def test_nothing_runs_and_the_logon_never_fails(open_tmp, agent, pam_type, user, options):
+    done = run_hook(open_tmp, pam_type, user, b"pw\0", "--agent", str(agent), *options)
     assert done.returncode == 0
     assert sorted(p.name for p in agent.parent.iterdir()) == ["credroam-agent"]
 
 
 @needs_root
-def test_an_agent_that_hangs_is_stopped_at_the_timeout(tmp_path):
-    hanging = tmp_path / "hanging-agent"
+def test_an_agent_that_hangs_is_stopped_at_the_timeout(open_tmp):
+    hanging = open_tmp / "hanging-agent"
     hanging.write_text("#!/bin/sh\nexec sleep 600\n")
     hanging.chmod(0o755)
     started = time.monotonic()
     done = run_hook(
-        tmp_path, "close_session", "nobody", b"", "--agent", str(hanging), "--purge-timeout", "0.5"
+        open_tmp, "close_session", "nobody", b"", "--agent", str(hanging), "--purge-timeout", "0.5"
     )
     assert done.returncode == 0
     assert b"purge for nobody: stopped after 0.5 s" in done.stderr
