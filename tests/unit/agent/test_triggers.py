@@ -528,3 +528,14 @@ def test_inotify_forgets_a_folder_moved_out_of_the_store(watched, tmp_path):
     (tmp_path / "elsewhere" / "OUT.cert.pem").write_text("pem")  # no longer the store's
     (root / "IN.cert.pem").write_text("pem")
     assert next_store_event(inbox).detail == str(root / "IN.cert.pem")
+
+
+def test_the_polling_thread_puts_a_store_event(tmp_path):
+    inbox = Inbox()
+    watcher = PollingWatcher([tmp_path], interval_seconds=0.05, log=lambda _m: None)
+    watcher.start(inbox)
+    try:
+        (tmp_path / "ABC.cert.pem").write_text("pem")
+        assert next_store_event(inbox).detail == str(tmp_path / "ABC.cert.pem")
+    finally:
+        watcher.close()
