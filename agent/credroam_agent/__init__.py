@@ -1,0 +1,5 @@
+"""credroam-agent: the sync agent a user's computer runs (login, sync, status, watch, purge).
+
+It is the core (``credroam.roaming``) as a small command, packaged as one zipapp
+(``make agent`` -> ``dist/credroam-agent.pyz``) that runs on Debian's /usr/bin/python3.
+"""
