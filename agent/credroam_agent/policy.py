@@ -37,7 +37,7 @@ from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
 from credroam.gpo import preg
-from credroam.gpo.model import GpoError, GpoVersion, parse_gplink
+from credroam.gpo.model import GpoError, GpoVersion, parse_gplink, parse_gpt_ini_version
 from credroam.gpo.resolve import (
     AppliedGpo,
     Denial,
@@ -65,6 +65,7 @@ __all__ = [
     "gpo_versions_changed",
     "read_gpo_versions",
     "read_policy",
+    "sysvol_path",
 ]
 
 CACHE_FORMAT = 1
@@ -417,11 +418,11 @@ class _SysvolReader:
             self._open = False
 
 
-def registry_pol_path(server: str, domain_dn: str, guid: str) -> str:
-    """``\\\\<dc>\\sysvol\\<domain>\\Policies\\{GUID}\\User\\Registry.pol``, built from the DC
-    being read and the GPO's GUID alone (never from gPCFileSysPath)."""
+def sysvol_path(server: str, domain_dn: str, guid: str, *parts: str) -> str:
+    """``\\\\<dc>\\sysvol\\<domain>\\Policies\\{GUID}\\<parts>``, built from the DC being
+    read and the GPO's GUID alone (never from gPCFileSysPath)."""
     domain = ".".join(part.split("=", 1)[1] for part in domain_dn.split(","))
-    return f"\\\\{server}\\sysvol\\{domain.lower()}\\Policies\\{guid}\\User\\Registry.pol"
+    return "\\".join(["", "", server, "sysvol", domain.lower(), "Policies", guid, *parts])
 
 
 # --- the per-user cache -----------------------------------------------------------------------
@@ -592,15 +593,19 @@ def _registry_entries(
     problems: list[str],
 ) -> list[preg.PolEntry]:
     """One GPO's User\\Registry.pol: from the user's cache when that version was read before,
-    else over SMB (and then cached). A malformed file is reported and contributes nothing."""
+    else over SMB. It is cached only when the folder's GPT.INI carries the container's version:
+    a SYSVOL that lags (Samba does not replicate SYSVOL) is used as it is, reported, and read
+    again at the next refresh. A malformed file is reported and contributes nothing."""
     guid, version = applied.guid, applied.gpo.version.number
+    path = sysvol_path(reader.smb.server, domain_dn, guid, "User", "Registry.pol")
     raw = cache.registry_pol(guid, version)
-    path = registry_pol_path(reader.smb.server, domain_dn, guid)
     if raw is None:
-        raw = reader.read(path, MAX_REGISTRY_POL)
-        if raw is None:
-            raw = b""  # no user registry settings in this GPO
-        cache.save_registry_pol(guid, version, raw)
+        lag = _sysvol_lag(applied, reader, domain_dn)
+        raw = reader.read(path, MAX_REGISTRY_POL) or b""  # missing: no user registry settings
+        if lag is None:
+            cache.save_registry_pol(guid, version, raw)
+        else:
+            problems.append(lag)
     if not raw:
         return []
     try:
@@ -608,3 +613,20 @@ def _registry_entries(
     except preg.PolFormatError as exc:
         problems.append(f"{path} of GPO {applied.gpo.name!r} (version {version}) ignored: {exc}")
         return []
+
+
+def _sysvol_lag(applied: AppliedGpo, reader: _SysvolReader, domain_dn: str) -> str | None:
+    """Why this DC's copy of the GPO's folder is not at the container's version, or None."""
+    path = sysvol_path(reader.smb.server, domain_dn, applied.guid, "GPT.INI")
+    raw = reader.read(path, MAX_REGISTRY_POL)
+    try:
+        found = parse_gpt_ini_version(raw) if raw is not None else None
+    except GpoError as exc:
+        return f"{path}: {exc}"
+    if found == applied.gpo.version:
+        return None
+    shown = "missing" if found is None else f"at version {found.number}"
+    return (
+        f"{path} is {shown} while versionNumber of GPO {applied.gpo.name!r} is "
+        f"{applied.gpo.version.number}: SYSVOL on {reader.smb.server} lags, not cached"
+    )

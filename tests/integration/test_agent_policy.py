@@ -101,6 +101,7 @@ def test_alice_gets_the_ou_value_over_the_domain_one_and_each_value_names_its_gp
     alice = lab.user("alice")
     resolved = read_as(lab, alice, cache_dir)
     assert not resolved.from_cache
+    assert resolved.problems == (), "dc1's SYSVOL is at every GPO's version"
     assert resolved.policy.tombstone_days == 45
     assert resolved.policy.max_tokens == 1500
     assert resolved.effective()["sync_interval_minutes"] == 15

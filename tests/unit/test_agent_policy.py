@@ -8,15 +8,18 @@ import stat
 
 import pytest
 
-from credroam.gpo.resolve import Denial, DeniedGpo, GpoSettings, GpoSource
+from credroam.gpo.model import GpoVersion
+from credroam.gpo.preg import encode, make_entry
+from credroam.gpo.resolve import AppliedGpo, Denial, DeniedGpo, GpoContainer, GpoSettings, GpoSource
 from credroam_agent.policy import (
     PolicyUnavailableError,
     ResolvedPolicy,
     SmbCredentials,
+    _registry_entries,
     _UserCache,
     cached_policy,
     read_policy,
-    registry_pol_path,
+    sysvol_path,
 )
 
 ALICE = "CN=alice,OU=RoamingUsers,DC=lab,DC=example"
@@ -84,7 +87,48 @@ def test_no_dc_and_no_cache_says_so(tmp_path):
         read_policy(None, ALICE, SMB, tmp_path)
 
 
-def test_registry_pol_is_read_from_the_dc_in_use_by_guid():
-    assert registry_pol_path("dc2.lab.example", "DC=Lab,DC=Example", GUID) == (
+def test_sysvol_files_are_read_from_the_dc_in_use_by_guid():
+    assert sysvol_path("dc2.lab.example", "DC=Lab,DC=Example", GUID, "User", "Registry.pol") == (
         f"\\\\dc2.lab.example\\sysvol\\lab.example\\Policies\\{GUID}\\User\\Registry.pol"
     )
+
+
+class FakeSysvol:
+    """One DC's copy of a GPO folder: GPT.INI and User\\Registry.pol by file name."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.smb = SmbCredentials(server="dc2.lab.example")
+        self.files = files
+        self.reads: list[str] = []
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        self.reads.append(path.rsplit("\\", 1)[-1])
+        return self.files.get(path.rsplit("\\", 1)[-1])
+
+
+POL = encode([make_entry("Software\\Policies\\credroam", "SyncIntervalMinutes", "REG_DWORD", 15)])
+APPLIED = AppliedGpo(
+    GpoContainer(
+        f"CN={GUID},CN=Policies,CN=System,DC=lab,DC=example", "roaming", GpoVersion(2, 0), b""
+    ),
+    "DC=lab,DC=example",
+    1,
+    False,
+)
+
+
+def test_a_sysvol_copy_at_the_containers_version_is_cached_and_not_read_again(tmp_path):
+    cache, problems = _UserCache(tmp_path, ALICE), []
+    sysvol = FakeSysvol({"GPT.INI": b"[General]\r\nVersion=131072\r\n", "Registry.pol": POL})
+    assert len(_registry_entries(APPLIED, sysvol, cache, "DC=lab,DC=example", problems)) == 1
+    sysvol.reads.clear()
+    assert len(_registry_entries(APPLIED, sysvol, cache, "DC=lab,DC=example", problems)) == 1
+    assert sysvol.reads == [] and problems == []
+
+
+def test_a_lagging_sysvol_copy_is_used_reported_and_not_cached(tmp_path):
+    cache, problems = _UserCache(tmp_path, ALICE), []
+    sysvol = FakeSysvol({"GPT.INI": b"[General]\r\nVersion=65536\r\n", "Registry.pol": POL})
+    assert len(_registry_entries(APPLIED, sysvol, cache, "DC=lab,DC=example", problems)) == 1
+    assert "at version 65536" in problems[0] and "dc2.lab.example lags" in problems[0]
+    assert cache.registry_pol(GUID, 131072) is None, "read again at the next refresh"
