@@ -48,6 +48,7 @@ from credroam.gpo.resolve import (
     Som,
     SomKind,
     applicable_gpos,
+    dn_key,
     merge_settings,
     som_chain,
     user_token,
@@ -62,6 +63,7 @@ __all__ = [
     "ResolvedPolicy",
     "SmbCredentials",
     "cached_policy",
+    "domain_of",
     "gpo_versions_changed",
     "read_gpo_versions",
     "read_policy",
@@ -257,24 +259,20 @@ def _dn_filter(dns: Iterable[str]) -> str:
     return f"(|{terms})"
 
 
-def _dn_key(dn: str) -> str:
-    return ",".join(part.strip() for part in dn.split(",")).lower()
-
-
 def _read_soms(
     conn: ldap3.Connection, user_dn: str, domain_dn: str, site_dn: str | None
 ) -> list[Som]:
     chain = som_chain(user_dn, domain_dn)
     found = _search(conn, domain_dn, _dn_filter(dn for dn, _ in chain), ldap3.SUBTREE,
                     ["gPLink", "gPOptions"])  # fmt: skip
-    by_dn = {_dn_key(entry["dn"]): entry for entry in found}
+    by_dn = {dn_key(entry["dn"]): entry for entry in found}
     soms = []
     if site_dn:
         site = _search(conn, site_dn, "(objectClass=*)", ldap3.BASE, ["gPLink", "gPOptions"])
         if site:
             soms.append(_som(site_dn, SomKind.SITE, site[0]))
     for dn, kind in chain:
-        entry = by_dn.get(_dn_key(dn))
+        entry = by_dn.get(dn_key(dn))
         soms.append(_som(dn, kind, entry) if entry else Som(dn, kind))
     return soms
 
@@ -291,7 +289,7 @@ def _linked_gpo_dns(soms: Iterable[Som]) -> list[str]:
         except GpoError as exc:
             raise _ReadError(f"gPLink of {som.dn}: {exc}") from exc
         for link in links:
-            dns.setdefault(_dn_key(link.gpo_dn), link.gpo_dn)
+            dns.setdefault(dn_key(link.gpo_dn), link.gpo_dn)
     return list(dns.values())
 
 
@@ -432,7 +430,7 @@ class _UserCache:
     """One user's cache folder: the last good policy and Registry.pol files by GPO version."""
 
     def __init__(self, cache_dir: str | os.PathLike, user_dn: str) -> None:
-        digest = hashlib.sha256(_dn_key(user_dn).encode()).hexdigest()[:32]
+        digest = hashlib.sha256(dn_key(user_dn).encode()).hexdigest()[:32]
         self.root = Path(cache_dir) / digest
         self.user_dn = user_dn
 
@@ -486,7 +484,7 @@ class _UserCache:
                 f"cached policy {path} has format {version!r}, newer than this agent's "
                 f"{CACHE_FORMAT}: left alone"
             )
-        if _dn_key(str(data.get("user_dn", ""))) != _dn_key(self.user_dn):
+        if dn_key(str(data.get("user_dn", ""))) != dn_key(self.user_dn):
             raise PolicyUnavailableError(f"cached policy {path} belongs to another user")
         try:
             return ResolvedPolicy.from_dict(data)
@@ -602,10 +600,13 @@ def _registry_entries(
     if raw is None:
         lag = _sysvol_lag(applied, reader, domain_dn)
         raw = reader.read(path, MAX_REGISTRY_POL) or b""  # missing: no user registry settings
-        if lag is None:
-            cache.save_registry_pol(guid, version, raw)
-        else:
+        if lag is not None:
             problems.append(lag)
+        else:
+            try:
+                cache.save_registry_pol(guid, version, raw)
+            except OSError as exc:  # read again next time; the policy itself is good
+                problems.append(f"cannot cache {path} under {cache.root}: {exc}")
     if not raw:
         return []
     try:

@@ -72,6 +72,7 @@ __all__ = [
     "SomKind",
     "access_check",
     "applicable_gpos",
+    "dn_key",
     "fold_registry",
     "merge_settings",
     "som_chain",
@@ -184,7 +185,7 @@ def _guid_of(dn: str) -> str:
     return normalize_guid(match.group(1))
 
 
-def _dn_key(dn: str) -> str:
+def dn_key(dn: str) -> str:
     """DNs compare case-insensitively, and without blanks around separators."""
     return ",".join(part.strip() for part in dn.split(",")).lower()
 
@@ -208,7 +209,7 @@ def som_chain(user_dn: str, domain_dn: str) -> list[tuple[str, SomKind]]:
     host's site is known, goes before all of them.
     """
     user, domain = _rdns(user_dn), _rdns(domain_dn)
-    if len(user) <= len(domain) or _dn_key(",".join(user[-len(domain) :])) != _dn_key(domain_dn):
+    if len(user) <= len(domain) or dn_key(",".join(user[-len(domain) :])) != dn_key(domain_dn):
         raise GpoError(f"user {user_dn!r} is not inside the domain {domain_dn!r}")
     chain: list[tuple[str, SomKind]] = [(domain_dn, SomKind.DOMAIN)]
     above = user[1 : len(user) - len(domain)]  # the containers between the user and the domain
@@ -272,11 +273,11 @@ def applicable_gpos(
     ``token``: the user's SIDs (see :func:`user_token`).
     """
     sids = frozenset(s.upper() for s in token)
-    by_dn = {_dn_key(dn): gpo for dn, gpo in containers.items()}
+    by_dn = {dn_key(dn): gpo for dn, gpo in containers.items()}
     chosen: dict[str, AppliedGpo] = {}
     denied: list[DeniedGpo] = []
     for link in _ordered_links(soms):
-        gpo = by_dn.get(_dn_key(link.gpo_dn))
+        gpo = by_dn.get(dn_key(link.gpo_dn))
         reason = Denial.NOT_FOUND if gpo is None else _denial(gpo, sids)
         if reason is not None:
             name = gpo.name if gpo is not None else ""
