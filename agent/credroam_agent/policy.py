@@ -64,6 +64,7 @@ __all__ = [
     "SmbCredentials",
     "cached_policy",
     "domain_of",
+    "gpo_version_key",
     "gpo_versions_changed",
     "read_gpo_versions",
     "read_policy",
@@ -137,6 +138,11 @@ class ResolvedPolicy:
     def effective(self, local: Mapping[str, object] | None = None) -> dict[str, Any]:
         """Every option of the settings tables with its value in force."""
         return self.settings.effective(local)
+
+    @property
+    def version_key(self) -> tuple[tuple[str, int], ...]:
+        """``gpo_versions`` sorted, comparable with :func:`gpo_version_key`."""
+        return tuple(sorted(self.gpo_versions.items()))
 
     def source(self, option: str) -> GpoSource | None:
         """The GPO that set ``option``, or None (config file or default)."""
@@ -343,16 +349,22 @@ def read_gpo_versions(
     return versions
 
 
-def gpo_versions_changed(conn: ldap3.Connection, resolved: ResolvedPolicy) -> bool:
-    """Whether a GPO the policy was made from changed version or went away (one search).
-
-    A new link or a filtering change moves no version: the periodic refresh
-    (:func:`read_policy`) catches those."""
+def gpo_version_key(
+    conn: ldap3.Connection, resolved: ResolvedPolicy
+) -> tuple[tuple[str, int], ...]:
+    """The versions now of the GPOs ``resolved`` was made from, sorted, in one search: what a
+    watch loop compares (a GPO gone drops out). A new link or a filtering change moves no
+    version: the periodic refresh (:func:`read_policy`) catches those."""
     try:
         now = read_gpo_versions(conn, domain_of(resolved.user_dn), resolved.gpo_versions)
     except _ReadError as exc:
         raise PolicyUnavailableError(str(exc)) from exc
-    return now != dict(resolved.gpo_versions)
+    return tuple(sorted(now.items()))
+
+
+def gpo_versions_changed(conn: ldap3.Connection, resolved: ResolvedPolicy) -> bool:
+    """Whether a GPO the policy was made from changed version or went away (one search)."""
+    return gpo_version_key(conn, resolved) != resolved.version_key
 
 
 # --- SYSVOL -----------------------------------------------------------------------------------

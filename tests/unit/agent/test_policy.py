@@ -18,6 +18,8 @@ from credroam_agent.policy import (
     _registry_entries,
     _UserCache,
     cached_policy,
+    gpo_version_key,
+    gpo_versions_changed,
     read_policy,
     sysvol_path,
 )
@@ -132,3 +134,35 @@ def test_a_lagging_sysvol_copy_is_used_reported_and_not_cached(tmp_path):
     assert len(_registry_entries(APPLIED, sysvol, cache, "DC=lab,DC=example", problems)) == 1
     assert "at version 65536" in problems[0] and "dc2.lab.example lags" in problems[0]
     assert cache.registry_pol(GUID, 131072) is None, "read again at the next refresh"
+
+
+class FakeDirectory:
+    """Answers the one versionNumber search of the watch loop's check."""
+
+    def __init__(self, versions: dict[str, int]) -> None:
+        self.versions = versions
+        self.searches = 0
+        self.server = type("Server", (), {"host": "dc1.lab.example"})()
+        self.result = {"result": 0}
+        self.response: list[dict] = []
+
+    def search(self, base, flt, search_scope, attributes, controls=None):
+        self.searches += 1
+        self.response = [
+            {"type": "searchResEntry", "dn": f"CN={guid},{base}",
+             "raw_attributes": {"versionNumber": [str(number).encode()]}}
+            for guid, number in self.versions.items() if guid in flt
+        ]  # fmt: skip
+        return True
+
+
+def test_the_watch_loop_sees_a_version_change_in_one_search():
+    resolved = resolved_for(ALICE, 45)
+    directory = FakeDirectory({GUID: 65536})
+    assert not gpo_versions_changed(directory, resolved)
+    directory.versions[GUID] = 131072
+    assert gpo_versions_changed(directory, resolved)
+    assert gpo_version_key(directory, resolved) == ((GUID, 131072),)
+    directory.versions.clear()
+    assert gpo_versions_changed(directory, resolved), "a GPO gone is a change"
+    assert directory.searches == 4
