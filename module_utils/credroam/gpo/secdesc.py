@@ -38,7 +38,10 @@ AUTHENTICATED_USERS = "S-1-5-11"
 CREATOR_OWNER = "S-1-3-0"
 PRE_WINDOWS_2000_ACCESS = "S-1-5-32-554"
 ACCESS_ALLOWED = 0x00
+ACCESS_DENIED = 0x01
 ACCESS_ALLOWED_OBJECT = 0x05
+ACCESS_DENIED_OBJECT = 0x06
+_OBJECT_ACE_TYPES = (ACCESS_ALLOWED_OBJECT, ACCESS_DENIED_OBJECT)
 OBJECT_INHERIT = 0x01
 CONTAINER_INHERIT = 0x02
 INHERIT_ONLY = 0x08
@@ -110,7 +113,7 @@ class Ace:
 
     @property
     def object_type(self) -> uuid.UUID | None:
-        if self.type != ACCESS_ALLOWED_OBJECT:
+        if self.type not in _OBJECT_ACE_TYPES:
             return None
         if struct.unpack_from("<I", self.body, 4)[0] & OBJECT_TYPE_PRESENT:
             return uuid.UUID(bytes_le=self.body[8:24])
@@ -119,7 +122,7 @@ class Ace:
     @property
     def trustee(self) -> str:
         offset = 4
-        if self.type == ACCESS_ALLOWED_OBJECT:
+        if self.type in _OBJECT_ACE_TYPES:
             present = struct.unpack_from("<I", self.body, 4)[0]
             offset = 8 + 16 * bool(present & OBJECT_TYPE_PRESENT)
             offset += 16 * bool(present & INHERITED_OBJECT_TYPE_PRESENT)
@@ -128,7 +131,8 @@ class Ace:
     @property
     def is_apply_group_policy(self) -> bool:
         return (
-            self.object_type == APPLY_GROUP_POLICY
+            self.type == ACCESS_ALLOWED_OBJECT
+            and self.object_type == APPLY_GROUP_POLICY
             and bool(self.mask & CONTROL_ACCESS)
             and not self.flags & INHERITED
         )
