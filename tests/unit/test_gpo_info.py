@@ -56,7 +56,8 @@ DRIFTED_SD = sd_from_sddl("O:BAG:DUD:(A;OICI;0x001f01ff;;;BA)(A;OICI;0x001200a9;
 
 
 class FakeDirectory:
-    """The GPC, its descriptor and one OU linking it; records anything but a search."""
+    """The GPC with its User and Machine children, its descriptor and one OU linking it;
+    records anything but a search."""
 
     def __init__(self) -> None:
         self.result: dict[str, Any] = {"result": 0}
@@ -75,6 +76,11 @@ class FakeDirectory:
                 "gPCUserExtensionNames": [EXTENSION_NAMES],
             }
             self.response = [{"type": "searchResEntry", "dn": GPC_DN, "attributes": attributes}]
+        elif flt == "(objectClass=container)" and base == GPC_DN:
+            self.response = [
+                {"type": "searchResEntry", "dn": f"CN={cn},{GPC_DN}", "attributes": {"cn": [cn]}}
+                for cn in ("User", "Machine")
+            ]
         elif "gPLink" in flt and base == DOMAIN_DN:
             link = f"[LDAP://cn={GUID},cn=policies,cn=system,{DOMAIN_DN};2]"
             self.response = [{"type": "searchResEntry", "dn": OU, "attributes": {"gPLink": [link]}}]
@@ -93,18 +99,34 @@ class FakeDirectory:
 
 
 class FakeSysvol:
-    """One DC's SYSVOL: files by path and the GPO folder's descriptor; no write methods, so a
+    """One DC's SYSVOL: files by path, the GPO folder's descriptor and that of everything in it
+    (the folder's expected ACL unless ``contents_acl`` says otherwise); no write methods, so a
     write attempt fails the test."""
 
-    def __init__(self, files: dict[tuple[str, ...], bytes], acl: bytes | None) -> None:
+    def __init__(
+        self,
+        files: dict[tuple[str, ...], bytes],
+        acl: bytes | None,
+        contents_acl: bytes = FOLDER_SD,
+    ) -> None:
         self.files = files
         self.acl = acl
+        self.acls: dict[tuple[str, ...], bytes] = {}
+        for path in files:
+            for end in range(2, len(path) + 1):
+                self.acls[path[:end]] = contents_acl
 
     def read(self, *parts: str) -> bytes | None:
         return self.files.get(parts)
 
     def read_security(self, *parts: str) -> bytes | None:
-        return self.acl if parts == (GUID,) else None
+        return self.acl if parts == (GUID,) else self.acls.get(parts)
+
+    def tree(self, *parts: str) -> list[tuple[str, ...]]:
+        return sorted(p for p in self.acls if p[: len(parts)] == parts and p != parts)
+
+    def exists(self, *parts: str) -> bool:
+        return not parts or self.read_security(*parts) is not None or parts in self.files
 
     def close(self) -> None:
         pass
