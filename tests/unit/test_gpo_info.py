@@ -218,3 +218,12 @@ def test_gpt_problems_compares_the_folder_acl_as_samba_derives_it():
     assert gpt_problems(GUID, V2, [healthy], folder_acl) == []
     drifted = GptState("dc1", gpt_ini, ENTRIES, SecurityDescriptor.parse(DRIFTED_SD))
     assert [p["kind"] for p in gpt_problems(GUID, V2, [drifted], folder_acl)] == ["acl_drift"]
+
+
+def test_files_whose_acl_is_not_the_folders_own_are_named(monkeypatch, capsys):
+    sysvols = {"dc1": FakeSysvol(gpt_files(V2, ENTRIES), FOLDER_SD, contents_acl=DRIFTED_SD)}
+    result = run_info(monkeypatch, capsys, sysvols)
+    ((problem),) = result["problems"]
+    assert (problem["kind"], problem["server"]) == ("acl_drift", "dc1")
+    assert f"{GUID}\\User\\Registry.pol" in problem["message"]
+    assert result["sysvols"]["dc1"]["acl_in_sync"] is False
