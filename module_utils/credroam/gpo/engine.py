@@ -445,7 +445,7 @@ class GpoApplier(GpoReader):
     def apply(self, request: GpoRequest) -> dict[str, Any]:
         """Plan, then (unless check mode) write. Raises GpoError and friends before any write,
         :class:`GpoIncomplete` after some."""
-        self._steps, self.operations = [], []
+        self._steps, self.operations, self._descriptor = [], [], None
         if request.guid:
             request.guid = normalize_guid(request.guid)
         if not request.guid and not request.name:
