@@ -10,8 +10,9 @@ BIN         := $(VENV)/bin
 SYSTEM_PY   := /usr/bin/python3
 # gssapi (Kerberos binds, bind_method=gssapi) has no Linux wheel: pip builds it with gcc against
 # the Python headers and MIT Kerberos' (libkrb5-dev); krb5-user brings kinit and klist.
+# libxml2-utils: xmllint, which checks the rendered ADMX/ADML against Microsoft's ADMX schema.
 APT_PACKAGES := samba-ad-dc samba-ad-provision openssh-server python3-venv iproute2 smbclient ldb-tools util-linux \
-                libkrb5-dev krb5-user gcc python3-dev
+                libkrb5-dev krb5-user gcc python3-dev libxml2-utils
 LAB         ?= lab
 PLAYBOOK    := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg

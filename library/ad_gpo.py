@@ -24,9 +24,15 @@ description:
     links is not a rollout step of its own; read-only queries are left to an C(_info) module.
   - The GPO folder's NT ACL follows the GPC's C(nTSecurityDescriptor) (allow ACEs inherited to
     files and folders, directory rights mapped to file rights, as GPMC and C(samba-tool gpo
-    create) set it), so C(samba-tool gpo aclcheck) is clean without C(ntacl sysvolreset). It
-    is set before anything is created in the folder, and rewritten whenever it differs (after
-    a O(security_filtering) change, or when someone changed it).
+    create) set it), and every file and folder inside carries that same ACL, as C(samba-tool
+    ntacl sysvolreset) sets it; so C(samba-tool gpo aclcheck) and C(samba-tool ntacl
+    sysvolcheck) are clean. The folder's ACL is set before anything is created in it, and every
+    ACL is rewritten whenever it differs (after a O(security_filtering) change, or when someone
+    changed it).
+  - A run plans before it writes; every option is checked, every SYSVOL server reached, every
+    O(security_filtering) group resolved and every O(links) target read first, so a mistake
+    fails the run with nothing written. If a write then fails, the run reports C(changed),
+    the RV(operations) done and the RV(operations_left); running it again completes the GPO.
   - SYSVOL is not replicated between Samba DCs; the GPO's folder is kept on every DC in
     O(sysvol_servers), each compared and written on its own, all with the same version. A
     lagging copy is reported (RV(lagging_sysvols), a warning) and repaired with
@@ -228,10 +234,20 @@ security_filtering:
   elements: str
 operations:
   description:
-    - Every write performed (or, in check mode, that would be), in order; kind is one of
-      ldap_add, ldap_modify, ldap_delete, smb_mkdir, smb_write, smb_set_acl (the GPO folder's
-      NT ACL), smb_remove_tree; SMB operations name their server.
+    - Every write performed (or, in check mode, that would be), in order, also when a later
+      write failed; kind is one of ldap_add, ldap_modify, ldap_delete, smb_mkdir, smb_write,
+      smb_set_acl (the NT ACL of the GPO folder or of a file or folder in it),
+      smb_remove_tree; target is the DN or the Policies-relative path; SMB operations name
+      their server.
   returned: always
+  type: list
+  elements: dict
+  sample:
+    - {kind: smb_write, target: "{6C1F5E6B-9B7E-4E0F-8E7A-1E4F8A3D2C10}\\GPT.INI",
+       server: dc1.lab.example, size: 58}
+operations_left:
+  description: The planned writes not made because one failed, in order (see RV(operations)).
+  returned: failure after some writes
   type: list
   elements: dict
 """
@@ -246,7 +262,12 @@ from ansible.module_utils.credroam_ansible import (
 )
 
 try:
-    from ansible.module_utils.credroam.gpo.engine import GpoApplier, GpoRequest, LinkRequest
+    from ansible.module_utils.credroam.gpo.engine import (
+        GpoApplier,
+        GpoIncomplete,
+        GpoRequest,
+        LinkRequest,
+    )
     from ansible.module_utils.credroam.gpo.model import GpoError
     from ansible.module_utils.credroam.gpo.settings import (
         AGENT_POLICY,
@@ -366,9 +387,17 @@ def main() -> None:
         if params["publish_admx"] and params["state"] == "present":
             request.files = _admin_templates(module, applier, request)
         result = applier.apply(request)
+    except GpoIncomplete as exc:
+        # Some writes were made: the run changed the GPO, and says what it left undone.
+        module.fail_json(
+            msg=f"{_reason(exc.cause, params)}; {exc.summary}",
+            changed=bool(exc.done),
+            operations=exc.done,
+            operations_left=exc.left,
+        )
     except (GpoError, SysvolError, *DIRECTORY_FAILURES) as exc:
-        operations = applier.operations if applier else []
-        module.fail_json(msg=failure_message(exc, params), operations=operations)
+        # Raised while planning: every check comes before the first write.
+        module.fail_json(msg=f"{_reason(exc, params)}; nothing was written", operations=[])
     finally:
         if applier is not None:
             applier.close()
@@ -380,6 +409,11 @@ def main() -> None:
     if module._diff:
         result["diff"] = diff
     module.exit_json(**result)
+
+
+def _reason(exc: Exception, params: dict) -> str:
+    """What went wrong: GPO and SYSVOL errors name their server and path already."""
+    return failure_message(exc, params) if isinstance(exc, DIRECTORY_FAILURES) else str(exc)
 
 
 def _admin_templates(module: AnsibleModule, applier: GpoApplier, request: GpoRequest) -> dict:

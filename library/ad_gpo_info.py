@@ -15,7 +15,8 @@ description:
     GPC's C(versionNumber)), V(missing_gpt) (no C(GPT.INI) on a SYSVOL), V(content_mismatch)
     (a SYSVOL's C(Registry.pol) differs from the first SYSVOL's), V(acl_drift) (the folder's
     NT ACL is not the one derived from the GPC's C(nTSecurityDescriptor), which
-    C(samba-tool gpo aclcheck) also reports). M(ad_gpo) repairs all of them.
+    C(samba-tool gpo aclcheck) also reports; or a file or folder inside does not carry that
+    same ACL, which C(samba-tool ntacl sysvolcheck) reports). M(ad_gpo) repairs all of them.
 version_added: "0.1.0"
 author: credroam
 extends_documentation_fragment: [credroam_ldap, credroam_sysvol]
@@ -83,7 +84,8 @@ version:
 sysvols:
   description:
     - Per SYSVOL server; exists (the folder), version (of GPT.INI, null when missing),
-      registry_values (its User\\Registry.pol), acl_in_sync (the folder's NT ACL follows the GPC's).
+      registry_values (its User\\Registry.pol), acl_in_sync (the NT ACL of the folder and of
+      everything in it follows the GPC's).
   returned: when the GPO exists
   type: dict
 registry_values:

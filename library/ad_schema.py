@@ -21,7 +21,7 @@ description:
     DN-Binary attributes C(credroamKeyEnvelopes) and C(credroamRoamingKeys) on the auxiliary class
     C(credroamUser), which is added to C(user).
   - Runs from the controller (ldap3); check mode and diff mode show the exact LDAP adds and
-    modifies that would be executed.
+    modifies that would be executed (RV(operations)).
 version_added: "0.1.0"
 author: credroam
 extends_documentation_fragment: [credroam_ldap]
@@ -228,18 +228,19 @@ schema_master:
   description: DNS name of the schema master that was written to (or would be).
   type: str
   returned: always
-added:
-  description: The LDAP adds executed (or, in check mode, that would be), in order.
+operations:
+  description:
+    - Every write performed (or, in check mode, that would be), in order, also when a later
+      write failed; kind is ldap_add (with objectClass and attributes) or ldap_modify (with
+      changes, e.g. auxiliaryClass on user); target is the DN.
   type: list
   elements: dict
   returned: always
-  sample: [{dn: "CN=credroam-User,CN=Schema,...", objectClass: classSchema,
-            attributes: {governsID: ["1.2.840..."]}}]
-modlist:
-  description: The LDAP modifies executed (or that would be), e.g. auxiliaryClass on user.
-  type: list
-  elements: dict
-  returned: always
+  sample:
+    - {kind: ldap_add, target: "CN=credroam-User,CN=Schema,...", objectClass: classSchema,
+       attributes: {governsID: ["1.2.840..."]}}
+    - {kind: ldap_modify, target: "CN=User,CN=Schema,...",
+       changes: {auxiliaryClass: {op: add, values: [credroamUser]}}}
 verified:
   description: Names of definitions that already exist and match.
   type: list
@@ -444,7 +445,7 @@ def apply_plan(conn, plan: SchemaPlan, done: list[dict[str, Any]]) -> None:
                 changes = {k: [(operations[o], to_wire(k, v))] for k, (o, v) in op.changes.items()}
                 conn.modify(op.dn, changes)
                 check_result(conn, f"modifying {op.dn}")
-            done.append(op.as_dict())
+            done.append(op.as_operation())
         refresh_schema_cache(conn)
 
 
@@ -481,7 +482,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
 
     base = target_from_params(params)
     conn = connect_or_fail(module, base)
-    result: dict[str, Any] = {"changed": False, "added": [], "modlist": [], "verified": []}
+    result: dict[str, Any] = {"changed": False, "operations": [], "verified": []}
     done: list[dict[str, Any]] = []
     try:
         root = read_root_dse(conn)
@@ -496,15 +497,14 @@ def run(module: AnsibleModule) -> dict[str, Any]:
             plan = plan_defunct(defs, entries, schema_dn)
         else:
             plan = plan_present(defs, entries, schema_dn)
-        ops = [op.as_dict() for phase in plan.phases() for op in phase]
-        result["added"] = [op for op in ops if "attributes" in op]
-        result["modlist"] = [op for op in ops if "changes" in op]
         result["verified"] = plan.verified
-        result["changed"] = plan.changed
         if module._diff:
             result["diff"] = {"before": plan.before, "after": plan.after}
-        if plan.changed and not module.check_mode:
+        if module.check_mode:
+            done.extend(op.as_operation() for phase in plan.phases() for op in phase)
+        elif plan.changed:
             apply_plan(conn, plan, done)
+        result.update(changed=bool(done), operations=done)
         if params["wait_for_replication"] and not module.check_mode:
             if params["state"] == "absent":
                 module.warn("wait_for_replication is not checked for state=absent")
@@ -513,8 +513,9 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     except SchemaConflict as exc:
         module.fail_json(msg=f"schema conflict, nothing was written:\n{exc}", **result)
     except DIRECTORY_FAILURES as exc:
-        executed = {"executed": done} if done else {}
-        module.fail_json(msg=failure_message(exc, params), **result, **executed)
+        # The writes made before the failure are reported: the run changed the schema.
+        result.update(changed=bool(done), operations=done)
+        module.fail_json(msg=failure_message(exc, params), **result)
     finally:
         conn.unbind()
     return result

@@ -1,10 +1,12 @@
 """ad_gpo against the lab's two DCs, run the real way (ansible-playbook), checked with Samba's
-own tools: its Registry.pol parser, `samba-tool gpo show/getlink/listall`, and `samba-tool gpo
-aclcheck` (never after a `samba-tool ntacl sysvolreset`) on each DC.
+own tools: its Registry.pol parser, `samba-tool gpo show/getlink/listall`, `samba-tool gpo
+aclcheck` and `samba-tool ntacl sysvolcheck` (never after a `samba-tool ntacl sysvolreset`).
 
-The tests in this file form one scenario on one GPO and run in file order: create, rerun,
+Most tests in this file form one scenario on one GPO and run in file order: create, rerun,
 change, check mode, link, security filtering, ACL drift, version mismatch, a lagging SYSVOL,
-removal. The GPO's folder is kept on both DCs' SYSVOLs (sysvol_servers).
+removal. The GPO's folder is kept on both DCs' SYSVOLs (sysvol_servers). The last tests make
+GPOs of their own that fail: before any write (nothing is left), and half-way (the next run
+completes it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import ldap3
 import pytest
+import yaml
 
 from credroam.gpo.model import GpoVersion
 from credroam.gpo.settings import CREDENTIAL_ROAMING
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.integration
 samba_ndr = pytest.importorskip("samba.ndr", reason="Samba's parser is the independent reader")
 from ldap3.protocol.formatters.formatters import format_sid
 from ldap3.protocol.microsoft import security_descriptor_control
+from ldap3.utils.conv import escape_filter_chars
 from samba.dcerpc import preg as samba_preg
 from samba.dcerpc import security
 from samba.ntacls import dsacl2fsacl
@@ -47,6 +51,7 @@ PLAYBOOK = """
     - name: MODULE under test
       MODULE: "{{ gpo_args }}"
       register: gpo_result
+      ignore_errors: true  # the test decides whether a failure was expected
     - name: Hand the result to the test
       ansible.builtin.copy:
         content: "{{ gpo_result | to_json }}"
@@ -73,7 +78,7 @@ class GpoRunner:
             "sysvol_servers": [d.ip for d in lab.dcs],
         }
 
-    def __call__(self, *flags: str, **args) -> dict:
+    def __call__(self, *flags: str, expect_failure: bool = False, **args) -> dict:
         result_file = self.workdir / "result.json"
         result_file.unlink(missing_ok=True)
         extra = {"gpo_args": {**self.connection, **args}, "result_file": str(result_file)}
@@ -84,7 +89,13 @@ class GpoRunner:
             cwd=REPO, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
+        assert bool(result.get("failed")) == expect_failure, result.get("msg")
+        return result
+
+    def fail(self, **args) -> dict:
+        """Run the module expecting it to fail; its result (msg, changed, operations...)."""
+        return self(expect_failure=True, **args)
 
 
 @pytest.fixture(scope="module")
@@ -155,15 +166,19 @@ def folder_acl_as_samba_expects(lab: Lab, guid: str) -> str:
 
 
 def assert_acls_clean(lab: Lab, guid: str) -> None:
-    """`samba-tool gpo aclcheck` on dc1 finds nothing (it checks every GPO, and the lab's
-    default GPOs exist on dc1's SYSVOL only); on every DC the folder's NT ACL is the one
-    aclcheck compares with, computed by Samba's own dsacl2fsacl."""
+    """`samba-tool gpo aclcheck` and `samba-tool ntacl sysvolcheck` on dc1 find nothing (they
+    check every GPO, and the lab's default GPOs exist on dc1's SYSVOL only); on every DC the
+    folder and everything in it carry the NT ACL those checks compare with, computed by
+    Samba's own dsacl2fsacl."""
     assert samba_tool(lab, "aclcheck").strip() == ""
+    check = lab.dc(0).run("samba-tool", "ntacl", "sysvolcheck", check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
     expected = folder_acl_as_samba_expects(lab, guid)
     for index, dc in enumerate(lab.dcs):
-        folder = str(sysvol_dir(lab, index) / guid)
-        found = dc.run("samba-tool", "ntacl", "get", "--as-sddl", folder).stdout.strip()
-        assert found == expected, f"NT ACL of {guid} on {dc.name}"
+        folder = sysvol_dir(lab, index) / guid
+        for path in [folder, *sorted(folder.rglob("*"))]:
+            found = dc.run("samba-tool", "ntacl", "get", "--as-sddl", str(path)).stdout.strip()
+            assert found == expected, f"NT ACL of {path.relative_to(folder.parent)} on {dc.name}"
 
 
 def assert_sysvols_agree_with_the_gpc(lab: Lab, guid: str, version: GpoVersion) -> None:
@@ -268,9 +283,15 @@ def test_security_filtering_gives_apply_to_the_group_only(lab, gpo, name, state)
     assert apply_right + "DU)" in acl
     assert apply_right + "AU)" not in acl
     assert "(A;CI;RPLCLORC;;;AU)" in acl, "Authenticated Users keep Read"
-    set_acl = [op for op in result["operations"] if op["kind"] == "smb_set_acl"]
-    assert sorted(op["server"] for op in set_acl) == sorted(dc.ip for dc in lab.dcs)
-    assert_acls_clean(lab, state["guid"])
+    guid = state["guid"]
+    set_acl = {(op["server"], op["target"]) for op in result["operations"]
+               if op["kind"] == "smb_set_acl"}  # fmt: skip
+    inside = [guid, f"{guid}\\GPT.INI", f"{guid}\\Machine", f"{guid}\\User",
+              f"{guid}\\User\\Registry.pol"]  # fmt: skip
+    assert set_acl == {(dc.ip, path) for dc in lab.dcs for path in inside}, (
+        "the new ACL reaches the files already in the folder"
+    )
+    assert_acls_clean(lab, guid)
     assert not gpo(name=name, security_filtering=["Domain Users"])["changed"]
 
 
@@ -354,3 +375,78 @@ def test_absent_removes_container_folder_and_links(lab, gpo, name, state):
     finally:
         conn.unbind()
     assert not gpo(name=name, state="absent")["changed"]
+
+
+# --- runs that fail: plan first, so a mistake writes nothing; a failed write is completed ----
+
+ROLE_DEFAULTS = yaml.safe_load((REPO / "roles/roaming_gpo/defaults/main.yml").read_text())
+
+
+def gpo_folders(lab: Lab) -> list[set[str]]:
+    return [{p.name for p in sysvol_dir(lab, i).iterdir()} for i in range(len(lab.dcs))]
+
+
+def gpcs_named(lab: Lab, display_name: str) -> list[str]:
+    conn = lab.ldap_connection()
+    try:
+        flt = f"(displayName={escape_filter_chars(display_name)})"
+        conn.search(f"CN=Policies,CN=System,{lab.base_dn}", flt, ldap3.SUBTREE)
+        return [r["dn"] for r in conn.response if r["type"] == "searchResEntry"]
+    finally:
+        conn.unbind()
+
+
+@pytest.mark.parametrize(
+    ("mistake", "args", "named"),
+    [
+        # Loopback, where nothing listens on 445: the second SYSVOL cannot be reached.
+        ("unreachable SYSVOL", {"sysvol_servers": ["DC1", "127.0.0.1"]}, "127.0.0.1"),
+        ("mistyped group", {"security_filtering": ["Domain Users", "Domian Users"]},
+         "'Domian Users'"),
+        ("mistyped link target", {"links": [{"target": "ROAMING_OU"},
+                                            {"target": "OU=RoamingUsres,BASE"}]},
+         "OU=RoamingUsres"),
+    ],
+)  # fmt: skip
+def test_a_mistake_fails_a_new_gpo_before_anything_is_written(lab, gpo, mistake, args, named):
+    text = json.dumps(args).replace("DC1", lab.dc(0).ip).replace("ROAMING_OU", lab.roaming_ou_dn)
+    args = json.loads(text.replace("BASE", lab.base_dn))
+    name = f"credroam {mistake} {uuid.uuid4().hex[:8]}"
+    folders = gpo_folders(lab)
+    failed = gpo.fail(name=name, credential_roaming=ROAMING, **args)
+    assert named in failed["msg"] and "nothing was written" in failed["msg"]
+    assert failed["changed"] is False and failed["operations"] == []
+    assert gpcs_named(lab, name) == []
+    assert gpo_folders(lab) == folders
+
+
+def test_a_write_failing_half_way_is_reported_and_the_next_run_completes_the_gpo(lab, gpo):
+    name = f"credroam half-made {uuid.uuid4().hex[:8]}"
+    dc1, dc2 = lab.dc(0), lab.dc(1)
+    policies_on_dc2 = sysvol_dir(lab, 1)
+    # Planning reads dc2's SYSVOL fine; creating the GPO's folder there then fails.
+    subprocess.run(["chattr", "+i", str(policies_on_dc2)], check=True)
+    try:
+        failed = gpo.fail(name=name, credential_roaming=ROAMING)
+    finally:
+        subprocess.run(["chattr", "-i", str(policies_on_dc2)], check=True)
+    assert failed["changed"] is True
+    done = [(op["kind"], op.get("server")) for op in failed["operations"]]
+    assert done[:3] == [("ldap_add", None)] * 3 and ("smb_write", dc1.ip) in done
+    assert all(server != dc2.ip for _, server in done)
+    left = failed["operations_left"]
+    assert (left[0]["kind"], left[0]["server"]) == ("smb_mkdir", dc2.ip)
+    assert left[-1]["kind"] == "ldap_modify", "the version number comes last"
+    assert "Run again to complete the GPO" in failed["msg"]
+    (dn,) = gpcs_named(lab, name)
+    guid = dn.split(",")[0].split("=")[1]
+    assert ad_version(lab, guid) == GpoVersion(0, 0)
+
+    # The role's defaults repair what the failed run left.
+    repair = ROLE_DEFAULTS["roaming_gpo_repair_version_mismatch"]
+    completed = gpo(name=name, credential_roaming=ROAMING, repair_version_mismatch=repair)
+    assert completed["changed"] and not completed["version_mismatch"]
+    assert_sysvols_agree_with_the_gpc(lab, guid, GpoVersion(1, 0))
+    assert_acls_clean(lab, guid)
+    assert not gpo(name=name, credential_roaming=ROAMING)["changed"]
+    assert gpo(name=name, state="absent")["changed"]

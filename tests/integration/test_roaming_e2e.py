@@ -242,7 +242,7 @@ def test_the_roaming_key_life_cycle_in_the_directory(schema_lab, alice, tmp_path
         )
 
     key, first = obtain("a.key", alice.password)
-    assert first.actions[0] == "first use: created the roaming key" and first.modifications
+    assert first.actions[0] == "first use: created the roaming key" and first.operations
     record = read_roaming(connect_as(lab, alice), alice.dn)
     kinds = sorted(w.kind for w in parse_wrapped_keys(record)[0])
     assert kinds == [RecordKind.PASSWORD, RecordKind.RECOVERY]

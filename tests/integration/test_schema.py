@@ -80,6 +80,11 @@ def recap_changed(output: str) -> int:
     return int(recap.split("changed=", 1)[1].split()[0])
 
 
+def adds(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The LDAP adds among a run's operations."""
+    return [op for op in result["operations"] if op["kind"] == "ldap_add"]
+
+
 def schema_dn(lab: Lab) -> str:
     return f"CN=Schema,CN=Configuration,{lab.base_dn}"
 
@@ -138,15 +143,15 @@ def test_check_mode_shows_the_exact_adds_and_adds_nothing(lab: Lab):
     result = run_module(lab, check=True, **defs)
 
     assert result["changed"] is True, result
-    added = {a["attributes"]["lDAPDisplayName"][0]: a for a in result["added"]}
+    added = {a["attributes"]["lDAPDisplayName"][0]: a for a in adds(result)}
     assert set(added) == {attribute, klass}
     assert added[attribute]["attributes"]["linkID"] == ["1.2.840.113556.1.2.50"]
     assert added[attribute]["attributes"]["attributeID"] == [f"{defs['oid_base']}.1.1"]
-    assert [m["changes"] for m in result["modlist"]] == [
+    assert [m["changes"] for m in result["operations"] if m["kind"] == "ldap_modify"] == [
         {"auxiliaryClass": {"op": "add", "values": [klass]}}
     ]
-    assert result["diff"]["before"][added[klass]["dn"]] is None
-    assert result["diff"]["after"][added[klass]["dn"]]["objectClass"] == "classSchema"
+    assert result["diff"]["before"][added[klass]["target"]] is None
+    assert result["diff"]["after"][added[klass]["target"]]["objectClass"] == "classSchema"
     assert read_schema_object(lab, attribute) is None
     assert read_schema_object(lab, klass) is None
     assert klass not in (read_schema_object(lab, "user") or {}).get("auxiliaryclass", [])
@@ -171,7 +176,7 @@ def test_first_run_adds_on_every_dc_and_second_run_changes_nothing(lab: Lab):
     second = run_module(lab, **defs)
 
     assert second["changed"] is False, second
-    assert second["added"] == [] and second["modlist"] == []
+    assert second["operations"] == []
     assert second["verified"] == [attribute, klass, "user.auxiliaryClass"]
 
 
@@ -189,7 +194,7 @@ def test_role_applies_credroam_schema_and_a_second_run_reports_no_change(credroa
 def test_native_roaming_attributes_verify_as_matching(lab: Lab):
     result = run_module(lab, check=True, preset="credroam")
     assert [name for name in result["verified"] if name in NATIVE] == NATIVE
-    added = [a["attributes"]["lDAPDisplayName"][0] for a in result["added"]]
+    added = [a["attributes"]["lDAPDisplayName"][0] for a in adds(result)]
     assert not set(added) & set(NATIVE)
 
 

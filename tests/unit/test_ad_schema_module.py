@@ -175,14 +175,15 @@ def test_first_run_executes_attributes_then_class_then_user_with_schema_refresh(
         ("modify", "CN=User"),
         ("modify", "rootDSE"),
     ]
-    assert [a["dn"].split(",")[0] for a in result["added"]] == [
-        "CN=credroam-Key-Envelopes",
-        "CN=credroam-Roaming-Keys",
-        "CN=credroam-User",
+    assert [(op["kind"], op["target"].split(",")[0]) for op in result["operations"]] == [
+        ("ldap_add", "CN=credroam-Key-Envelopes"),
+        ("ldap_add", "CN=credroam-Roaming-Keys"),
+        ("ldap_add", "CN=credroam-User"),
+        ("ldap_modify", "CN=User"),
     ]
     # Binary schema values go on the wire as AD stores them, and are shown as text.
     assert directory.last_add["governsID"] == [f"{CREDROAM_OID_BASE}.2.1"]
-    envelopes = result["added"][0]["attributes"]
+    envelopes = result["operations"][0]["attributes"]
     assert envelopes["attributeSecurityGUID"] == ["91e647de-d96f-4b70-9557-d63ff4f3ccd8"]
 
 
@@ -191,13 +192,12 @@ def test_check_mode_returns_the_same_operations_and_executes_none(monkeypatch, c
     result = run_module({**BASE_ARGS, "_ansible_check_mode": True}, monkeypatch, capsys, directory)
     assert result["changed"] is True
     assert directory.writes == []
-    assert len(result["added"]) == 3
-    assert result["modlist"] == [
-        {
-            "dn": f"CN=User,{SCHEMA}",
-            "changes": {"auxiliaryClass": {"op": "add", "values": ["credroamUser"]}},
-        }
-    ]
+    assert [op["kind"] for op in result["operations"]] == ["ldap_add"] * 3 + ["ldap_modify"]
+    assert result["operations"][-1] == {
+        "kind": "ldap_modify",
+        "target": f"CN=User,{SCHEMA}",
+        "changes": {"auxiliaryClass": {"op": "add", "values": ["credroamUser"]}},
+    }
 
 
 def test_diff_mode_shows_before_and_after_per_object(monkeypatch, capsys):
@@ -223,6 +223,23 @@ def test_a_conflict_fails_and_writes_nothing(monkeypatch, capsys):
     assert result["msg"].startswith("schema conflict, nothing was written:")
     assert "attribute msPKIAccountCredentials" in result["msg"]
     assert directory.writes == []
+
+
+def test_a_write_that_fails_reports_changed_with_the_operations_done(monkeypatch, capsys):
+    class RefusingClasses(FakeDirectory):
+        def add(self, dn, object_class, attributes):
+            super().add(dn, object_class, attributes)
+            if object_class == "classSchema":
+                self.result = {"result": 50, "description": "insufficientAccessRights"}
+
+    directory = RefusingClasses(samba_schema())
+    result = run_module(BASE_ARGS, monkeypatch, capsys, directory)
+    assert result["failed"] is True and result["changed"] is True
+    assert "adding CN=credroam-User" in result["msg"]
+    assert [op["target"].split(",")[0] for op in result["operations"]] == [
+        "CN=credroam-Key-Envelopes",
+        "CN=credroam-Roaming-Keys",
+    ]
 
 
 def test_state_absent_is_refused_before_connecting(monkeypatch, capsys):

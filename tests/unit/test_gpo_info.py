@@ -56,7 +56,8 @@ DRIFTED_SD = sd_from_sddl("O:BAG:DUD:(A;OICI;0x001f01ff;;;BA)(A;OICI;0x001200a9;
 
 
 class FakeDirectory:
-    """The GPC, its descriptor and one OU linking it; records anything but a search."""
+    """The GPC with its User and Machine children, its descriptor and one OU linking it;
+    records anything but a search."""
 
     def __init__(self) -> None:
         self.result: dict[str, Any] = {"result": 0}
@@ -75,6 +76,11 @@ class FakeDirectory:
                 "gPCUserExtensionNames": [EXTENSION_NAMES],
             }
             self.response = [{"type": "searchResEntry", "dn": GPC_DN, "attributes": attributes}]
+        elif flt == "(objectClass=container)" and base == GPC_DN:
+            self.response = [
+                {"type": "searchResEntry", "dn": f"CN={cn},{GPC_DN}", "attributes": {"cn": [cn]}}
+                for cn in ("User", "Machine")
+            ]
         elif "gPLink" in flt and base == DOMAIN_DN:
             link = f"[LDAP://cn={GUID},cn=policies,cn=system,{DOMAIN_DN};2]"
             self.response = [{"type": "searchResEntry", "dn": OU, "attributes": {"gPLink": [link]}}]
@@ -93,18 +99,34 @@ class FakeDirectory:
 
 
 class FakeSysvol:
-    """One DC's SYSVOL: files by path and the GPO folder's descriptor; no write methods, so a
+    """One DC's SYSVOL: files by path, the GPO folder's descriptor and that of everything in it
+    (the folder's expected ACL unless ``contents_acl`` says otherwise); no write methods, so a
     write attempt fails the test."""
 
-    def __init__(self, files: dict[tuple[str, ...], bytes], acl: bytes | None) -> None:
+    def __init__(
+        self,
+        files: dict[tuple[str, ...], bytes],
+        acl: bytes | None,
+        contents_acl: bytes = FOLDER_SD,
+    ) -> None:
         self.files = files
         self.acl = acl
+        self.acls: dict[tuple[str, ...], bytes] = {}
+        for path in files:
+            for end in range(2, len(path) + 1):
+                self.acls[path[:end]] = contents_acl
 
     def read(self, *parts: str) -> bytes | None:
         return self.files.get(parts)
 
     def read_security(self, *parts: str) -> bytes | None:
-        return self.acl if parts == (GUID,) else None
+        return self.acl if parts == (GUID,) else self.acls.get(parts)
+
+    def tree(self, *parts: str) -> list[tuple[str, ...]]:
+        return sorted(p for p in self.acls if p[: len(parts)] == parts and p != parts)
+
+    def exists(self, *parts: str) -> bool:
+        return not parts or self.read_security(*parts) is not None or parts in self.files
 
     def close(self) -> None:
         pass
@@ -196,3 +218,12 @@ def test_gpt_problems_compares_the_folder_acl_as_samba_derives_it():
     assert gpt_problems(GUID, V2, [healthy], folder_acl) == []
     drifted = GptState("dc1", gpt_ini, ENTRIES, SecurityDescriptor.parse(DRIFTED_SD))
     assert [p["kind"] for p in gpt_problems(GUID, V2, [drifted], folder_acl)] == ["acl_drift"]
+
+
+def test_files_whose_acl_is_not_the_folders_own_are_named(monkeypatch, capsys):
+    sysvols = {"dc1": FakeSysvol(gpt_files(V2, ENTRIES), FOLDER_SD, contents_acl=DRIFTED_SD)}
+    result = run_info(monkeypatch, capsys, sysvols)
+    ((problem),) = result["problems"]
+    assert (problem["kind"], problem["server"]) == ("acl_drift", "dc1")
+    assert f"{GUID}\\User\\Registry.pol" in problem["message"]
+    assert result["sysvols"]["dc1"]["acl_in_sync"] is False

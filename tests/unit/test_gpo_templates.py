@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from credroam_gpo_templates import ADMIN_TEMPLATES, render_admin_templates
 
 from credroam.gpo.settings import AGENT_POLICY, CREDENTIAL_ROAMING
+from tests.unit.conftest import SHARED_FIXTURES
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "roles" / "roaming_gpo" / "templates"
 NS = {"p": "http://schemas.microsoft.com/GroupPolicy/2006/07/PolicyDefinitions"}
@@ -96,3 +99,54 @@ def test_dims_adm_defines_every_string_it_references(rendered):
     body, strings = text.split("[strings]")
     defined = set(re.findall(r"^(\w+)=\"[^\"\r\n]*\"\r$", strings, re.M))
     assert set(re.findall(r"!!(\w+)", body)) <= defined
+
+
+# --- Microsoft's ADMX schema ----------------------------------------------------------------
+ADMX_SCHEMA = SHARED_FIXTURES / "admx-schema"
+XML_FILES = ("PolicyDefinitions\\credroam.admx", "PolicyDefinitions\\en-US\\credroam.adml")
+
+
+@pytest.fixture(scope="module")
+def admx_schema(tmp_path_factory) -> Path:
+    """The schema's entry point, as libxml2 can read it.
+
+    Its patterns write ``\\$``, which .NET reads as ``$`` and libxml2 rejects; the fixture's
+    README says to read it as ``$`` on a temporary copy, so the fixture itself is only read.
+    """
+    if not ADMX_SCHEMA.is_dir():
+        pytest.skip(f"shared fixture {ADMX_SCHEMA} is absent")
+    if shutil.which("xmllint") is None:
+        pytest.fail("xmllint (Debian libxml2-utils) is needed: run make deps")
+    folder = tmp_path_factory.mktemp("admx-schema")
+    for xsd in ADMX_SCHEMA.glob("*.xsd"):
+        (folder / xsd.name).write_text(xsd.read_text(encoding="utf-8-sig").replace("\\$", "$"))
+    return folder / "PolicyDefinitionFiles.xsd"
+
+
+def schema_errors(schema: Path, document: bytes, tmp_path: Path) -> str:
+    """What xmllint finds wrong with ``document`` under ``schema`` ("" when it validates)."""
+    path = tmp_path / "document.xml"
+    path.write_bytes(document)
+    run = subprocess.run(
+        ["xmllint", "--noout", "--nonet", "--schema", str(schema), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "" if run.returncode == 0 else run.stderr
+
+
+@pytest.mark.parametrize("name", XML_FILES)
+def test_rendered_template_validates_against_microsofts_admx_schema(
+    rendered, admx_schema, tmp_path, name
+):
+    assert schema_errors(admx_schema, rendered[name], tmp_path) == ""
+
+
+def test_the_schema_check_rejects_a_string_reference_windows_would_not_resolve(
+    rendered, admx_schema, tmp_path
+):
+    admx = rendered["PolicyDefinitions\\credroam.admx"]
+    broken = admx.replace(b'displayName="$(string.', b'displayName="(string.', 1)
+    assert broken != admx
+    assert "displayName" in schema_errors(admx_schema, broken, tmp_path)

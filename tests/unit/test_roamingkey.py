@@ -98,7 +98,7 @@ def test_a_valid_matching_cache_is_used_without_password_search_only(cache):
     directory.searches = directory.writes = 0
     again, changes = obtain(directory, cache, password=None)
     assert again == key and counts(directory) == (1, 0)
-    assert not changes.changed and changes.modifications == ()
+    assert not changes.changed and changes.operations == ()
 
 
 def test_the_same_password_with_a_matching_cache_writes_nothing(cache):
@@ -228,7 +228,7 @@ def test_recovery_sets_a_new_password_record_after_a_reset(cache, recovery_key, 
         now=NOW,
         scrypt_params=CHEAP,
     )
-    assert got == key and len(changes.modifications) == 1
+    assert got == key and len(changes.operations) == 1
     kinds = sorted(w.kind for w in wrapped_in(directory))
     assert kinds == [RecordKind.PASSWORD, RecordKind.RECOVERY]  # replaced, recovery kept
     new_host = str(tmp_path / "new" / "roaming.key")
@@ -327,7 +327,7 @@ def test_a_record_for_another_user_does_not_open(cache):
 def test_check_mode_plans_the_first_use_and_writes_nothing(cache):
     directory = FakeDirectory()
     _, changes = obtain(directory, cache, check_mode=True)
-    assert changes.check_mode and changes.changed and len(changes.modifications) == 1
+    assert changes.check_mode and changes.changed and len(changes.operations) == 1
     assert directory.writes == 0 and not os.path.exists(cache)
 
 
@@ -335,7 +335,7 @@ def test_with_a_record_the_caller_applies_the_changes(cache):
     directory = FakeDirectory()
     record = read_roaming(directory, USER_DN)
     key, changes = obtain(record, cache)
-    assert directory.writes == 0 and changes.modifications == ()
+    assert directory.writes == 0 and changes.operations == ()
     assert not changes.cache_written  # the directory does not hold this key yet
     apply_changes(directory, record, changes.changes, now=NOW)
     again, later = obtain(read_roaming(directory, USER_DN), cache)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import struct
 import uuid
 
@@ -190,7 +191,7 @@ def test_first_sync_uploads_and_a_second_costs_one_search_and_no_write(cert_and_
     directory.searches = directory.writes = 0
     again = run(directory, store, state, roaming_key, now=NOW + 10)
     assert (directory.searches, directory.writes) == (1, 0)
-    assert not again.changed and again.modifications == ()
+    assert not again.changed and again.operations == ()
 
 
 def test_a_plan_gone_stale_before_its_write_is_made_again_at_the_current_time(cert_and_key):
@@ -265,8 +266,12 @@ def test_a_key_sealed_for_another_user_is_rejected(cert_and_key):
 def test_check_mode_writes_nothing_anywhere(cert_and_key):
     directory, store, state = FakeDirectory(), FakeStore(cert_and_key), FakeState()
     report = run(directory, store, state, new_roaming_key(), check_mode=True)
-    assert report.check_mode and len(report.modifications) == 1
-    assert len(report.directory_changes) == 2
+    assert report.check_mode and len(report.directory_changes) == 2
+    # The planned modify, in the shape ad_gpo and ad_schema report theirs, with no key bytes.
+    (operation,) = report.operations
+    assert (operation["kind"], operation["target"]) == ("ldap_modify", USER_DN)
+    assert json.loads(json.dumps(operation)) == operation
+    assert operation["changes"][ACCOUNT_CREDENTIALS] == [{"op": "add", "values": 1}]
     assert (directory.writes, state.saves, store.writes) == (0, 0, [])
 
 

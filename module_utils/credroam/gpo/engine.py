@@ -1,17 +1,23 @@
 """Read one GPO (:class:`GpoReader`) and bring it to the wanted state (:class:`GpoApplier`).
 
-The engine behind ``library/ad_gpo.py`` and ``library/ad_gpo_info.py``. It reads everything
-first (the groupPolicyContainer and its ACL, on every SYSVOL listed GPT.INI, User\\Registry.pol
-and the folder's NT ACL, the gPLink of every container involved), lets the pure functions of
-:mod:`gpo` and :mod:`secdesc` decide, and only then writes, in an order that keeps a GPO
-consistent for clients even if it stops half-way: the folder's ACL before anything is created
-in it (so files inherit the right ACL), files before the directory's version number (so a client
-that sees the new version always finds the new files). Every write is recorded in
-``operations`` (in check mode they are recorded and not performed), so a caller can show
-exactly what was done.
+The engine behind ``library/ad_gpo.py`` and ``library/ad_gpo_info.py``. A run plans first and
+writes second, as the schema plan does: planning reads everything (the groupPolicyContainer,
+its children and its ACL; on every SYSVOL listed GPT.INI, User\\Registry.pol and the NT ACL of
+the folder and of everything in it; the gPLink of every container involved), resolves every
+group and link target, and lets the pure functions of :mod:`gpo` and :mod:`secdesc` decide.
+A mistyped group or link target, or a SYSVOL that cannot be reached, therefore fails the run
+before anything is written. Only then are the planned writes executed, in an order that keeps a
+GPO consistent for clients even if it stops half-way: the folder's ACL before anything is
+created in it (so files inherit a readable ACL), files before the directory's version number
+(so a client that sees the new version always finds the new files). ``operations`` lists the
+writes done (in check mode: planned and not done); a write that fails raises
+:class:`GpoIncomplete` with the writes done and those left, and the next run plans from what it
+finds, which completes a half-made GPO.
 
 SYSVOL is not replicated between Samba DCs, so the template is kept on every DC listed in
 ``sysvol_servers``; the first one is the reference for Registry.pol content a run does not set.
+Every file and folder in a GPO's folder carries the folder's own ACL, as ``samba-tool ntacl
+sysvolreset`` sets it and ``sysvolcheck`` expects.
 """
 
 from __future__ import annotations
@@ -62,7 +68,15 @@ from .secdesc import (
 )
 from .sysvol import Sysvol
 
-__all__ = ["GpoApplier", "GpoReader", "GpoRequest", "GptState", "LinkRequest", "gpt_problems"]
+__all__ = [
+    "GpoApplier",
+    "GpoIncomplete",
+    "GpoReader",
+    "GpoRequest",
+    "GptState",
+    "LinkRequest",
+    "gpt_problems",
+]
 
 GPC_ATTRIBUTES = [
     "displayName",
@@ -74,6 +88,7 @@ GPC_ATTRIBUTES = [
     "whenChanged",
 ]
 GPT_INI = "GPT.INI"
+GPC_CHILDREN = ("User", "Machine")  # as samba-tool gpo create and GPMC make them
 REGISTRY_POL = ("User", "Registry.pol")
 # SD flags control values ([MS-ADTS] 3.1.1.3.4.1.11): which parts of nTSecurityDescriptor.
 SD_OWNER_GROUP_DACL = 0x07
@@ -125,6 +140,8 @@ class GptState:
     gpt_ini: bytes | None  # None: GPT.INI missing
     registry: list[preg.PolEntry]
     acl: SecurityDescriptor | None  # None: the folder is missing
+    # Every file and folder inside, by path under Policies ({GUID}, ...), with its NT ACL.
+    contents: Mapping[tuple[str, ...], SecurityDescriptor] = field(default_factory=dict)
 
     @property
     def version(self) -> GpoVersion | None:
@@ -138,6 +155,10 @@ class GptState:
     @property
     def copy(self) -> SysvolCopy:
         return SysvolCopy(self.server, self.version, tuple(self.registry))
+
+    def drifted(self, folder_acl: SecurityDescriptor) -> list[tuple[str, ...]]:
+        """Paths inside the folder whose ACL is not the folder's own (what sysvolcheck wants)."""
+        return [path for path, acl in self.contents.items() if not same_access(acl, folder_acl)]
 
 
 class GpoReader:
@@ -217,19 +238,40 @@ class GpoReader:
             raise GpoError(f"nTSecurityDescriptor of {dn}: {exc}") from None
 
     def read_gpt(self, guid: str, server: str) -> GptState:
+        """One SYSVOL's copy; a missing copy is only accepted where the Policies folder is."""
         sysvol = self.sysvol(server)
         raw_acl = sysvol.read_security(guid)
-        gpt_ini = sysvol.read(guid, GPT_INI) if raw_acl is not None else None
-        raw_pol = sysvol.read(guid, *REGISTRY_POL) if raw_acl is not None else None
+        if raw_acl is None:
+            if not sysvol.exists():
+                raise GpoError(f"{sysvol.policies_root} does not exist on {server}")
+            return GptState(server, None, [], None)
+        gpt_ini = sysvol.read(guid, GPT_INI)
+        raw_pol = sysvol.read(guid, *REGISTRY_POL)
         try:
             registry = preg.decode(raw_pol) if raw_pol is not None else []
         except preg.PolFormatError as exc:
             raise GpoError(f"{guid}\\User\\Registry.pol on {server}: {exc}") from None
+        return GptState(
+            server,
+            gpt_ini,
+            registry,
+            self._parse_acl(raw_acl, (guid,), server),
+            {path: self._read_acl(sysvol, path, server) for path in sysvol.tree(guid)},
+        )
+
+    @staticmethod
+    def _read_acl(sysvol: Sysvol, path: tuple[str, ...], server: str) -> SecurityDescriptor:
+        raw = sysvol.read_security(*path)
+        if raw is None:
+            raise GpoError(f"{_display(path)} on {server} vanished while it was read")
+        return GpoReader._parse_acl(raw, path, server)
+
+    @staticmethod
+    def _parse_acl(raw: bytes, path: tuple[str, ...], server: str) -> SecurityDescriptor:
         try:
-            acl = SecurityDescriptor.parse(raw_acl) if raw_acl is not None else None
+            return SecurityDescriptor.parse(raw)
         except SecurityDescriptorError as exc:
-            raise GpoError(f"NT ACL of {guid} on {server}: {exc}") from None
-        return GptState(server, gpt_ini, registry, acl)
+            raise GpoError(f"NT ACL of {_display(path)} on {server}: {exc}") from None
 
     def linking_containers(self, guid: str) -> dict[str, list[GpLink]]:
         flt = f"(gPLink=*{escape_filter_chars(guid)}*)"
@@ -272,7 +314,9 @@ class GpoReader:
                     "exists": gpt.acl is not None,
                     "version": None if gpt.version is None else gpt.version.as_dict(),
                     "registry_values": [e.describe() for e in gpt.registry],
-                    "acl_in_sync": gpt.acl is not None and same_access(gpt.acl, folder_acl),
+                    "acl_in_sync": gpt.acl is not None
+                    and same_access(gpt.acl, folder_acl)
+                    and not gpt.drifted(folder_acl),
                 }
                 for gpt in gpts
             },
@@ -283,8 +327,38 @@ class GpoReader:
         }
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One planned write: what it is (an entry of ``operations``) and how to do it."""
+
+    operation: dict[str, Any] | None  # None: a read that later writes depend on
+    run: Callable[[], bool | None]  # False: found unnecessary when run, nothing written
+
+
+class GpoIncomplete(GpoError):
+    """A planned write failed: ``done`` lists the writes made, ``left`` those not made."""
+
+    def __init__(self, cause: Exception, done: list[dict[str, Any]], left: list[dict[str, Any]]):
+        self.cause = cause
+        self.done = done
+        self.left = left
+        super().__init__(f"{cause}; {self.summary}")
+
+    @property
+    def summary(self) -> str:
+        if not self.done:
+            return "nothing was written"
+        return (
+            f"{len(self.done)} of {len(self.done) + len(self.left)} writes done, left undone: "
+            + "; ".join(_describe(op) for op in self.left)
+            + ". Run again to complete the GPO"
+        )
+
+
 class GpoApplier(GpoReader):
-    """One run: LDAP through one DC, the template on every SYSVOL server listed."""
+    """One run: LDAP through one DC, the template on every SYSVOL server listed.
+
+    :meth:`apply` plans (reads only, every input checked) and then executes the plan."""
 
     def __init__(
         self,
@@ -296,74 +370,109 @@ class GpoApplier(GpoReader):
         super().__init__(conn, root, sysvol_factory, sysvol_servers)
         self.operations: list[dict[str, Any]] = []
         self.warnings: list[str] = []
-        self.check_mode = False
+        self._steps: list[_Step] = []
+        # The GPC's descriptor once known: read while planning, or after creating the GPC.
+        self._descriptor: SecurityDescriptor | None = None
 
-    # --- writes, each recorded ----------------------------------------------------------------
-    def _record(self, kind: str, target: str, **details: Any) -> None:
-        self.operations.append({"kind": kind, "target": target, **details})
+    # --- planned writes ----------------------------------------------------------------------
+    def _plan(self, kind: str, target: str, run: Callable[[], Any], **details: Any) -> None:
+        self._steps.append(_Step({"kind": kind, "target": target, **details}, run))
+
+    def _execute(self) -> None:
+        for index, step in enumerate(self._steps):
+            try:
+                written = step.run()
+            # Whatever stops a write, the caller must learn what was done and what was not.
+            except Exception as exc:
+                left = [s.operation for s in self._steps[index:] if s.operation]
+                raise GpoIncomplete(exc, list(self.operations), left) from exc
+            if step.operation is not None and written is not False:
+                self.operations.append(step.operation)
 
     def _ldap_add(self, dn: str, attributes: dict[str, Any]) -> None:
-        self._record("ldap_add", dn, attributes=_printable(attributes))
-        if not self.check_mode:
+        def run() -> None:
             self.conn.add(dn, attributes=attributes)
             check_result(self.conn, f"adding {dn}")
 
+        self._plan("ldap_add", dn, run, attributes=_printable(attributes))
+
     def _ldap_modify(self, dn: str, changes: dict[str, Any]) -> None:
-        self._record("ldap_modify", dn, replace=_printable(changes))
-        if not self.check_mode:
+        def run() -> None:
             self.conn.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in changes.items()})
             check_result(self.conn, f"modifying {', '.join(changes)} of {dn}")
 
+        self._plan("ldap_modify", dn, run, replace=_printable(changes))
+
     def _ldap_delete(self, dn: str) -> None:
-        self._record("ldap_delete", dn)
-        if not self.check_mode:
+        def run() -> None:
             self.conn.delete(dn)
             check_result(self.conn, f"deleting {dn}")
 
+        self._plan("ldap_delete", dn, run)
+
     def _smb_write(self, server: str, data: bytes, *parts: str) -> None:
-        self._record("smb_write", "\\".join(parts), server=server, size=len(data))
-        if not self.check_mode:
-            self.sysvol(server).write(data, *parts)
+        self._plan(
+            "smb_write",
+            _display(parts),
+            lambda: self.sysvol(server).write(data, *parts),
+            server=server,
+            size=len(data),
+        )
 
     def _smb_mkdir(self, server: str, *parts: str) -> None:
-        self._record("smb_mkdir", "\\".join(parts), server=server)
-        if not self.check_mode:
-            self.sysvol(server).makedirs(*parts)
+        self._plan("smb_mkdir", _display(parts), lambda: self.sysvol(server).makedirs(*parts),
+                   server=server)  # fmt: skip
 
-    def _smb_set_acl(self, server: str, acl: SecurityDescriptor | None, guid: str) -> None:
-        self._record("smb_set_acl", guid, server=server, acl="from the GPC's nTSecurityDescriptor")
-        if not self.check_mode:
-            assert acl is not None, "a folder ACL is only unknown in check mode"
-            self.sysvol(server).write_security(acl.pack(), guid)
+    def _smb_remove_tree(self, server: str, guid: str) -> None:
+        self._plan("smb_remove_tree", guid, lambda: self.sysvol(server).remove_tree(guid),
+                   server=server)  # fmt: skip
+
+    def _smb_set_acl(self, server: str, folder_acl: SecurityDescriptor | None, *parts: str) -> None:
+        """Give ``parts`` the GPO folder's ACL (``None``: derived from the GPC once created)."""
+
+        def run() -> None:
+            acl = folder_acl or gpt_folder_descriptor(self._gpc_descriptor_after())
+            self.sysvol(server).write_security(acl.pack(), *parts)
+
+        self._plan("smb_set_acl", _display(parts), run, server=server,
+                   acl="the GPO folder's, from the GPC's nTSecurityDescriptor")  # fmt: skip
+
+    def _gpc_descriptor_after(self) -> SecurityDescriptor:
+        assert self._descriptor is not None, "set by the GPC's creation or filtering steps"
+        return self._descriptor
 
     # --- the run ---------------------------------------------------------------------------
     def apply(self, request: GpoRequest) -> dict[str, Any]:
-        self.check_mode = request.check_mode
+        """Plan, then (unless check mode) write. Raises GpoError and friends before any write,
+        :class:`GpoIncomplete` after some."""
+        self._steps, self.operations, self._descriptor = [], [], None
         if request.guid:
             request.guid = normalize_guid(request.guid)
         if not request.guid and not request.name:
             raise GpoError("give name or guid")
         gpc = self.find(request.name, request.guid)
-        if request.state == "absent":
-            return self._absent(gpc)
-        return self._present(request, gpc)
+        result = self._absent(gpc) if request.state == "absent" else self._present(request, gpc)
+        if request.check_mode:
+            self.operations = [step.operation for step in self._steps if step.operation]
+        else:
+            self._execute()
+        result.update(changed=bool(self.operations), operations=self.operations)
+        return result
 
     def _absent(self, gpc: _Gpc | None) -> dict[str, Any]:
         if gpc is None:
-            return self._result(False, None, {"exists": False}, {"exists": False})
+            return self._result(gpc, {"exists": False}, {"exists": False})
         containers = self.linking_containers(gpc.guid)
         for container, links in containers.items():
             self._write_gplink(container, links, remove_link(links, gpc.guid))
         for server in self.sysvol_servers:
             if self.sysvol(server).exists(gpc.guid):
-                self._record("smb_remove_tree", gpc.guid, server=server)
-                if not self.check_mode:
-                    self.sysvol(server).remove_tree(gpc.guid)
+                self._smb_remove_tree(server, gpc.guid)
         children = self._search(gpc.dn, "(objectClass=*)", ldap3.SUBTREE, ["objectClass"])
         for dn in sorted((c["dn"] for c in children), key=lambda d: -d.count(",")):
             self._ldap_delete(dn)
         before = {"exists": True, "guid": gpc.guid, "links": sorted(containers)}
-        return self._result(True, gpc, before, {"exists": False})
+        return self._result(gpc, before, {"exists": False})
 
     def _present(self, request: GpoRequest, gpc: _Gpc | None) -> dict[str, Any]:
         created = gpc is None
@@ -371,10 +480,16 @@ class GpoApplier(GpoReader):
             guid = request.guid or new_gpo_guid()
             if not request.name:
                 raise GpoError(f"GPO {guid} does not exist; give name to create it")
-            gpc = self._create(guid, request.name)
-            gpts = [GptState(server, None, [], None) for server in self.sysvol_servers]
+            gpc = _Gpc(gpc_dn(guid, self.domain_dn), guid, {"displayName": [request.name]})
+        # Every SYSVOL is reached (and every group resolved, every link target read) before
+        # the first write is planned, let alone made.
+        gpts = [self.read_gpt(gpc.guid, server) for server in self.sysvol_servers]
+        sids = self._resolve_filtering(request.security_filtering)
+        links_before, links_after, link_writes = self._plan_links(gpc.guid, request)
+        if created:
+            self._create(gpc.guid, gpc.dn, request.name)
         else:
-            gpts = [self.read_gpt(gpc.guid, server) for server in self.sysvol_servers]
+            self._complete_children(gpc.dn)
             if request.name and first(gpc.attributes, "displayName") != request.name:
                 self._ldap_modify(gpc.dn, {"displayName": request.name})
         ad_version = gpc.version
@@ -392,17 +507,14 @@ class GpoApplier(GpoReader):
                 )
 
         # The GPC's ACL first: the folders' NT ACLs are derived from it.
-        filter_before, filter_after, descriptor = self._apply_security_filtering(
-            gpc, request, created
-        )
+        filter_before, filter_after, descriptor = self._plan_security_filtering(gpc, sids, created)
         folder_acl = gpt_folder_descriptor(descriptor) if descriptor else None
         acl_before = {}
         for gpt in gpts:
             acl_before[gpt.server] = self._sync_gpt(
-                gpc.guid, gpt, folder_acl, change.entries if write_content else None, new_version
-            )
-            for relative, data in request.files.items():
-                self._publish_file(gpt.server, relative, data)
+                gpc.guid, gpt, folder_acl, change.entries if write_content else None, new_version,
+                request.files,
+            )  # fmt: skip
 
         gpc_changes: dict[str, Any] = {}
         extension_names = first(gpc.attributes, "gPCUserExtensionNames")
@@ -415,7 +527,8 @@ class GpoApplier(GpoReader):
         if gpc_changes:
             self._ldap_modify(gpc.dn, gpc_changes)
 
-        links_before, links_after = self._apply_links(gpc.guid, request)
+        for target, old, new in link_writes:
+            self._write_gplink(target, old, new)
         versions_before = {gpt.server: _number(gpt.copy.version) for gpt in gpts}
         versions_after = {
             gpt.server: new_version.number if write_content else _number(gpt.copy.version)
@@ -440,7 +553,7 @@ class GpoApplier(GpoReader):
             "links": links_after,
             "security_filtering": filter_after,
         }
-        result = self._result(bool(self.operations), gpc, before, after)
+        result = self._result(gpc, before, after)
         result.update(
             version=new_version.as_dict(),
             sysvol_versions=versions_after,
@@ -453,8 +566,7 @@ class GpoApplier(GpoReader):
         )
         return result
 
-    def _create(self, guid: str, name: str) -> _Gpc:
-        dn = gpc_dn(guid, self.domain_dn)
+    def _create(self, guid: str, dn: str, name: str) -> None:
         attributes = {
             "objectClass": ["top", "container", "groupPolicyContainer"],
             "displayName": name,
@@ -464,9 +576,21 @@ class GpoApplier(GpoReader):
             "gPCFunctionalityVersion": FUNCTIONALITY_VERSION,
         }
         self._ldap_add(dn, attributes)
-        for child in ("User", "Machine"):  # as samba-tool gpo create and GPMC make them
+        for child in GPC_CHILDREN:
             self._ldap_add(f"CN={child},{dn}", {"objectClass": ["top", "container"]})
-        return _Gpc(dn, guid, {"displayName": [name], "versionNumber": [0]})
+        # The new GPC's descriptor (AD derives it) is what its folders' ACLs are made from.
+        self._steps.append(_Step(None, lambda: self._set_descriptor(self.read_gpc_descriptor(dn))))
+
+    def _set_descriptor(self, descriptor: SecurityDescriptor) -> None:
+        self._descriptor = descriptor
+
+    def _complete_children(self, dn: str) -> None:
+        """Add the User and Machine containers a GPO has, when a failed run left them out."""
+        found = self._search(dn, "(objectClass=container)", ldap3.LEVEL, ["cn"])
+        have = {str(first(entry["attributes"], "cn", "")).lower() for entry in found}
+        for child in GPC_CHILDREN:
+            if child.lower() not in have:
+                self._ldap_add(f"CN={child},{dn}", {"objectClass": ["top", "container"]})
 
     def _sync_gpt(
         self,
@@ -475,13 +599,20 @@ class GpoApplier(GpoReader):
         folder_acl: SecurityDescriptor | None,
         entries: list[preg.PolEntry] | None,
         version: GpoVersion,
+        files: Mapping[str, bytes],
     ) -> str:
-        """Bring one SYSVOL's copy in line: the folder's ACL always; with ``entries`` (content
-        to write) also Registry.pol and GPT.INI. Returns how the ACL was found."""
+        """Bring one SYSVOL's copy in line: the folder's ACL always, on the folder and on
+        everything in it; with ``entries`` (content to write) also Registry.pol and GPT.INI;
+        ``files`` published. Returns how the folder's ACL was found."""
         server = gpt.server
+        if gpt.acl is None and entries is None:
+            # Reported as a lagging SYSVOL and repaired on request; only what lives outside
+            # the GPO's folder (the central store) is published.
+            for relative, data in files.items():
+                if not _inside(guid, relative):
+                    self._publish_file(server, gpt, relative, data)
+            return "missing"
         if gpt.acl is None:
-            if entries is None:
-                return "missing"  # reported as a lagging SYSVOL; repaired on request
             self._smb_mkdir(server, guid)
             self._smb_set_acl(server, folder_acl, guid)  # before anything inherits from it
             acl_state = "missing"
@@ -490,30 +621,57 @@ class GpoApplier(GpoReader):
             acl_state = "drift"
         else:
             acl_state = "in sync"
-        if entries is None:
-            return acl_state
-        if gpt.gpt_ini is None:
-            for folder in ("User", "Machine"):
-                self._smb_mkdir(server, guid, folder)
-        if not same_registry(gpt.registry, entries):
-            self._smb_write(server, preg.encode(entries), guid, *REGISTRY_POL)
-        if gpt.copy.version != version:
-            self._smb_write(server, update_gpt_ini(gpt.gpt_ini, version), guid, GPT_INI)
+        written: list[tuple[str, ...]] = []
+        if entries is not None:
+            if gpt.gpt_ini is None:
+                for folder in ("User", "Machine"):
+                    written += self._mkdir_new(server, gpt, (guid, folder))
+            if not same_registry(gpt.registry, entries):
+                self._smb_write(server, preg.encode(entries), guid, *REGISTRY_POL)
+                written.append((guid, *REGISTRY_POL))
+            if gpt.copy.version != version:
+                self._smb_write(server, update_gpt_ini(gpt.gpt_ini, version), guid, GPT_INI)
+                written.append((guid, GPT_INI))
+        for relative, data in files.items():
+            written += self._publish_file(server, gpt, relative, data)
+        # As sysvolreset does: everything inside carries the folder's own ACL, not an
+        # inherited one. A file rewritten in place keeps its ACL; new paths inherited one.
+        stale = list(gpt.contents) if folder_acl is None else gpt.drifted(folder_acl)
+        new = [path for path in written if path not in gpt.contents]
+        for path in dict.fromkeys(p for p in [*stale, *new] if _inside(guid, p)):
+            self._smb_set_acl(server, folder_acl, *path)
         return acl_state
 
-    def _publish_file(self, server: str, relative: str, data: bytes) -> None:
+    def _mkdir_new(
+        self, server: str, gpt: GptState, path: tuple[str, ...]
+    ) -> list[tuple[str, ...]]:
+        """Plan the folders of ``path`` that do not exist yet; the ones planned."""
+        new = [path[:n] for n in range(2, len(path) + 1) if path[:n] not in gpt.contents]
+        if new:
+            self._smb_mkdir(server, *path)
+        return new
+
+    def _publish_file(
+        self, server: str, gpt: GptState, relative: str, data: bytes
+    ) -> list[tuple[str, ...]]:
+        """Plan writing one extra file (and its folders); the paths it creates or replaces."""
         parts = tuple(p for p in relative.replace("/", "\\").split("\\") if p)
-        current = self.sysvol(server).read(*parts)
-        if current == data:
-            return
+        if self.sysvol(server).read(*parts) == data:
+            return []
+        written: list[tuple[str, ...]] = []
         if len(parts) > 1:
-            self._smb_mkdir(server, *parts[:-1])
+            written += self._mkdir_new(server, gpt, parts[:-1])
         self._smb_write(server, data, *parts)
+        return [*written, parts]
 
     # --- links -----------------------------------------------------------------------------
-    def _apply_links(self, guid: str, request: GpoRequest) -> tuple[dict, dict]:
+    def _plan_links(
+        self, guid: str, request: GpoRequest
+    ) -> tuple[dict, dict, list[tuple[str, list[GpLink], list[GpLink]]]]:
+        """Links before and after, and the gPLink writes (target, old, new) that make them.
+        Every target is read here, so a mistyped one fails the run before any write."""
         if request.links is None:
-            return {}, {}
+            return {}, {}, []
         gpo_dn = f"cn={guid},cn=policies,cn=system,{self.domain_dn}"  # as GPMC writes it
         current = self.linking_containers(guid)
         requested = {link.target.lower(): link for link in request.links}
@@ -522,6 +680,7 @@ class GpoApplier(GpoReader):
             targets.setdefault(link.target.lower(), link.target)
         before: dict[str, dict] = {}
         after: dict[str, dict] = {}
+        writes = []
         for key, target in sorted(targets.items()):
             links = current.get(target)
             if links is None:
@@ -541,19 +700,27 @@ class GpoApplier(GpoReader):
                     links, GpLink(link_dn, wanted.enabled, wanted.enforced), wanted.order
                 )
             after[target] = _link_view(new, guid)
-            self._write_gplink(target, links, new)
-        return _drop_unlinked(before), _drop_unlinked(after)
+            writes.append((target, links, new))
+        return _drop_unlinked(before), _drop_unlinked(after), writes
 
     def _write_gplink(self, target: str, old: list[GpLink], new: list[GpLink]) -> None:
         if format_gplink(old) == format_gplink(new):
             return
         value = format_gplink(new)
-        self._record("ldap_modify", target, replace={"gPLink": value or "(removed)"})
-        if not self.check_mode:
+
+        def run() -> None:
             self.conn.modify(target, {"gPLink": [(ldap3.MODIFY_REPLACE, [value] if value else [])]})
             check_result(self.conn, f"writing gPLink of {target}")
 
+        self._plan("ldap_modify", target, run, replace={"gPLink": value or "(removed)"})
+
     # --- security filtering ----------------------------------------------------------------
+    def _resolve_filtering(self, principals: Sequence[str] | None) -> list[str] | None:
+        """The SIDs of the groups asked for (None: filtering not managed)."""
+        if principals is None:
+            return None
+        return list(dict.fromkeys(self._resolve_sid(p) for p in principals))
+
     def _resolve_sid(self, principal: str) -> str:
         if principal.upper().startswith("S-1-"):
             return principal.upper()
@@ -564,43 +731,55 @@ class GpoApplier(GpoReader):
         else:
             flt = f"(sAMAccountName={escape_filter_chars(principal)})"
             found = self._search(self.domain_dn, flt, ldap3.SUBTREE, ["objectSid"])
-        if len(found) != 1:
+        if len(found) != 1 or not found[0]["raw_attributes"].get("objectSid"):
             raise GpoError(f"security_filtering: no single account {principal!r} in the domain")
         return format_sid(found[0]["raw_attributes"]["objectSid"][0])
 
-    def _apply_security_filtering(
-        self, gpc: _Gpc, request: GpoRequest, created: bool
+    def _plan_security_filtering(
+        self, gpc: _Gpc, sids: list[str] | None, created: bool
     ) -> tuple[list[str] | None, list[str] | None, SecurityDescriptor | None]:
         """Before and after (None when not managed) and the GPC's descriptor after the run
-        (None only for a GPC that check mode did not create)."""
-        sids = None
-        if request.security_filtering is not None:
-            sids = [self._resolve_sid(p) for p in request.security_filtering]
-        if created and self.check_mode:
-            if sids is None:
-                return None, None, None
-            return [AUTHENTICATED_USERS], sorted(set(sids)), None
-        current = self.read_gpc_descriptor(gpc.dn)
+        (None for a GPC not created yet: AD makes its descriptor, read once it exists)."""
+        if created:
+            if sids is not None:
+                self._plan_filter_write(gpc.dn, sids, None)
+            return (
+                (None, None, None) if sids is None else ([AUTHENTICATED_USERS], sorted(sids), None)
+            )
+        current = self._descriptor = self.read_gpc_descriptor(gpc.dn)
         if sids is None:
             return None, None, current
         wanted = security_filter(current, sids)
         if wanted.aces != current.aces:
-            self._record("ldap_modify", gpc.dn, replace={"nTSecurityDescriptor": "DACL: "
-                         f"Apply Group Policy for {', '.join(wanted.apply_trustees)}"})  # fmt: skip
-            if not self.check_mode:
-                self.conn.modify(
-                    gpc.dn,
-                    {"nTSecurityDescriptor": [(ldap3.MODIFY_REPLACE, [wanted.pack()])]},
-                    controls=security_descriptor_control(sdflags=SD_DACL),
-                )
-                check_result(self.conn, f"writing the ACL of {gpc.dn}")
+            self._plan_filter_write(gpc.dn, sids, wanted)
         return current.apply_trustees, wanted.apply_trustees, wanted
 
+    def _plan_filter_write(
+        self, dn: str, sids: list[str], wanted: SecurityDescriptor | None
+    ) -> None:
+        """Write the GPC's DACL with Apply Group Policy for ``sids``; ``wanted`` None: computed
+        from the descriptor AD gave the GPC just created."""
+
+        def run() -> bool:
+            descriptor = wanted or security_filter(self._gpc_descriptor_after(), sids)
+            if descriptor.aces == self._gpc_descriptor_after().aces:
+                return False
+            self.conn.modify(
+                dn,
+                {"nTSecurityDescriptor": [(ldap3.MODIFY_REPLACE, [descriptor.pack()])]},
+                controls=security_descriptor_control(sdflags=SD_DACL),
+            )
+            check_result(self.conn, f"writing the ACL of {dn}")
+            self._descriptor = descriptor
+            return True
+
+        described = f"DACL: Apply Group Policy for {', '.join(sorted(sids))}"
+        self._plan("ldap_modify", dn, run, replace={"nTSecurityDescriptor": described})
+
     # --- result ----------------------------------------------------------------------------
-    def _result(self, changed: bool, gpc: _Gpc | None, before: dict, after: dict) -> dict:
+    def _result(self, gpc: _Gpc | None, before: dict, after: dict) -> dict:
+        """The result without ``changed`` and ``operations``, which the writes decide."""
         result: dict[str, Any] = {
-            "changed": changed,
-            "operations": self.operations,
             "warnings": self.warnings,
             "diff": {"before": before, "after": after},
         }
@@ -617,7 +796,8 @@ def gpt_problems(
     guid: str, ad_version: GpoVersion, gpts: Sequence[GptState], folder_acl: SecurityDescriptor
 ) -> list[dict[str, str]]:
     """What is wrong with each SYSVOL copy: kind (missing_gpt, version_mismatch,
-    content_mismatch, acl_drift), server and a message naming both."""
+    content_mismatch, acl_drift: of the folder, or of what is in it), server and a message
+    naming both."""
     problems = []
     reference = gpts[0].copy
     for gpt in gpts:
@@ -636,7 +816,29 @@ def gpt_problems(
                 f"NT ACL of {guid} on {gpt.server} does not follow the GPC's nTSecurityDescriptor"
             )
             problems.append({"kind": "acl_drift", "server": gpt.server, "message": message})
+        drifted = gpt.drifted(folder_acl) if gpt.acl is not None else []
+        if drifted:
+            paths = ", ".join(_display(path) for path in drifted)
+            message = f"NT ACL of {paths} on {gpt.server} is not the GPO folder's own"
+            problems.append({"kind": "acl_drift", "server": gpt.server, "message": message})
     return problems
+
+
+def _inside(guid: str, path: str | Sequence[str]) -> bool:
+    """Whether a Policies-relative path (text or parts) lies in the folder of GPO ``guid``."""
+    first_part = path if isinstance(path, str) else path[0]
+    return first_part.replace("/", "\\").split("\\")[0].upper() == guid.upper()
+
+
+def _describe(operation: Mapping[str, Any]) -> str:
+    """One operation in a sentence's words: kind, target and server."""
+    where = f" on {operation['server']}" if "server" in operation else ""
+    return f"{operation['kind']} {operation['target']}{where}"
+
+
+def _display(path: Sequence[str]) -> str:
+    """A SYSVOL path as Windows writes it, for messages and operations."""
+    return "\\".join(path)
 
 
 def _number(version: GpoVersion | None) -> int | None:

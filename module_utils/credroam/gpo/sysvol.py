@@ -8,10 +8,11 @@ domain's DNS name: ``\\\\<dc>\\sysvol\\<domain>\\Policies\\{GUID}\\...``.
 Authentication is NTLM (or Kerberos, through negotiate) with signing required and, by default,
 SMB3 encryption, so GPO content is neither readable nor alterable on the wire.
 
-NT ACLs are read and written with SMB2 QUERY_INFO / SET_INFO of the security info type.
-smbprotocol 1.17 has the request structures and smbclient's compound transaction but no
-function for this info type, so :meth:`Sysvol.read_security` and :meth:`Sysvol.write_security`
-put those pieces together (one CREATE + QUERY/SET + CLOSE round trip each).
+NT ACLs (of folders and files alike) are read and written with SMB2 QUERY_INFO / SET_INFO of
+the security info type. smbprotocol 1.17 has the request structures and smbclient's compound
+transaction but no function for this info type, so :meth:`Sysvol.read_security` and
+:meth:`Sysvol.write_security` put those pieces together (one CREATE + QUERY/SET + CLOSE round
+trip each).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ try:
     import smbclient
     import smbclient.path
     import smbclient.shutil
-    from smbclient._io import SMBDirectoryIO, SMBFileTransaction
+    from smbclient._io import SMBFileTransaction, SMBRawIO
     from smbprotocol import MAX_PAYLOAD_SIZE
     from smbprotocol.exceptions import SMBException, SMBOSError, SMBResponseException
     from smbprotocol.file_info import InfoType
@@ -185,15 +186,36 @@ class Sysvol:
         except (SMBException, OSError) as exc:
             raise self._fail("listing", path, exc) from exc
 
+    def tree(self, *parts: str) -> list[tuple[str, ...]]:
+        """Every file and folder beneath ``parts`` (not ``parts`` itself), as paths relative to
+        the Policies folder, each folder before what it holds; [] when ``parts`` is missing."""
+        path = self.path(*parts)
+        found: list[tuple[str, ...]] = []
+        try:
+            entries = list(smbclient.scandir(path, **self._kw()))
+        except FileNotFoundError:
+            return found
+        except (SMBException, OSError) as exc:
+            if getattr(exc, "errno", None) == 2:
+                return found
+            raise self._fail("listing", path, exc) from exc
+        for entry in sorted(entries, key=lambda e: e.name.lower()):
+            child = (*parts, entry.name)
+            found.append(child)
+            if entry.is_dir():
+                found.extend(self.tree(*child))
+        return found
+
     def read_security(self, *parts: str) -> bytes | None:
-        """Self-relative descriptor (owner, group, DACL) of a folder; None when it is missing."""
+        """Self-relative descriptor (owner, group, DACL) of a file or folder; None when it is
+        missing."""
         path = self.path(*parts)
         request = SMB2QueryInfoRequest()
         request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
         request["output_buffer_length"] = MAX_PAYLOAD_SIZE
         request["additional_information"] = OWNER_GROUP_DACL
         try:
-            found = self._folder_transaction(
+            found = self._security_transaction(
                 path, FilePipePrinterAccessMask.READ_CONTROL, request, SMB2QueryInfoResponse
             )
         except FileNotFoundError:
@@ -205,8 +227,8 @@ class Sysvol:
         return found["buffer"].get_value()
 
     def write_security(self, descriptor: bytes, *parts: str) -> None:
-        """Replace a folder's owner, group and DACL with those of ``descriptor`` (self-relative);
-        its control bits (e.g. DACL protected) go with it."""
+        """Replace a file's or folder's owner, group and DACL with those of ``descriptor``
+        (self-relative); its control bits (e.g. DACL protected) go with it."""
         path = self.path(*parts)
         request = SMB2SetInfoRequest()
         request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
@@ -218,15 +240,14 @@ class Sysvol:
             | FilePipePrinterAccessMask.WRITE_OWNER
         )
         try:
-            self._folder_transaction(path, access, request, SMB2SetInfoResponse)
+            self._security_transaction(path, access, request, SMB2SetInfoResponse)
         except (SMBException, OSError) as exc:
             raise self._fail("writing the ACL of", path, exc) from exc
 
-    def _folder_transaction(self, path: str, access: int, request, response_type):
-        """Open the folder, send ``request`` on it, close it: one compound round trip."""
-        raw = SMBDirectoryIO(
-            path, mode="r", share_access="rwd", desired_access=access, **self._kw()
-        )
+    def _security_transaction(self, path: str, access: int, request, response_type):
+        """Open the file or folder, send ``request`` on it, close it: one compound round trip.
+        (SMBRawIO opens either kind: its create options name neither a file nor a folder.)"""
+        raw = SMBRawIO(path, mode="r", share_access="rwd", desired_access=access, **self._kw())
         request["file_id"] = raw.fd.file_id
 
         def receive(sent):

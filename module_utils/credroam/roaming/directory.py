@@ -67,6 +67,7 @@ __all__ = [
     "build_modifications",
     "describe_changes",
     "find_user",
+    "modify_operations",
     "put_blob",
     "put_token",
     "read_roaming",
@@ -454,6 +455,29 @@ def describe_changes(changes: Iterable[ValueChange]) -> list[str]:
         )
         lines.append(f"{verb} {change.attribute} {change.label}".rstrip())
     return lines
+
+
+_OPERATION_NAMES = {ldap3.MODIFY_ADD: "add", ldap3.MODIFY_DELETE: "delete",
+                    ldap3.MODIFY_REPLACE: "replace"}  # fmt: skip
+
+
+def modify_operations(dn: str, modifications: Iterable[dict]) -> tuple[dict, ...]:
+    """LDAP modifies as ``operations`` entries, the shape every credroam module reports (kind,
+    target, details): per attribute the values deleted and added, counted, not shown (they
+    hold sealed keys; ``describe_changes`` names the items)."""
+    return tuple(
+        {
+            "kind": "ldap_modify",
+            "target": dn,
+            "changes": {
+                attribute: [
+                    {"op": _OPERATION_NAMES[op], "values": len(values)} for op, values in ops
+                ]
+                for attribute, ops in modlist.items()
+            },
+        }
+        for modlist in modifications
+    )
 
 
 def build_modifications(

@@ -73,6 +73,7 @@ from .directory import (
     ValueChange,
     apply_changes,
     build_modifications,
+    modify_operations,
     put_blob,
     read_roaming,
 )
@@ -175,7 +176,8 @@ class KeyChanges:
 
     changes: tuple[ValueChange, ...] = ()
     actions: tuple[str, ...] = ()
-    modifications: tuple[dict, ...] = field(default=(), repr=False)  # LDAP modifies (or planned)
+    # The LDAP modifies sent (or, in check mode, planned), as modify_operations() shows them.
+    operations: tuple[dict, ...] = ()
     cache_written: bool = False
     problems: tuple[str, ...] = ()
     check_mode: bool = False
@@ -459,12 +461,13 @@ def _apply(
         record = read_roaming(source, user)
         plan = plan_for(record)
         if check_mode:
-            return plan, tuple(build_modifications(record, plan.changes, now)[0]), record
+            planned = build_modifications(record, plan.changes, now)[0]
+            return plan, modify_operations(record.dn, planned), record
         try:
             applied = apply_changes(source, record, plan.changes, now=now)
         except ConcurrentModification:
             continue  # another writer: re-read and decide again
-        return plan, applied.modifications, record
+        return plan, modify_operations(record.dn, applied.modifications), record
     raise DirectoryError(
         f"gave up writing the roaming key records of {user} after {max_attempts} attempts: "
         f"other writers kept changing its roaming values on {source.server.host}"
@@ -507,7 +510,7 @@ def obtain_roaming_key(
             password_verified=password_verified,
         )
 
-    plan, modifications, record = _apply(
+    plan, operations, record = _apply(
         source, user, plan_for, now=now, check_mode=check_mode, max_attempts=max_attempts
     )
     written = not isinstance(source, RoamingRecord) and not check_mode
@@ -519,7 +522,7 @@ def obtain_roaming_key(
     return plan.key, KeyChanges(
         changes=plan.changes,
         actions=plan.actions,
-        modifications=modifications,
+        operations=operations,
         cache_written=cache_written,
         problems=(*problems, *plan.problems),
         check_mode=check_mode,
@@ -613,13 +616,13 @@ def recover_with_recovery_key(
             user=user,
         )
 
-    plan, modifications, _ = _apply(
+    plan, operations, _ = _apply(
         source, user, plan_for, now=now, check_mode=check_mode, max_attempts=max_attempts
     )
     return plan.key, KeyChanges(
         changes=plan.changes,
         actions=plan.actions,
-        modifications=modifications,
+        operations=operations,
         problems=plan.problems,
         check_mode=check_mode,
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import ldap3
@@ -53,6 +53,7 @@ from .directory import (
     apply_changes,
     build_modifications,
     describe_changes,
+    modify_operations,
     put_token,
     read_roaming,
     remove_token,
@@ -124,13 +125,14 @@ class SyncReport:
     conflicts: tuple[tuple[str, str], ...] = ()  # (item key, how it was resolved)
     local_errors: tuple[tuple[str, str], ...] = ()  # (item key, error); base not saved
     attempts: int = 1  # reads needed (more than one when another writer raced us)
-    modifications: tuple[dict, ...] = field(default=(), repr=False)  # LDAP modifies (or planned)
+    # The LDAP modifies sent (or, in check mode, planned), as modify_operations() shows them.
+    operations: tuple[dict, ...] = ()
     directory_changes: tuple[str, ...] = ()  # readable form of the modifies
     check_mode: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.modifications or self.downloaded or self.deleted_local or self.archived)
+        return bool(self.operations or self.downloaded or self.deleted_local or self.archived)
 
 
 # --- the directory side as reconcile items ---------------------------------------------------
@@ -496,7 +498,7 @@ def _report(
         conflicts=tuple((c.key, c.reason) for c in plan.conflicts),
         local_errors=local_errors,
         attempts=attempts,
-        modifications=modifications,
+        operations=modify_operations(user_dn, modifications),
         directory_changes=tuple(describe_changes(changes)),
         check_mode=check_mode,
     )

@@ -584,6 +584,11 @@ class LdapAdd:
     def as_dict(self) -> dict[str, Any]:
         return {"dn": self.dn, "objectClass": self.object_class, "attributes": self.attributes}
 
+    def as_operation(self) -> dict[str, Any]:
+        """As an entry of a module's ``operations`` (kind, target, details), as ad_gpo's."""
+        return {"kind": "ldap_add", "target": self.dn, "objectClass": self.object_class,
+                "attributes": self.attributes}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class LdapModify:
@@ -596,6 +601,10 @@ class LdapModify:
             "dn": self.dn,
             "changes": {k: {"op": op, "values": v} for k, (op, v) in self.changes.items()},
         }
+
+    def as_operation(self) -> dict[str, Any]:
+        """As an entry of a module's ``operations`` (kind, target, details), as ad_gpo's."""
+        return {"kind": "ldap_modify", "target": self.dn, "changes": self.as_dict()["changes"]}
 
 
 @dataclass
