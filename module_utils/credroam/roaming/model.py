@@ -7,6 +7,7 @@ of versions, how long a plan holds) are set out in ``reconcile``'s docstring and
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,6 +29,7 @@ __all__ = [
     "Refusal",
     "StoreName",
     "Version",
+    "content_hash",
     "newest",
 ]
 
@@ -52,6 +54,16 @@ class ItemKind(StrEnum):
     CERTIFICATE = "certificate"
     REQUEST = "request"
     KEY = "key"
+
+
+def content_hash(payload: bytes) -> str:
+    """Lower-case hex SHA-256 of an item's canonical payload (DER certificate or request,
+    PKCS#8 DER key): what ``Item.content_hash`` holds, whoever computes it.
+
+    Versions at equal times are ordered by it, the same way on every host; SHA-256 rather than
+    the tokens' own SHA-1 so that a collision cannot be crafted to steer that tie-break.
+    """
+    return hashlib.sha256(payload).hexdigest()
 
 
 class Version(NamedTuple):

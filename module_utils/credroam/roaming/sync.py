@@ -23,7 +23,6 @@ two syncs of one user on one host never interleave; a held lock raises :class:`S
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -59,9 +58,9 @@ from .directory import (
 )
 from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
 from .fsutil import LockHeld
-from .model import Base, Item, ItemKind, Plan, Policy, StoreName, newest
+from .model import Base, Item, ItemKind, Plan, Policy, StoreName, content_hash, newest
 from .reconcile import reconcile
-from .roamingkey import RoamingKeyError, _user_id
+from .roamingkey import RoamingKeyError, sealing_user_id
 from .store import CertificateStore
 
 __all__ = [
@@ -147,10 +146,6 @@ class DirectorySide:
     unusable_keys: frozenset[str] = frozenset()
 
 
-def _sha256(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
-
-
 def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
     token = stored.token
     kind, store = _KIND_OF_TYPE[token.type]
@@ -163,7 +158,7 @@ def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
         store=store,
         kind=kind,
         modified=token.last_modified,
-        content_hash=_sha256(element.der),
+        content_hash=content_hash(element.der),
         size=len(element.der),
         archived=element.archived,
         expires=to_filetime(element.not_valid_after),
@@ -203,7 +198,7 @@ def _key_item(
         store=StoreName.MY,
         kind=ItemKind.KEY,
         modified=token.last_modified,
-        content_hash=_sha256(payload),
+        content_hash=content_hash(payload),
         size=len(payload),
         archived=bool(owner and owner.archived),
         expires=owner.expires if owner else None,
@@ -319,7 +314,7 @@ def _sealing_user_id(record: RoamingRecord) -> str:
     """The objectGUID text that binds sealed keys to their user (the same check as the key
     records use); without it no key may be sealed."""
     try:
-        return _user_id(record, record.dn)
+        return sealing_user_id(record, record.dn)
     except RoamingKeyError as exc:
         raise SyncError(f"cannot seal private keys of {record.dn}: {exc}") from exc
 

@@ -2,9 +2,9 @@
 
 ``CertificateStore`` is what sync needs from a host. Contract for every implementation:
 
-- ``items()`` (alias ``list_items()``) returns the live and archived items of the user's MY and
+- ``items()`` returns the live and archived items of the user's MY and
   REQUEST stores, keyed by ``Item.key`` (``%<type>\\<identifier>``), never tombstones. Each
-  ``content_hash`` is the SHA-256 of the canonical payload (see ``credroam.reconcile``).
+  ``content_hash`` is ``model.content_hash`` of the canonical payload.
   Private keys are items of kind KEY whose ``owner`` is their certificate or request; a key
   without one is not listed (RoamUnaffiliatedKeys is off). Smart-card items are flagged.
 - ``read(item)`` returns the canonical payload: DER certificate, DER request, PKCS#8 DER key.
