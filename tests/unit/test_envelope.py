@@ -27,10 +27,10 @@ from credroam.roaming.envelope import (
     WrongUser,
     new_roaming_key,
     open_private_key,
+    password_record_cost,
     private_key_aad,
     read_key_cache,
     recovery_key_id,
-    rewrap_password,
     seal_private_key,
     unwrap_with_password,
     unwrap_with_recovery_key,
@@ -174,10 +174,17 @@ def test_password_record_unwraps_with_the_password() -> None:
     assert unwrap_with_password(record, "correct horse", user_id=USER) == ROAMING_KEY
 
 
-def test_default_scrypt_cost_is_stored_in_the_record() -> None:
-    assert ScryptParams(log2_n=15, r=8, p=1) == DEFAULT_SCRYPT
+def test_default_scrypt_cost_is_at_least_owasps_minimum_and_stored_in_the_record() -> None:
+    assert ScryptParams(log2_n=17, r=8, p=1) == DEFAULT_SCRYPT
+    assert DEFAULT_SCRYPT.memory == 128 * 2**20
     record = wrap_with_password(ROAMING_KEY, "pw", user_id=USER)
-    assert record[5:8] == bytes([15, 8, 1])
+    assert record[5:8] == bytes([17, 8, 1])
+    assert unwrap_with_password(record, "pw", user_id=USER) == ROAMING_KEY
+
+
+def test_a_record_made_at_the_old_default_cost_stays_readable() -> None:
+    old_default = ScryptParams(log2_n=15, r=8, p=1)
+    record = wrap_with_password(ROAMING_KEY, "pw", user_id=USER, scrypt_params=old_default)
     assert unwrap_with_password(record, "pw", user_id=USER) == ROAMING_KEY
 
 
@@ -234,28 +241,27 @@ def test_empty_password_and_user_are_refused() -> None:
         wrap_with_password(ROAMING_KEY, "pw", user_id="", scrypt_params=FAST)
 
 
-def test_password_change_keeps_the_key_and_retires_the_old_password() -> None:
-    record = wrap_with_password(ROAMING_KEY, "old", user_id=USER, scrypt_params=FAST)
-    original = bytes(record)
-    changed = rewrap_password(record, "old", "new", user_id=USER)
-    assert record == original  # nothing is overwritten
-    assert unwrap_with_password(changed, "new", user_id=USER) == ROAMING_KEY
-    with pytest.raises(WrongPassword):
-        unwrap_with_password(changed, "old", user_id=USER)
-    assert changed[5:8] == record[5:8]  # the record's scrypt cost is kept
+def test_a_record_tells_its_cost_without_the_password() -> None:
+    record = wrap_with_password(ROAMING_KEY, "pw", user_id=USER, scrypt_params=FAST)
+    assert password_record_cost(record) == FAST
+    with pytest.raises(UnsupportedEnvelope):
+        password_record_cost(b"CRSK" + record[4:])
 
 
-def test_password_change_needs_the_old_password() -> None:
-    record = wrap_with_password(ROAMING_KEY, "old", user_id=USER, scrypt_params=FAST)
-    with pytest.raises(WrongPassword):
-        rewrap_password(record, "guess", "new", user_id=USER)
-
-
-def test_password_change_can_raise_the_cost() -> None:
-    record = wrap_with_password(ROAMING_KEY, "old", user_id=USER, scrypt_params=FAST)
-    stronger = ScryptParams(log2_n=6, r=2, p=1)
-    changed = rewrap_password(record, "old", "new", user_id=USER, scrypt_params=stronger)
-    assert changed[5:8] == bytes([6, 2, 1])
+@pytest.mark.parametrize(
+    ("params", "weaker"),
+    [
+        (ScryptParams(log2_n=15, r=8, p=1), True),  # the old default
+        (ScryptParams(log2_n=15, r=8, p=3), True),  # the same work, a quarter of the memory
+        (ScryptParams(log2_n=17, r=8, p=1), False),
+        (ScryptParams(log2_n=17, r=8, p=2), False),
+        (ScryptParams(log2_n=18, r=8, p=1), False),
+    ],
+)
+def test_a_cost_is_weaker_when_cheaper_in_memory_or_in_work(
+    params: ScryptParams, weaker: bool
+) -> None:
+    assert params.is_weaker_than(DEFAULT_SCRYPT) is weaker
 
 
 # --- recovery key -------------------------------------------------------------------------------
