@@ -254,28 +254,7 @@ def test_writing_an_archived_version_archives(store, cert_and_key, tmp_path) -> 
     assert not (tmp_path / "store" / "MY").exists()
 
 
-def test_delete_with_copy_keeps_it_aside_and_unlisted(store, cert_and_key, tmp_path) -> None:
-    cert, key = cert_and_key
-    cert_item, key_item = _write_pair(store, cert, key)
-    store.delete(key_item, keep_copy=True)
-    store.delete(cert_item)
-    store.delete(cert_item)  # already gone: not an error
-    assert store.items() == {}
-    [recovered] = os.listdir(tmp_path / "store" / "recovery")
-    assert recovered.startswith(f"{_thumbprint(cert)}.key.pem.{T0}.")
-
-
-def test_each_deletion_with_copy_keeps_its_own_copy(store, cert_and_key, tmp_path) -> None:
-    cert, key = cert_and_key
-    cert_item, _ = _write_pair(store, cert, key)
-    store.delete(cert_item, keep_copy=True)
-    store.write(cert_item, cert)  # the same version again: the same recorded time
-    store.delete(cert_item, keep_copy=True)
-    recovery = tmp_path / "store" / "recovery"
-    copies = sorted(os.listdir(recovery))
-    assert len(copies) == 2
-    assert all(name.startswith(f"{_thumbprint(cert)}.cert.pem.{T0}.") for name in copies)
-    assert all((recovery / name).read_bytes().startswith(b"-----BEGIN CERT") for name in copies)
+# (recovery copies: tests/unit/test_recovery.py)
 
 
 # --- hostile identifiers and planted links ----------------------------------------------------

@@ -104,10 +104,14 @@ class FakeStore:
         self.writes.append(item.key)
         self.entries[item.key] = (item, payload)
 
-    def delete(self, item, *, keep_copy=False):
+    def delete(self, item, *, keep_copy=False, undecided=False):
         self._check_locked()
         self.writes.append(("delete", item.key))
         del self.entries[item.key]
+
+    def tend_recovery(self, roaming_key, user_id, retention_ticks, now):
+        self._check_locked()
+        return []
 
     def archive(self, item):
         raise AssertionError("sync archives by writing the archived version")

@@ -51,6 +51,7 @@ __all__ = [
     "password_record_cost",
     "private_key_aad",
     "read_key_cache",
+    "recovery_copy_aad",
     "recovery_key_id",
     "seal_private_key",
     "unwrap_with_password",
@@ -161,6 +162,16 @@ def private_key_aad(user_id: str, token_key: str) -> bytes:
     if not user_id or not token_key or "\0" in user_id or "\0" in token_key:
         raise EnvelopeError("user id and token key must be non-empty and free of NUL")
     return b"credroam-private-key\0" + user_id.encode() + b"\0" + token_key.encode()
+
+
+def recovery_copy_aad(user_id: str, name: str) -> bytes:
+    """Associated data binding a sealed recovery copy to one user and one item file ``name``.
+
+    Another context than ``private_key_aad``: a recovery copy is never a directory value.
+    """
+    if not user_id or not name or "\0" in user_id or "\0" in name:
+        raise EnvelopeError("user id and copy name must be non-empty and free of NUL")
+    return b"credroam-recovery-copy\0" + user_id.encode() + b"\0" + name.encode()
 
 
 def _check_roaming_key(roaming_key: bytes) -> None:

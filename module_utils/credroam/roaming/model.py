@@ -138,6 +138,9 @@ class Policy:
     # Keep a recovery copy of every item removed locally because it was deleted elsewhere.
     # A copy is always kept when the removed item held local changes the directory never saw.
     keep_deleted_copy: bool = True
+    # Days a recovery copy of an ordinary deletion is kept (None: the tombstone days); copies
+    # of deletions whose order could not be decided (R18) are kept until resolved.
+    recovery_retention_days: int | None = None
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -150,10 +153,21 @@ class Policy:
                 raise ReconcileError(
                     f"policy {name} must be an int in {low}..{high}, not {value!r}"
                 )
+        retention = self.recovery_retention_days
+        if retention is not None and (
+            isinstance(retention, bool) or not isinstance(retention, int) or retention < 1
+        ):
+            raise ReconcileError(
+                f"policy recovery_retention_days must be an int of at least 1, not {retention!r}"
+            )
 
     @property
     def tombstone_ticks(self) -> int:
         return self.tombstone_days * TICKS_PER_DAY
+
+    @property
+    def recovery_retention_ticks(self) -> int:
+        return (self.recovery_retention_days or self.tombstone_days) * TICKS_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,11 +239,16 @@ class Base:
 
 @dataclass(frozen=True, slots=True)
 class LocalDeletion:
-    """Remove ``item`` from the local store; ``keep_copy``: move it to recovery instead."""
+    """Remove ``item`` from the local store; ``keep_copy``: move it to recovery instead.
+
+    ``undecided``: the order against a deletion elsewhere could not be decided (R18); its copy
+    is kept until the user or an admin resolves it, whatever the retention.
+    """
 
     item: Item
     keep_copy: bool
     reason: str
+    undecided: bool = False
 
 
 @dataclass(frozen=True, slots=True)

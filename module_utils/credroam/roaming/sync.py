@@ -122,6 +122,7 @@ class SyncReport:
     held: tuple[str, ...] = ()  # keys left alone: their directory values are all unusable
     conflicts: tuple[tuple[str, str], ...] = ()  # (item key, how it was resolved)
     local_errors: tuple[tuple[str, str], ...] = ()  # (item key, error); base not saved
+    recovery: tuple[str, ...] = ()  # what was done to the store's recovery copies, and problems
     attempts: int = 1  # reads needed (more than one when another writer raced us)
     modifications: tuple[dict, ...] = field(default=(), repr=False)  # LDAP modifies (or planned)
     directory_changes: tuple[str, ...] = ()  # readable form of the modifies
@@ -354,7 +355,9 @@ def _apply_local(
                 errors.append((item.key, f"{type(exc).__name__}: {exc}"))
         for deletion in plan.delete_local:
             try:
-                store.delete(deletion.item, keep_copy=deletion.keep_copy)
+                store.delete(
+                    deletion.item, keep_copy=deletion.keep_copy, undecided=deletion.undecided
+                )
             except Exception as exc:
                 errors.append((deletion.item.key, f"{type(exc).__name__}: {exc}"))
     return errors
@@ -454,14 +457,33 @@ def _sync_locked(
             "before it could be written"
         )
     errors = _apply_local(plan, side.payloads, store)
+    recovery = _tend_recovery(store, record, roaming_key, policy, now)
     if not errors:
         new_base = plan.base
         if applied.timestamp is not None:
             new_base = replace(new_base, directory_timestamp=applied.timestamp.last_change)
         state.save(new_base)
-    return _report(
+    report = _report(
         user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False
     )
+    return replace(report, recovery=recovery)
+
+
+def _tend_recovery(
+    store: CertificateStore,
+    record: RoamingRecord,
+    roaming_key: bytes | None,
+    policy: Policy,
+    now: int,
+) -> tuple[str, ...]:
+    """Seal the store's recovery copies and remove the expired ones (README, "Security")."""
+    user_id = str(record.object_guid) if record.object_guid is not None else None
+    try:
+        return tuple(
+            store.tend_recovery(roaming_key, user_id, policy.recovery_retention_ticks, now)
+        )
+    except Exception as exc:  # the sync itself succeeded: reported, never fatal
+        return (f"recovery copies not tended: {type(exc).__name__}: {exc}",)
 
 
 def _report(

@@ -11,7 +11,7 @@ It implements ``credroam.roaming.store.CertificateStore`` (contract there).
     <root>/MY/<ID>.key.pem       PKCS#8 private key of that certificate (token type 9)
     <root>/REQUEST/<ID>.csr.pem  certificate request (type 4; .cng.csr.pem for type 8), key
     <root>/archive/MY/...        archived items, same names
-    <root>/recovery/...          copies of deleted items, never listed
+    <root>/recovery/...          sealed copies of deleted items, never listed (``recovery``)
 
 ``<ID>`` is the upper-case SHA-1 of the DER (the thumbprint Windows uses); a private key file
 carries the identifier of its certificate or request. Item times come from the sidecar index,
@@ -49,7 +49,6 @@ import json
 import math
 import os
 import re
-import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -62,7 +61,7 @@ from ...cryptocompat import (
     load_der_private_key,
     not_valid_after,
 )
-from ...timestamps import filetime_from_unix_ns, to_filetime
+from ...timestamps import filetime_from_unix_ns, filetime_now, to_filetime
 from ...tokens import TokenType
 from ..certelement import thumbprint
 from ..fsutil import (
@@ -73,7 +72,7 @@ from ..fsutil import (
     read_private,
 )
 from ..model import Item, ItemKind, StoreName, content_hash
-from . import StoreError, split_item_key
+from . import StoreError, recovery, split_item_key
 
 __all__ = ["MAX_PAYLOAD", "FileStore"]
 
@@ -232,38 +231,21 @@ class _Batch:
     doubtful: set[str] = field(default_factory=set)  # a write failed part-way: decide by content
 
 
-def _move_without_overwriting(
-    path: str, folder: str, name: str, inside: Callable[[str, str], str]
-) -> None:
-    """Move ``path`` into ``folder`` as ``name.<random>``; never replaces a file there.
-
-    The random part keeps two copies of one item apart even when the item had no recorded
-    time; the hard link fails rather than overwrite should a name still be taken.
-    """
-    for _ in range(8):
-        target = inside(folder, f"{name}.{secrets.token_hex(4)}")
-        try:
-            os.link(path, target, follow_symlinks=False)
-        except FileExistsError:
-            continue
-        os.unlink(path)
-        return
-    raise StoreError(f"no free recovery name for {name} in {folder}")
-
-
 class FileStore:
     """The user's MY and REQUEST stores as PEM files under ``root`` (layout in module doc).
 
     ``problems`` collects files that ``items()`` skipped and why (symlinks, names that do not
-    match their content, unreadable or foreign files), for the sync report.
+    match their content, unreadable or foreign files), for the sync report. ``clock`` (FILETIME)
+    dates the recovery copies ``delete`` keeps.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, clock: Callable[[], int] = filetime_now) -> None:
         try:
             ensure_private_dir(root)
         except OSError as exc:
             raise StoreError(f"store root {root} unusable: {exc}") from exc
         self.root = os.path.realpath(root)
+        self.clock = clock
         self.problems: list[str] = []
         self._batch: _Batch | None = None
         self._lock_held = False
@@ -614,17 +596,23 @@ class FileStore:
             except OSError as exc:
                 raise StoreError(f"cannot write {item.key} to {path}: {exc}") from exc
 
-    def delete(self, item: Item | str, *, keep_copy: bool = False) -> None:
+    def delete(self, item: Item | str, *, keep_copy: bool = False, undecided: bool = False) -> None:
         key = item.key if isinstance(item, Item) else item
         with self._batched() as batch:
             location = self._locate(key)
             if location is not None:
                 path = location[0]
                 if keep_copy:
-                    recovery = ensure_private_dir(os.path.join(self.root, "recovery"))
-                    recorded = batch.records.get(key) or [{"modified": 0}]
-                    name = f"{os.path.basename(path)}.{recorded[-1]['modified']}"
-                    _move_without_overwriting(path, recovery, name, self._inside)
+                    try:
+                        recovery.keep(
+                            path,
+                            self.root,
+                            kept=self.clock(),
+                            undecided=undecided,
+                            inside=self._inside,
+                        )
+                    except OSError as exc:
+                        raise StoreError(f"cannot keep a recovery copy of {path}: {exc}") from exc
                 else:
                     os.unlink(path)
             batch.records.pop(key, None)
@@ -645,6 +633,19 @@ class FileStore:
             listed = [self._listed[key]] if key in self._listed else []
             for entry in [*batch.records.get(key, []), *listed]:
                 entry["archived"] = True  # same content, now in the archive
+
+    def tend_recovery(
+        self, roaming_key: bytes | None, user_id: str | None, retention_ticks: int, now: int
+    ) -> list[str]:
+        """Seal the unsealed recovery copies, remove those past ``retention_ticks``: what was
+        done and what could not be (module ``recovery`` says how)."""
+        return recovery.tend(
+            self.root,
+            roaming_key=roaming_key,
+            user_id=user_id,
+            retention_ticks=retention_ticks,
+            now=now,
+        )
 
     def lock(self, timeout: float | None = 0) -> contextlib.AbstractContextManager[None]:
         """Exclusive use of this store for one sync; raises ``fsutil.LockHeld`` if busy."""
