@@ -16,6 +16,7 @@ from credroam.roaming.envelope import (
     ScryptParams,
     new_roaming_key,
     password_record_cost,
+    public_key_id,
     read_key_cache,
     recovery_key_id,
     unwrap_with_password,
@@ -31,7 +32,6 @@ from credroam.roaming.roamingkey import (
     encode_wrapped_key,
     obtain_roaming_key,
     parse_wrapped_keys,
-    public_key_id,
     recover_with_recovery_key,
     roaming_key_id,
 )

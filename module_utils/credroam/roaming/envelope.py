@@ -50,6 +50,7 @@ __all__ = [
     "open_private_key",
     "password_record_cost",
     "private_key_aad",
+    "public_key_id",
     "read_key_cache",
     "recovery_copy_aad",
     "recovery_key_id",
@@ -335,7 +336,7 @@ def _oaep(label: bytes) -> padding.OAEP:
 def _rsa_public_key(recovery_public_key_pem: bytes) -> rsa.RSAPublicKey:
     try:
         key = serialization.load_pem_public_key(recovery_public_key_pem)
-    except ValueError as exc:
+    except Exception as exc:  # ValueError, UnsupportedAlgorithm, ... by release
         raise EnvelopeError(f"recovery public key is not a PEM public key: {exc}") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise EnvelopeError(f"recovery key must be RSA, not {type(key).__name__}")
@@ -349,6 +350,13 @@ def _key_id(public_key: rsa.RSAPublicKey) -> bytes:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(spki).digest()
+
+
+def public_key_id(public_key: bytes | rsa.RSAPublicKey) -> str:
+    """Hex SHA-256 of a recovery key's SubjectPublicKeyInfo (PEM or loaded): the id its records
+    carry (``recovery_key_id``). Raises EnvelopeError for a PEM that is not a usable RSA key."""
+    loaded = _rsa_public_key(public_key) if isinstance(public_key, bytes) else public_key
+    return _key_id(loaded).hex()
 
 
 def wrap_with_recovery_key(

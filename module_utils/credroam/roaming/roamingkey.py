@@ -61,7 +61,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import ldap3
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..connection import DirectoryError
@@ -86,6 +85,7 @@ from .envelope import (
     load_recovery_private_key,
     new_roaming_key,
     password_record_cost,
+    public_key_id,
     read_key_cache,
     recovery_key_id,
     unwrap_with_password,
@@ -110,7 +110,6 @@ __all__ = [
     "parse_wrapped_keys",
     "plan_recovery",
     "plan_roaming_key",
-    "public_key_id",
     "recover_with_recovery_key",
     "roaming_key_id",
     "sealing_user_id",
@@ -193,22 +192,6 @@ class KeyChanges:
 def roaming_key_id(key: bytes) -> str:
     """Hex id of a roaming key: the first 16 bytes of a domain-separated SHA-256."""
     return hashlib.sha256(_KEY_ID_CONTEXT + key).digest()[:KEY_ID_SIZE].hex()
-
-
-def public_key_id(public_key_pem: bytes) -> str:
-    """Hex SHA-256 of a recovery public key's SubjectPublicKeyInfo, as ``recovery_key_id``."""
-    try:
-        key = serialization.load_pem_public_key(public_key_pem)
-    except ValueError as exc:
-        raise RoamingKeyError(f"recovery public key is not a PEM public key: {exc}") from None
-    return _spki_id(key)
-
-
-def _spki_id(public_key) -> str:
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).hexdigest()
 
 
 def encode_wrapped_key(key_id: str, envelope: bytes) -> bytes:
@@ -385,14 +368,14 @@ def _recovery_record_changes(
     """
     recovered = {w.recovery_key_id for w in own if w.kind is RecordKind.RECOVERY}
     added = []
-    for public_key_pem in recovery_public_keys:
-        recovery_id = public_key_id(public_key_pem)
-        if recovery_id in recovered:
-            continue
+    for number, public_key_pem in enumerate(recovery_public_keys, 1):
         try:
+            recovery_id = public_key_id(public_key_pem)
+            if recovery_id in recovered:
+                continue
             envelope = wrap_with_recovery_key(key, public_key_pem, user_id=user_id)
         except EnvelopeError as exc:
-            raise RoamingKeyError(f"recovery key {recovery_id[:16]}: {exc}") from None
+            raise RoamingKeyError(f"recovery public key {number}: {exc}") from None
         value = encode_wrapped_key(roaming_key_id(key), envelope)
         recovered.add(recovery_id)
         added.append(
@@ -586,7 +569,7 @@ def plan_recovery(
     user = user or record.dn
     user_id = sealing_user_id(record, user)
     private_key = _load_recovery_key(recovery_private_key, recovery_key_password)
-    recovery_id = _spki_id(private_key.public_key())
+    recovery_id = public_key_id(private_key.public_key())
     wrapped, problems = parse_wrapped_keys(record)
     mine = sorted((w for w in wrapped if w.recovery_key_id == recovery_id), key=lambda w: w.key_id)
     key = None
