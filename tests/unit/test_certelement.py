@@ -218,7 +218,7 @@ def fuzzed_element(make_certificate_der: MakeDer) -> bytes:
     return build_cert_element(make_certificate_der(), friendly_name="fuzz")
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_mutated_elements_raise_only_element_errors(
     fuzzed_element: bytes, data: st.DataObject

@@ -241,7 +241,7 @@ def test_crash_while_saving_leaves_the_old_state(tmp_path, monkeypatch) -> None:
     assert sorted(os.listdir(tmp_path)) == ["state.json"]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     changes=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
     cut=st.none() | st.integers(0, 10**6),

@@ -885,7 +885,9 @@ def _decoded_and_mutated(pem: bytes, changes: list[tuple[int, int]], base64: boo
     return _pem(label, bytes(data)) if base64 else bytes(data)
 
 
-@hypothesis.settings(max_examples=150, suppress_health_check=[hypothesis.HealthCheck.too_slow])
+@hypothesis.settings(
+    max_examples=150, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
 @hypothesis.given(data=st.data())
 def test_fuzzed_store_files_never_break_a_listing_or_a_write(
     tmp_path_factory, fuzz_files, data
