@@ -180,6 +180,17 @@ def test_a_symlink_planted_in_the_recovery_area_is_left_alone(store, tmp_path):
     assert any(str(planted) in note for note in notes)
 
 
+def test_a_recovery_folder_replaced_by_a_symlink_is_not_followed(store, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = elsewhere / f"{'A' * 40}.key.pem.{KEPT}.0a1b2c3d.unsealed"
+    outside.write_bytes(b"not the store's")
+    os.symlink(elsewhere, Path(store.root) / "recovery")
+    notes = tend(store, new_roaming_key(), now=KEPT + 2 * RETENTION)
+    assert outside.read_bytes() == b"not the store's"  # neither sealed nor removed
+    assert any("not a real directory" in note for note in notes)
+
+
 # --- the policy -------------------------------------------------------------------------------
 
 

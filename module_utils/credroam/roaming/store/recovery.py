@@ -94,9 +94,13 @@ def copies(root: str, problems: list[str]) -> list[RecoveryCopy]:
     for undecided in (False, True):
         folder = _folder(root, undecided)
         try:
-            names = sorted(os.listdir(folder))
+            info = os.lstat(folder)
         except FileNotFoundError:
             continue
+        if not stat.S_ISDIR(info.st_mode):  # a symlink would lead the sealing elsewhere
+            problems.append(f"{folder} is not a real directory; left alone")
+            continue
+        names = sorted(os.listdir(folder))
         for entry in names:
             path = os.path.join(folder, entry)
             if not undecided and entry == UNDECIDED:
