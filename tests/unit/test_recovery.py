@@ -11,6 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from credroam.gpo.resolve import GpoSettings
+from credroam.gpo.settings import AGENT_POLICY
 from credroam.roaming.certelement import thumbprint
 from credroam.roaming.envelope import WrongUser, new_roaming_key
 from credroam.roaming.model import Item, ItemKind, Policy, ReconcileError, StoreName, content_hash
@@ -202,12 +204,14 @@ def test_the_retention_defaults_to_the_tombstone_days_and_can_be_set():
         Policy(recovery_retention_days=0)
 
 
-def test_the_gpo_agent_settings_carry_the_retention():
-    from credroam.gpo.settings import AGENT_POLICY
-
+def test_the_gpo_agent_settings_carry_the_retention_into_the_policy():
     setting = AGENT_POLICY.setting("recovery_retention_days")
     assert (setting.value_name, setting.kind) == ("RecoveryRetentionDays", "int")
-    assert (setting.minimum, setting.maximum, setting.default) == (1, 3650, 60)
+    assert (setting.minimum, setting.maximum, setting.default) == (1, 3650, None)
+    unset = GpoSettings(values={"tombstone_days": 90}).roaming_policy()
+    assert unset.recovery_retention_ticks == 90 * TICKS_PER_DAY  # not configured: tombstone days
+    configured = GpoSettings(values={"recovery_retention_days": 14}).roaming_policy()
+    assert configured.recovery_retention_ticks == 14 * TICKS_PER_DAY
 
 
 # --- through a sync ---------------------------------------------------------------------------

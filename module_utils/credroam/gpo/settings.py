@@ -190,7 +190,7 @@ AGENT_POLICY = PolicyTable(
             "a local change are kept until the user or an administrator resolves them.",
             minimum=1,
             maximum=3650,
-            default=60,
+            default=None,  # the tombstone days (Policy.recovery_retention_ticks)
         ),
         PolicySetting(
             "recovery_key_fingerprint",
