@@ -218,6 +218,8 @@ def fuzzed_element(make_certificate_der: MakeDer) -> bytes:
     return build_cert_element(make_certificate_der(), friendly_name="fuzz")
 
 
+# Mutated certificates may carry a serial number cryptography accepts with a deprecation warning.
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
 @settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_mutated_elements_raise_only_element_errors(
