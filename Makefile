@@ -11,8 +11,11 @@ SYSTEM_PY   := /usr/bin/python3
 # gssapi (Kerberos binds, bind_method=gssapi) has no Linux wheel: pip builds it with gcc against
 # the Python headers and MIT Kerberos' (libkrb5-dev); krb5-user brings kinit and klist.
 # libxml2-utils: xmllint, which checks the rendered ADMX/ADML against Microsoft's ADMX schema.
+# The core also runs on Debian's own Python libraries (what the agent's hosts have): python3-ldap3,
+# -gssapi and -dnspython beside python3-cryptography, with -pytest and -hypothesis to test it so.
 APT_PACKAGES := samba-ad-dc samba-ad-provision openssh-server python3-venv iproute2 smbclient ldb-tools util-linux \
-                libkrb5-dev krb5-user gcc python3-dev libxml2-utils
+                libkrb5-dev krb5-user gcc python3-dev libxml2-utils \
+                python3-ldap3 python3-pytest python3-hypothesis python3-gssapi python3-dnspython
 LAB         ?= lab
 PLAYBOOK    := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -21,7 +24,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The inventory script (inventories/lab) describes the lab named here.
 export CREDROAM_LAB := $(LAB)
 
-.PHONY: help deps run test lint unit integration molecule lab-up lab-down lab-status bench clean
+.PHONY: help deps run test lint unit unit-system integration molecule lab-up lab-down lab-status bench clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,6 +70,10 @@ lint: deps  ## ruff and ansible-lint (production profile, offline).
 unit: deps  ## Pure unit tests (no lab).
 	$(BIN)/pytest -q tests/unit
 
+unit-system: .stamps/apt  ## The core's unit tests on Debian's python3 and its packages, no venv.
+	@# Module tests need Ansible and skip themselves; -p no:cacheprovider: nothing written here.
+	$(SYSTEM_PY) -m pytest -q tests/unit -p no:cacheprovider
+
 integration: deps  ## Integration tests; the session brings up and tears down its own lab.
 	$(BIN)/pytest -q tests/integration
 
@@ -76,6 +83,7 @@ molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml 
 test: deps  ## Everything CI runs: lint, the Molecule scenario, unit and integration tests.
 	$(MAKE) --no-print-directory lint
 	$(BIN)/molecule test
+	$(MAKE) --no-print-directory unit-system
 	$(BIN)/pytest -q tests
 
 bench: deps  ## Benchmarks (core, sync on a lab DC, lab up/down; bench/README.md), to bench/out/.

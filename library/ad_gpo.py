@@ -79,6 +79,11 @@ options:
       sync_interval_minutes: {description: "C(SyncIntervalMinutes), 5-1440.", type: int}
       archive_expired: {description: C(ArchiveExpired), type: bool}
       remove_at_logoff: {description: C(RemoveAtLogoff), type: bool}
+      recovery_retention_days:
+        description: >-
+          C(RecoveryRetentionDays), 1-3650: days a recovery copy is kept (unset: the tombstone
+          days).
+        type: int
       recovery_key_fingerprint:
         description: C(RecoveryKeyFingerprint), SHA-256 hex of the recovery public key.
         type: str

@@ -39,8 +39,6 @@ __all__ = [
     "format_dn_binary",
     "parse_dn_binary",
     "parse_key",
-    "token_from_dn_binary",
-    "token_to_dn_binary",
     "validate_identifier",
 ]
 
@@ -49,6 +47,8 @@ HEADER_SIZE = 132
 _HEADER = struct.Struct("<3s93sQHH20sI")  # marker+type+separator, identifier, ..., data size
 assert _HEADER.size == HEADER_SIZE
 _EMPTY_DATA_HASH = bytes(20)  # Windows writes zeros, not SHA-1(b""), for a token without data
+# What a token without data may carry: Windows' zeros, or the SHA-1 other writers compute.
+_EMPTY_DATA_HASHES = frozenset({_EMPTY_DATA_HASH, hashlib.sha1(b"").digest()})
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -251,16 +251,6 @@ class Token:
         return bool(self.flags & TokenFlags.TOMBSTONE)
 
     @property
-    def content_hash(self) -> str:
-        """Lower-case hex SHA-256 of ``data``.
-
-        Reconciliation breaks ties between equal modification times with it, the same way on
-        every host. SHA-256 rather than the token's own SHA-1 so that a collision cannot be
-        crafted to steer the tie-break.
-        """
-        return hashlib.sha256(self.data).hexdigest()
-
-    @property
     def encoded_size(self) -> int:
         return HEADER_SIZE + len(self.data) + len(self.provider_data)
 
@@ -275,7 +265,8 @@ def decode_token(blob: bytes, limits: TokenLimits = DEFAULT_LIMITS) -> Token:
     Checks, in order: header length, size limit, marker bytes, type digit, identifier (NUL
     padding, pattern of its type), declared sizes against the buffer (exact: no missing and no
     trailing bytes), SHA-1 of the data. A token without data carries an all-zero hash field, as
-    Windows writes it (the DSInternals "unreadable key" token).
+    Windows writes it (the DSInternals "unreadable key" token), or SHA-1 of the empty string, as
+    other writers compute it; both are accepted, and encoding writes zeros.
     """
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise TokenError("length", f"token must be bytes, not {type(blob).__name__}")
@@ -322,7 +313,7 @@ def decode_token(blob: bytes, limits: TokenLimits = DEFAULT_LIMITS) -> Token:
     data_end = HEADER_SIZE + data_size
     data = view[HEADER_SIZE:data_end]
     actual = _data_hash(data)
-    if actual != digest:
+    if actual != digest and not (data_size == 0 and digest in _EMPTY_DATA_HASHES):
         raise TokenError(
             "sha1",
             f"token {identifier}: stored SHA-1 {digest.hex()} does not match data {actual.hex()}",
@@ -416,16 +407,3 @@ def format_dn_binary(blob: bytes, dn: str) -> str:
     if not dn:
         raise TokenError("dn-binary", "empty DN")
     return f"B:{len(blob) * 2}:{blob.hex().upper()}:{dn}"
-
-
-def token_from_dn_binary(
-    value: str | bytes, limits: TokenLimits = DEFAULT_LIMITS
-) -> tuple[Token, str]:
-    """Decode one directory value of a token attribute into (token, DN)."""
-    blob, dn = parse_dn_binary(value, limits.max_token_size)
-    return decode_token(blob, limits), dn
-
-
-def token_to_dn_binary(token: Token, dn: str, limits: TokenLimits = DEFAULT_LIMITS) -> str:
-    """Encode a token as the DN-Binary value written to the directory."""
-    return format_dn_binary(encode_token(token, limits), dn)

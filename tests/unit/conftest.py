@@ -51,3 +51,18 @@ def make_certificate_der() -> Callable[..., bytes]:
         return certificate.public_bytes(serialization.Encoding.DER)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def with_invalid_x509_version() -> Callable[[bytes], bytes]:
+    """The DER certificate with its version field set to 7 (only 0, 1 and 2 are valid).
+
+    cryptography refuses it with ``x509.InvalidVersion``, which is not a ValueError.
+    """
+
+    def rewrite(der: bytes) -> bytes:
+        version_v3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2, first in the TBS
+        offset = der.index(version_v3)
+        return der[:offset] + bytes.fromhex("a003020107") + der[offset + len(version_v3) :]
+
+    return rewrite

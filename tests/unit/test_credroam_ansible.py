@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
+
+pytest.importorskip("ansible", reason="a module test: needs Ansible (.venv/bin/pytest runs it)")
+
 from ansible.module_utils.credroam.connection import DirectoryError
 from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+pytest.importorskip("ansible", reason="a module test: needs Ansible (.venv/bin/pytest runs it)")
+
 import ad_gpo_info
 import ansible.module_utils.credroam_sysvol_ansible as sysvol_glue
-import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from credroam.connection import RootDse

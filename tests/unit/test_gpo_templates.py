@@ -9,6 +9,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("jinja2", reason="templates render with jinja2, Ansible's (.venv/bin/pytest)")
+
 from credroam_gpo_templates import ADMIN_TEMPLATES, render_admin_templates
 
 from credroam.gpo.settings import AGENT_POLICY, CREDENTIAL_ROAMING

@@ -291,6 +291,7 @@ def test_r18_edit_of_unknown_order_against_a_purged_deletion_is_kept_aside() -> 
     plan = run([edited], [], base_of((synced, NOW - 80 * DAY)), Policy(keep_deleted_copy=False))
     only(plan, delete_local=[CERT])
     assert plan.delete_local[0].keep_copy
+    assert plan.delete_local[0].undecided  # its copy stays until the user or an admin decides
     assert "order unknown" in plan.conflicts[0].reason
 
 
@@ -307,6 +308,7 @@ def test_r20_old_copy_reappearing_after_an_agreed_deletion_is_removed() -> None:
     plan = run(local=[item(modified=T0)], base=base_of((agreed, NOW - DAY)))
     only(plan, delete_local=[CERT])
     assert plan.delete_local[0].keep_copy
+    assert not plan.delete_local[0].undecided  # an ordinary copy, kept for the retention
     assert plan.base.entries[CERT].tombstone
 
 

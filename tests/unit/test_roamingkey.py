@@ -15,6 +15,8 @@ from credroam.roaming.directory import ROAMING_KEYS, apply_changes, decode_recor
 from credroam.roaming.envelope import (
     ScryptParams,
     new_roaming_key,
+    password_record_cost,
+    public_key_id,
     read_key_cache,
     recovery_key_id,
     unwrap_with_password,
@@ -30,7 +32,6 @@ from credroam.roaming.roamingkey import (
     encode_wrapped_key,
     obtain_roaming_key,
     parse_wrapped_keys,
-    public_key_id,
     recover_with_recovery_key,
     roaming_key_id,
 )
@@ -363,3 +364,44 @@ def test_an_unreadable_object_guid_is_a_clear_error(cache):
     record = decode_record(USER_DN, {})
     with pytest.raises(RoamingKeyError, match="objectGUID"):
         obtain(record, cache)
+
+
+# --- the scrypt cost of the password record is raised at the next logon -----------------------
+
+WEAKER = ScryptParams(log2_n=8, r=8, p=1)  # stands for the old default, below CHEAP
+
+
+@pytest.mark.parametrize("with_cache", [True, False], ids=["cached key", "new host"])
+def test_a_password_record_below_the_current_cost_is_rewrapped_at_the_next_logon(
+    cache, tmp_path, with_cache
+):
+    directory = FakeDirectory()
+    key, _ = obtain(directory, cache, scrypt_params=WEAKER)
+    cache_path = cache if with_cache else str(tmp_path / "other-host" / "roaming.key")
+
+    again, changes = obtain(directory, cache_path)  # the logon: password given, default CHEAP
+
+    assert again == key
+    (record,) = wrapped_in(directory)  # replaced, not added beside the weak one
+    assert password_record_cost(record.envelope) == CHEAP
+    assert unwrap_with_password(record.envelope, "Passw0rd!", user_id=USER_ID) == key
+    assert any("rewrapped the password record at scrypt n=2^10" in a for a in changes.actions)
+    directory.writes = 0
+    obtain(directory, cache_path)
+    assert directory.writes == 0  # at the current cost now: nothing more to do
+
+
+def test_a_background_sync_without_password_leaves_a_weak_record_for_the_logon(cache):
+    directory = FakeDirectory()
+    obtain(directory, cache, scrypt_params=WEAKER)
+    _, changes = obtain(directory, cache, password=None)
+    assert not changes.changes
+    (record,) = wrapped_in(directory)
+    assert password_record_cost(record.envelope) == WEAKER
+
+
+def test_a_record_stronger_than_the_current_cost_is_left_as_it_is(cache):
+    directory = FakeDirectory()
+    obtain(directory, cache, scrypt_params=ScryptParams(log2_n=11, r=8, p=1))
+    _, changes = obtain(directory, cache)
+    assert not changes.changes

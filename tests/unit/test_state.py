@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from credroam.roaming import fsutil
 from credroam.roaming.model import Base, BaseEntry, ItemKind, StoreName
@@ -236,3 +239,19 @@ def test_crash_while_saving_leaves_the_old_state(tmp_path, monkeypatch) -> None:
     monkeypatch.undo()
     assert load_state(path) == _base("aa")
     assert sorted(os.listdir(tmp_path)) == ["state.json"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    changes=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
+    cut=st.none() | st.integers(0, 10**6),
+)
+def test_fuzzed_state_files_are_a_state_error_or_a_base(changes, cut) -> None:
+    """Fuzz: bytes of a real state file changed or cut anywhere: decoding gives a Base or
+    ValueError (StateError on load), nothing else, so a damaged file is only a lost base."""
+    data = bytearray(encode_state(_base("aa", "bb")))
+    for offset, value in changes:
+        data[offset % len(data)] = value
+    damaged = bytes(data[: None if cut is None else cut % (len(data) + 1)])
+    with contextlib.suppress(ValueError):
+        assert isinstance(decode_state(damaged), Base)

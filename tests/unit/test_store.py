@@ -14,11 +14,13 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import hypothesis
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import strategies as st
 
 from credroam.roaming import fsutil
 from credroam.roaming.fsutil import LockHeld
@@ -252,28 +254,7 @@ def test_writing_an_archived_version_archives(store, cert_and_key, tmp_path) -> 
     assert not (tmp_path / "store" / "MY").exists()
 
 
-def test_delete_with_copy_keeps_it_aside_and_unlisted(store, cert_and_key, tmp_path) -> None:
-    cert, key = cert_and_key
-    cert_item, key_item = _write_pair(store, cert, key)
-    store.delete(key_item, keep_copy=True)
-    store.delete(cert_item)
-    store.delete(cert_item)  # already gone: not an error
-    assert store.items() == {}
-    [recovered] = os.listdir(tmp_path / "store" / "recovery")
-    assert recovered.startswith(f"{_thumbprint(cert)}.key.pem.{T0}.")
-
-
-def test_each_deletion_with_copy_keeps_its_own_copy(store, cert_and_key, tmp_path) -> None:
-    cert, key = cert_and_key
-    cert_item, _ = _write_pair(store, cert, key)
-    store.delete(cert_item, keep_copy=True)
-    store.write(cert_item, cert)  # the same version again: the same recorded time
-    store.delete(cert_item, keep_copy=True)
-    recovery = tmp_path / "store" / "recovery"
-    copies = sorted(os.listdir(recovery))
-    assert len(copies) == 2
-    assert all(name.startswith(f"{_thumbprint(cert)}.cert.pem.{T0}.") for name in copies)
-    assert all((recovery / name).read_bytes().startswith(b"-----BEGIN CERT") for name in copies)
+# (recovery copies: tests/unit/test_recovery.py)
 
 
 # --- hostile identifiers and planted links ----------------------------------------------------
@@ -838,3 +819,98 @@ def test_rsa_key_whose_numbers_do_not_belong_together_is_refused(store, tmp_path
     )
     assert key_item.key not in store.items()
     assert len(store.problems) == 1 and f"{thumb}.key.pem" in store.problems[0]
+
+
+# --- untrusted files: any defect is a reported problem, never an exception -------------------
+
+
+def _plant(store: FileStore, folder: str, name: str, pem: bytes) -> Path:
+    path = Path(store.root) / folder / name
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    return path
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    return store_module._pem(label, der)
+
+
+def test_a_certificate_with_an_invalid_version_is_skipped_and_the_rest_still_works(
+    store, cert_and_key, with_invalid_x509_version
+) -> None:
+    cert, key = cert_and_key
+    cert_item, key_item = _write_pair(store, cert, key)
+    bad = with_invalid_x509_version(_certificate("bad")[0])
+    planted = _plant(store, "MY", f"{_thumbprint(bad)}.cert.pem", _pem("CERTIFICATE", bad))
+
+    listed = store.items()  # cryptography raises x509.InvalidVersion, not a ValueError
+
+    assert set(listed) == {cert_item.key, key_item.key}
+    [problem] = store.problems
+    assert str(planted) in problem and "InvalidVersion" in problem
+    other, other_key = _certificate("other")
+    _write_pair(store, other, other_key)  # writes go on beside the bad file
+    assert len(store.items()) == 4
+
+
+def test_writing_a_certificate_with_an_invalid_version_is_a_store_error(
+    store, with_invalid_x509_version
+) -> None:
+    bad = with_invalid_x509_version(_certificate("bad")[0])
+    item = _item(f"%3\\{_thumbprint(bad)}", bad, ItemKind.CERTIFICATE)
+    with pytest.raises(StoreError, match="InvalidVersion"):
+        store.write(item, bad)
+    assert store.items() == {}
+
+
+@pytest.fixture(scope="module")
+def fuzz_files() -> dict[str, tuple[str, bytes]]:
+    """One real file of each kind: name -> (folder, PEM bytes)."""
+    cert, key = _certificate("fuzz")
+    request = _request()
+    return {
+        f"{_thumbprint(cert)}.cert.pem": ("MY", _pem("CERTIFICATE", cert)),
+        f"{_thumbprint(cert)}.key.pem": ("MY", _pem("PRIVATE KEY", key)),
+        f"{_thumbprint(request)}.csr.pem": ("REQUEST", _pem("CERTIFICATE REQUEST", request)),
+    }
+
+
+def _decoded_and_mutated(pem: bytes, changes: list[tuple[int, int]], base64: bool) -> bytes:
+    """``pem`` with bytes changed in its text (``base64`` False) or in the DER inside it."""
+    label = pem.splitlines()[0][len(b"-----BEGIN ") : -len(b"-----")].decode()
+    data = bytearray(store_module._unpem(label, pem) if base64 else pem)
+    for offset, value in changes:
+        data[offset % len(data)] = value
+    return _pem(label, bytes(data)) if base64 else bytes(data)
+
+
+@hypothesis.settings(
+    max_examples=150, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+@hypothesis.given(data=st.data())
+def test_fuzzed_store_files_never_break_a_listing_or_a_write(
+    tmp_path_factory, fuzz_files, data
+) -> None:
+    """Fuzz: a real certificate, key and request file, one of them with bytes changed in its
+    PEM text or in the DER inside it. Each damaged file is reported, the rest listed; writes go
+    on."""
+    store = FileStore(str(tmp_path_factory.mktemp("fuzz") / "store"))
+    damaged = data.draw(st.sampled_from(sorted(fuzz_files)))
+    changes = data.draw(
+        st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), min_size=1, max_size=4)
+    )
+    in_der = data.draw(st.booleans())
+    for name, (folder, pem) in fuzz_files.items():
+        _plant(
+            store,
+            folder,
+            name,
+            _decoded_and_mutated(pem, changes, in_der) if name == damaged else pem,
+        )
+
+    listed = store.items()
+    assert len(listed) + len(store.problems) == len(fuzz_files)  # listed or reported, each
+    cert, key = _certificate("beside")
+    _write_pair(store, cert, key)
+    assert {f"%3\\{_thumbprint(cert)}", f"%9\\{_thumbprint(cert)}"} <= set(store.items())

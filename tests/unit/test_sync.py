@@ -105,10 +105,14 @@ class FakeStore:
         self.writes.append(item.key)
         self.entries[item.key] = (item, payload)
 
-    def delete(self, item, *, keep_copy=False):
+    def delete(self, item, *, keep_copy=False, undecided=False):
         self._check_locked()
         self.writes.append(("delete", item.key))
         del self.entries[item.key]
+
+    def tend_recovery(self, roaming_key, user_id, retention_ticks, now):
+        self._check_locked()
+        return []
 
     def archive(self, item):
         raise AssertionError("sync archives by writing the archived version")
@@ -437,3 +441,26 @@ def test_a_key_value_not_named_by_a_thumbprint_is_rejected_and_the_base_stays_lo
     report = run(directory, FakeStore(cert_and_key), state, new_roaming_key())
     assert [value.check for value in report.rejected] == ["identifier"]
     assert state.load() is not None and state.problems == []
+
+
+def test_a_certificate_with_an_invalid_version_is_rejected_and_the_rest_syncs(
+    cert_and_key, make_certificate_der, with_invalid_x509_version
+):
+    # cryptography raises x509.InvalidVersion (not a ValueError) for such a certificate: one
+    # value a user writes must not make every sync of that user fail.
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    run(directory, FakeStore(cert_and_key), FakeState(), roaming_key)
+    bad = with_invalid_x509_version(make_certificate_der("bad"))
+    element = b"".join(
+        struct.pack("<III", prop_id, 1, len(value)) + value
+        for prop_id, value in ((3, hashlib.sha1(bad).digest()), (32, bad))
+    )
+    token = Token(TokenType.CERTIFICATE, thumbprint(bad), NOW - 5, TokenFlags(0), element)
+    directory.values[ACCOUNT_CREDENTIALS].append(
+        format_dn_binary(encode_token(token), USER_DN).encode()
+    )
+    store = FakeStore()
+    report = run(directory, store, FakeState(), roaming_key)
+    assert [r.check for r in report.rejected] == ["element"]
+    assert "InvalidVersion" in str(report.rejected[0].error)
+    assert set(report.downloaded) == {item.key for item, _ in cert_and_key}

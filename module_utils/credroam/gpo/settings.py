@@ -180,6 +180,19 @@ AGENT_POLICY = PolicyTable(
             default=0,
         ),
         PolicySetting(
+            "recovery_retention_days",
+            "RecoveryRetentionDays",
+            "int",
+            "Days a recovery copy of a deleted credential is kept",
+            "When a certificate or key deleted elsewhere is removed from this computer, a copy "
+            "sealed under the user's roaming key is kept this many days, then removed. Not "
+            "configured: the tombstone days. Copies whose deletion could not be ordered against "
+            "a local change are kept until the user or an administrator resolves them.",
+            minimum=1,
+            maximum=3650,
+            default=None,  # the tombstone days (Policy.recovery_retention_ticks)
+        ),
+        PolicySetting(
             "recovery_key_fingerprint",
             "RecoveryKeyFingerprint",
             "text",

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cryptography import x509
-
+from ..cryptocompat import load_der_certificate, not_valid_after
 from ..tokens import Token, TokenError, TokenFlags, TokenType
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "parse_cert_element",
     "parse_certificate_token",
     "serialize_cert_element",
-    "set_archived",
     "thumbprint",
 ]
 
@@ -85,8 +83,11 @@ class CertElement:
     def __post_init__(self) -> None:
         if CERT_CERT_PROP_ID in self.properties:
             raise CertElementError("the certificate goes in 'der', not in 'properties'")
-        certificate = _load_certificate(self.der)
-        object.__setattr__(self, "not_valid_after", certificate.not_valid_after_utc)
+        try:
+            certificate = load_der_certificate(self.der)
+        except ValueError as exc:  # cryptocompat turns every refusal into ValueError
+            raise CertElementError(str(exc)) from None
+        object.__setattr__(self, "not_valid_after", not_valid_after(certificate))
 
     @property
     def thumbprint(self) -> str:
@@ -101,21 +102,10 @@ class CertElement:
         raw = self.properties.get(CERT_FRIENDLY_NAME_PROP_ID)
         return None if raw is None else _decode_friendly_name(raw)
 
-    @property
-    def certificate(self) -> x509.Certificate:
-        return _load_certificate(self.der)
-
 
 def thumbprint(der: bytes) -> str:
     """The certificate's SHA-1 thumbprint in upper-case hex: its name in Windows stores."""
     return hashlib.sha1(der).hexdigest().upper()
-
-
-def _load_certificate(der: bytes) -> x509.Certificate:
-    try:
-        return x509.load_der_x509_certificate(der)
-    except (ValueError, TypeError) as exc:
-        raise CertElementError(f"not a DER X.509 certificate ({len(der)} bytes): {exc}") from None
 
 
 def _decode_friendly_name(raw: bytes) -> str:
@@ -202,23 +192,6 @@ def build_cert_element(
     if archived:
         properties[CERT_ARCHIVED_PROP_ID] = b""
     return serialize_cert_element(CertElement(der=bytes(der_cert), properties=properties))
-
-
-def set_archived(data: bytes, archived: bool = True) -> bytes:
-    """The same element with CERT_ARCHIVED_PROP_ID (empty value) set or cleared.
-
-    Every other property, including those written by Windows, is kept in place. Archiving in
-    the directory is exactly this: the same token, this element, a new modification time.
-    """
-    element = parse_cert_element(data)
-    if element.archived == archived:
-        return bytes(data)
-    properties = dict(element.properties)
-    if archived:
-        properties[CERT_ARCHIVED_PROP_ID] = b""
-    else:
-        del properties[CERT_ARCHIVED_PROP_ID]
-    return serialize_cert_element(CertElement(der=element.der, properties=properties))
 
 
 def certificate_token(

@@ -45,7 +45,7 @@ from ..tokens import (
     format_dn_binary,
     parse_dn_binary,
 )
-from .model import Version
+from .model import Version, content_hash
 
 __all__ = [
     "ACCOUNT_CREDENTIALS",
@@ -206,7 +206,7 @@ def _version(token: Token) -> Version:
     certificate element, so sync re-chooses among mapped items with ``reconcile.newest``)."""
     if token.is_tombstone:
         return Version(token.last_modified, True, False, "")
-    return Version(token.last_modified, False, False, token.content_hash)
+    return Version(token.last_modified, False, False, content_hash(token.data))
 
 
 def _newer(candidate: Token, current: Token) -> bool:

@@ -48,10 +48,12 @@ __all__ = [
     "WrongUser",
     "new_roaming_key",
     "open_private_key",
+    "password_record_cost",
     "private_key_aad",
+    "public_key_id",
     "read_key_cache",
+    "recovery_copy_aad",
     "recovery_key_id",
-    "rewrap_password",
     "seal_private_key",
     "unwrap_with_password",
     "unwrap_with_recovery_key",
@@ -114,19 +116,38 @@ class KeyCacheError(EnvelopeError):
 
 @dataclass(frozen=True, slots=True)
 class ScryptParams:
-    """scrypt cost: n = 2**log2_n, block size r, parallelism p."""
+    """scrypt cost: n = 2**log2_n, block size r, parallelism p.
 
-    log2_n: int = 15
+    The default is OWASP's minimum for scrypt (n = 2^17, r = 8, p = 1): 128 MiB (128 * r * n
+    bytes) and about a second of one core per derivation, once per logon. Memory is what makes
+    scrypt costly to guess on, so the equal-time n = 2^15, p = 3 (32 MiB) was not chosen.
+    cryptography gives OpenSSL a memory limit above that on every supported release (OpenSSL's
+    own default of 32 MiB would refuse it). Records carry their parameters: older, cheaper
+    records stay readable and are rewrapped at the default at the next logon (roamingkey).
+    """
+
+    log2_n: int = 17
     r: int = 8
     p: int = 1
 
     def __post_init__(self) -> None:
         if not (1 <= self.log2_n <= 63 and 1 <= self.r <= 255 and 1 <= self.p <= _MAX_SCRYPT_P):
             raise UnsupportedEnvelope(f"scrypt parameters out of range: {self}")
-        if 128 * self.r * (1 << self.log2_n) > _MAX_SCRYPT_MEMORY:
+        if self.memory > _MAX_SCRYPT_MEMORY:
             raise UnsupportedEnvelope(
                 f"scrypt parameters {self} need more than {_MAX_SCRYPT_MEMORY >> 20} MiB"
             )
+
+    @property
+    def memory(self) -> int:
+        """Bytes of scrypt's large array (128 * r * n)."""
+        return 128 * self.r * (1 << self.log2_n)
+
+    def is_weaker_than(self, other: ScryptParams) -> bool:
+        """Cheaper than ``other`` in memory or in work (n * r * p): a guess costs less."""
+        work = (1 << self.log2_n) * self.r * self.p
+        other_work = (1 << other.log2_n) * other.r * other.p
+        return self.memory < other.memory or work < other_work
 
 
 DEFAULT_SCRYPT = ScryptParams()
@@ -142,6 +163,16 @@ def private_key_aad(user_id: str, token_key: str) -> bytes:
     if not user_id or not token_key or "\0" in user_id or "\0" in token_key:
         raise EnvelopeError("user id and token key must be non-empty and free of NUL")
     return b"credroam-private-key\0" + user_id.encode() + b"\0" + token_key.encode()
+
+
+def recovery_copy_aad(user_id: str, name: str) -> bytes:
+    """Associated data binding a sealed recovery copy to one user and one item file ``name``.
+
+    Another context than ``private_key_aad``: a recovery copy is never a directory value.
+    """
+    if not user_id or not name or "\0" in user_id or "\0" in name:
+        raise EnvelopeError("user id and copy name must be non-empty and free of NUL")
+    return b"credroam-recovery-copy\0" + user_id.encode() + b"\0" + name.encode()
 
 
 def _check_roaming_key(roaming_key: bytes) -> None:
@@ -274,6 +305,11 @@ def _parse_password_record(record: bytes) -> tuple[bytes, ScryptParams, bytes, b
     )
 
 
+def password_record_cost(record: bytes) -> ScryptParams:
+    """The scrypt parameters a password record was made with (read without the password)."""
+    return _parse_password_record(record)[1]
+
+
 def unwrap_with_password(record: bytes, password: str | bytes, *, user_id: str | bytes) -> bytes:
     """The roaming key from a password record. Raises WrongPassword, WrongUser, ..."""
     header, params, salt, fingerprint, ciphertext = _parse_password_record(record)
@@ -288,25 +324,6 @@ def unwrap_with_password(record: bytes, password: str | bytes, *, user_id: str |
         raise WrongPassword("wrong password (or the password record was modified)") from None
 
 
-def rewrap_password(
-    record: bytes,
-    old_password: str | bytes,
-    new_password: str | bytes,
-    *,
-    user_id: str | bytes,
-    scrypt_params: ScryptParams | None = None,
-) -> bytes:
-    """A new record for a password change; the old record is left as it is.
-
-    The scrypt cost of the old record is kept unless ``scrypt_params`` is given.
-    """
-    _, old_params, _, _, _ = _parse_password_record(record)
-    roaming_key = unwrap_with_password(record, old_password, user_id=user_id)
-    return wrap_with_password(
-        roaming_key, new_password, user_id=user_id, scrypt_params=scrypt_params or old_params
-    )
-
-
 # --- roaming key wrapped by recovery public key ---------------------------------------------
 
 
@@ -319,7 +336,7 @@ def _oaep(label: bytes) -> padding.OAEP:
 def _rsa_public_key(recovery_public_key_pem: bytes) -> rsa.RSAPublicKey:
     try:
         key = serialization.load_pem_public_key(recovery_public_key_pem)
-    except ValueError as exc:
+    except Exception as exc:  # ValueError, UnsupportedAlgorithm, ... by release
         raise EnvelopeError(f"recovery public key is not a PEM public key: {exc}") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise EnvelopeError(f"recovery key must be RSA, not {type(key).__name__}")
@@ -333,6 +350,13 @@ def _key_id(public_key: rsa.RSAPublicKey) -> bytes:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(spki).digest()
+
+
+def public_key_id(public_key: bytes | rsa.RSAPublicKey) -> str:
+    """Hex SHA-256 of a recovery key's SubjectPublicKeyInfo (PEM or loaded): the id its records
+    carry (``recovery_key_id``). Raises EnvelopeError for a PEM that is not a usable RSA key."""
+    loaded = _rsa_public_key(public_key) if isinstance(public_key, bytes) else public_key
+    return _key_id(loaded).hex()
 
 
 def wrap_with_recovery_key(

@@ -7,6 +7,7 @@ of versions, how long a plan holds) are set out in ``reconcile``'s docstring and
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,6 +29,7 @@ __all__ = [
     "Refusal",
     "StoreName",
     "Version",
+    "content_hash",
     "newest",
 ]
 
@@ -52,6 +54,16 @@ class ItemKind(StrEnum):
     CERTIFICATE = "certificate"
     REQUEST = "request"
     KEY = "key"
+
+
+def content_hash(payload: bytes) -> str:
+    """Lower-case hex SHA-256 of an item's canonical payload (DER certificate or request,
+    PKCS#8 DER key): what ``Item.content_hash`` holds, whoever computes it.
+
+    Versions at equal times are ordered by it, the same way on every host; SHA-256 rather than
+    the tokens' own SHA-1 so that a collision cannot be crafted to steer that tie-break.
+    """
+    return hashlib.sha256(payload).hexdigest()
 
 
 class Version(NamedTuple):
@@ -126,6 +138,9 @@ class Policy:
     # Keep a recovery copy of every item removed locally because it was deleted elsewhere.
     # A copy is always kept when the removed item held local changes the directory never saw.
     keep_deleted_copy: bool = True
+    # Days a recovery copy of an ordinary deletion is kept (None: the tombstone days); copies
+    # of deletions whose order could not be decided (R18) are kept until resolved.
+    recovery_retention_days: int | None = None
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -138,10 +153,21 @@ class Policy:
                 raise ReconcileError(
                     f"policy {name} must be an int in {low}..{high}, not {value!r}"
                 )
+        retention = self.recovery_retention_days
+        if retention is not None and (
+            isinstance(retention, bool) or not isinstance(retention, int) or retention < 1
+        ):
+            raise ReconcileError(
+                f"policy recovery_retention_days must be an int of at least 1, not {retention!r}"
+            )
 
     @property
     def tombstone_ticks(self) -> int:
         return self.tombstone_days * TICKS_PER_DAY
+
+    @property
+    def recovery_retention_ticks(self) -> int:
+        return (self.recovery_retention_days or self.tombstone_days) * TICKS_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +239,16 @@ class Base:
 
 @dataclass(frozen=True, slots=True)
 class LocalDeletion:
-    """Remove ``item`` from the local store; ``keep_copy``: move it to recovery instead."""
+    """Remove ``item`` from the local store; ``keep_copy``: move it to recovery instead.
+
+    ``undecided``: the order against a deletion elsewhere could not be decided (R18); its copy
+    is kept until the user or an admin resolves it, whatever the retention.
+    """
 
     item: Item
     keep_copy: bool
     reason: str
+    undecided: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,7 @@ class _Decision:
     hold: bool = False  # write nothing on either side and keep the base entry as it is
     hold_directory: bool = False  # leave the directory alone (the deletion is already agreed)
     keep_copy: bool = False
+    undecided: bool = False  # R18: the copy stays until resolved
     deletion_reason: str = ""
     conflict: str = ""
 
@@ -158,7 +159,7 @@ def _decide_present_locally(d: _Decision, policy: Policy, now: int) -> None:
             # The purged deletion happened at least tombstone days ago: this edit is newer.
             d.target = local
         else:
-            d.target, d.keep_copy = None, True
+            d.target, d.keep_copy, d.undecided = None, True, True
             d.deletion_reason = "deleted elsewhere; local edit of unknown order kept as a copy"
             d.conflict = "edited here and deleted elsewhere, order unknown: local copy kept aside"
         return
@@ -400,7 +401,7 @@ def _emit(
         if local is not None:
             keep = d.keep_copy or policy.keep_deleted_copy
             reason = d.deletion_reason or "deleted elsewhere"
-            out["delete_local"].append(LocalDeletion(local, keep, reason))
+            out["delete_local"].append(LocalDeletion(local, keep, reason, d.undecided))
     elif local is None or local.version != target.version:
         out["archive_local" if local and _only_archived(local, target) else "download"].append(
             target

@@ -61,7 +61,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import ldap3
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..connection import DirectoryError
@@ -86,6 +85,8 @@ from .envelope import (
     WrongRecoveryKey,
     load_recovery_private_key,
     new_roaming_key,
+    password_record_cost,
+    public_key_id,
     read_key_cache,
     recovery_key_id,
     unwrap_with_password,
@@ -110,9 +111,9 @@ __all__ = [
     "parse_wrapped_keys",
     "plan_recovery",
     "plan_roaming_key",
-    "public_key_id",
     "recover_with_recovery_key",
     "roaming_key_id",
+    "sealing_user_id",
 ]
 
 DEFAULT_MAX_ATTEMPTS = 5
@@ -195,22 +196,6 @@ def roaming_key_id(key: bytes) -> str:
     return hashlib.sha256(_KEY_ID_CONTEXT + key).digest()[:KEY_ID_SIZE].hex()
 
 
-def public_key_id(public_key_pem: bytes) -> str:
-    """Hex SHA-256 of a recovery public key's SubjectPublicKeyInfo, as ``recovery_key_id``."""
-    try:
-        key = serialization.load_pem_public_key(public_key_pem)
-    except ValueError as exc:
-        raise RoamingKeyError(f"recovery public key is not a PEM public key: {exc}") from None
-    return _spki_id(key)
-
-
-def _spki_id(public_key) -> str:
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).hexdigest()
-
-
 def encode_wrapped_key(key_id: str, envelope: bytes) -> bytes:
     """The binary part of a credroamRoamingKeys value (module docstring)."""
     return _VALUE_HEADER.pack(_VALUE_MAGIC, _VALUE_VERSION, bytes.fromhex(key_id)) + envelope
@@ -250,7 +235,9 @@ def parse_wrapped_keys(record: RoamingRecord) -> tuple[list[WrappedKey], list[st
 # --- planning --------------------------------------------------------------------------------
 
 
-def _user_id(record: RoamingRecord, user: str) -> str:
+def sealing_user_id(record: RoamingRecord, user: str) -> str:
+    """The objectGUID text that binds the user's sealed values (key records, sealed keys,
+    recovery copies) to that user; ``user`` names them in the error when it was not read."""
     if record.object_guid is None:
         raise RoamingKeyError(f"objectGUID of {user} was not readable: it binds the key records")
     return str(record.object_guid)
@@ -285,13 +272,14 @@ def _choose_key(
     password: str | bytes | None,
     user_id: str,
     problems: list[str],
-) -> tuple[bytes, bool, str | None]:
-    """(key, opened with the password, action) for a directory that holds records."""
+) -> tuple[bytes, WrappedKey | None, str | None]:
+    """(key, the password record it was opened from or None, action) when the directory holds
+    records."""
     ids = sorted({w.key_id for w in wrapped})
     if len(ids) > 1:
         problems.append(f"the directory holds {len(ids)} roaming keys of {user}: {', '.join(ids)}")
     if cached is not None and roaming_key_id(cached) in ids:
-        return cached, False, None
+        return cached, None, None
     if password is None:
         reason = "no password given" + (" and the cached key matches no record" if cached else "")
         raise RoamingKeyUnavailable(user, reason)
@@ -302,7 +290,7 @@ def _choose_key(
         key = _open_password_record(candidate, password, user_id, problems)
         if key is not None:
             action = "cached key matched no record: replaced by the directory's" if cached else None
-            return key, True, action
+            return key, candidate, action
     if not candidates:
         raise RoamingKeyUnavailable(user, "the directory holds no password record")
     raise RoamingKeyUnavailable(user, "the password opens none of its password records")
@@ -326,8 +314,9 @@ def _password_record_change(
     """
     own_password = [w for w in own if w.kind is RecordKind.PASSWORD]
     ignored: list[str] = []  # a damaged own record is simply replaced
-    if any(_open_password_record(w, password, user_id, ignored) for w in own_password):
-        return None
+    for candidate in own_password:
+        if _open_password_record(candidate, password, user_id, ignored) is not None:
+            return _strengthened(record, key, password, candidate, user_id, scrypt_params)
     if own_password and not password_verified:
         problems.append(
             "the password given does not open the roaming key's password record; not rewrapped, "
@@ -345,6 +334,29 @@ def _password_record_change(
     return put_blob(record, ROAMING_KEYS, value, replaced), action
 
 
+def _strengthened(
+    record: RoamingRecord,
+    key: bytes,
+    password: str | bytes,
+    opened: WrappedKey,
+    user_id: str,
+    scrypt_params: ScryptParams,
+) -> tuple[ValueChange | None, str] | None:
+    """The password record that just opened, rewrapped when its scrypt cost is below
+    ``scrypt_params`` (made before the default was raised); None when it is not. The password
+    is proven by the record itself, so this never needs ``password_verified``."""
+    cost = password_record_cost(opened.envelope)
+    if not cost.is_weaker_than(scrypt_params):
+        return None
+    value = _password_wrap(key, password, user_id, scrypt_params)
+    replaced = [opened.stored] if opened.stored is not None else []
+    action = (
+        f"rewrapped the password record at scrypt n=2^{scrypt_params.log2_n}, r={scrypt_params.r}, "
+        f"p={scrypt_params.p} (it had n=2^{cost.log2_n}, r={cost.r}, p={cost.p})"
+    )
+    return put_blob(record, ROAMING_KEYS, value, replaced), action
+
+
 def _recovery_record_changes(
     record: RoamingRecord,
     key: bytes,
@@ -358,14 +370,14 @@ def _recovery_record_changes(
     """
     recovered = {w.recovery_key_id for w in own if w.kind is RecordKind.RECOVERY}
     added = []
-    for public_key_pem in recovery_public_keys:
-        recovery_id = public_key_id(public_key_pem)
-        if recovery_id in recovered:
-            continue
+    for number, public_key_pem in enumerate(recovery_public_keys, 1):
         try:
+            recovery_id = public_key_id(public_key_pem)
+            if recovery_id in recovered:
+                continue
             envelope = wrap_with_recovery_key(key, public_key_pem, user_id=user_id)
         except EnvelopeError as exc:
-            raise RoamingKeyError(f"recovery key {recovery_id[:16]}: {exc}") from None
+            raise RoamingKeyError(f"recovery public key {number}: {exc}") from None
         value = encode_wrapped_key(roaming_key_id(key), envelope)
         recovered.add(recovery_id)
         added.append(
@@ -393,11 +405,11 @@ def plan_roaming_key(
     :class:`RoamingKeyUnavailable` when no key can be had without losing one.
     """
     user = user or record.dn
-    user_id = _user_id(record, user)
+    user_id = sealing_user_id(record, user)
     wrapped, problems = parse_wrapped_keys(record)
     changes: list[ValueChange | None] = []
     actions: list[str] = []
-    opened = False
+    opened: WrappedKey | None = None
     if wrapped:
         key, opened, action = _choose_key(user, wrapped, cached_key, password, user_id, problems)
         actions += [action] if action else []
@@ -410,13 +422,17 @@ def plan_roaming_key(
     else:
         raise RoamingKeyUnavailable(user, "none exists yet and no password was given to wrap one")
     own = [w for w in wrapped if w.key_id == roaming_key_id(key)]
-    if password is not None and not opened:
+    if password is not None and opened is not None:
+        rewrap = _strengthened(record, key, password, opened, user_id, scrypt_params)
+    elif password is not None:
         rewrap = _password_record_change(
             record, key, password, own, user_id, scrypt_params, password_verified, problems
         )
-        if rewrap is not None:
-            changes.append(rewrap[0])
-            actions.append(rewrap[1])
+    else:
+        rewrap = None
+    if rewrap is not None:
+        changes.append(rewrap[0])
+        actions.append(rewrap[1])
     for change, action in _recovery_record_changes(record, key, own, recovery_public_keys, user_id):
         changes.append(change)
         actions.append(action)
@@ -554,9 +570,9 @@ def plan_recovery(
     ``new_password``. Writes nothing. Raises :class:`RoamingKeyUnavailable` when no recovery
     record for this recovery key opens."""
     user = user or record.dn
-    user_id = _user_id(record, user)
+    user_id = sealing_user_id(record, user)
     private_key = _load_recovery_key(recovery_private_key, recovery_key_password)
-    recovery_id = _spki_id(private_key.public_key())
+    recovery_id = public_key_id(private_key.public_key())
     wrapped, problems = parse_wrapped_keys(record)
     mine = sorted((w for w in wrapped if w.recovery_key_id == recovery_id), key=lambda w: w.key_id)
     key = None

@@ -23,7 +23,6 @@ two syncs of one user on one host never interleave; a held lock raises :class:`S
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -60,9 +59,9 @@ from .directory import (
 )
 from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
 from .fsutil import LockHeld
-from .model import Base, Item, ItemKind, Plan, Policy, StoreName, newest
+from .model import Base, Item, ItemKind, Plan, Policy, StoreName, content_hash, newest
 from .reconcile import reconcile
-from .roamingkey import RoamingKeyError, _user_id
+from .roamingkey import RoamingKeyError, sealing_user_id
 from .store import CertificateStore
 
 __all__ = [
@@ -124,6 +123,7 @@ class SyncReport:
     held: tuple[str, ...] = ()  # keys left alone: their directory values are all unusable
     conflicts: tuple[tuple[str, str], ...] = ()  # (item key, how it was resolved)
     local_errors: tuple[tuple[str, str], ...] = ()  # (item key, error); base not saved
+    recovery: tuple[str, ...] = ()  # what was done to the store's recovery copies, and problems
     attempts: int = 1  # reads needed (more than one when another writer raced us)
     # The LDAP modifies sent (or, in check mode, planned), as modify_operations() shows them.
     operations: tuple[dict, ...] = ()
@@ -149,10 +149,6 @@ class DirectorySide:
     unusable_keys: frozenset[str] = frozenset()
 
 
-def _sha256(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
-
-
 def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
     token = stored.token
     kind, store = _KIND_OF_TYPE[token.type]
@@ -165,7 +161,7 @@ def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
         store=store,
         kind=kind,
         modified=token.last_modified,
-        content_hash=_sha256(element.der),
+        content_hash=content_hash(element.der),
         size=len(element.der),
         archived=element.archived,
         expires=to_filetime(element.not_valid_after),
@@ -205,7 +201,7 @@ def _key_item(
         store=StoreName.MY,
         kind=ItemKind.KEY,
         modified=token.last_modified,
-        content_hash=_sha256(payload),
+        content_hash=content_hash(payload),
         size=len(payload),
         archived=bool(owner and owner.archived),
         expires=owner.expires if owner else None,
@@ -321,7 +317,7 @@ def _sealing_user_id(record: RoamingRecord) -> str:
     """The objectGUID text that binds sealed keys to their user (the same check as the key
     records use); without it no key may be sealed."""
     try:
-        return _user_id(record, record.dn)
+        return sealing_user_id(record, record.dn)
     except RoamingKeyError as exc:
         raise SyncError(f"cannot seal private keys of {record.dn}: {exc}") from exc
 
@@ -361,7 +357,9 @@ def _apply_local(
                 errors.append((item.key, f"{type(exc).__name__}: {exc}"))
         for deletion in plan.delete_local:
             try:
-                store.delete(deletion.item, keep_copy=deletion.keep_copy)
+                store.delete(
+                    deletion.item, keep_copy=deletion.keep_copy, undecided=deletion.undecided
+                )
             except Exception as exc:
                 errors.append((deletion.item.key, f"{type(exc).__name__}: {exc}"))
     return errors
@@ -461,14 +459,33 @@ def _sync_locked(
             "before it could be written"
         )
     errors = _apply_local(plan, side.payloads, store)
+    recovery = _tend_recovery(store, record, roaming_key, policy, now)
     if not errors:
         new_base = plan.base
         if applied.timestamp is not None:
             new_base = replace(new_base, directory_timestamp=applied.timestamp.last_change)
         state.save(new_base)
-    return _report(
+    report = _report(
         user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False
     )
+    return replace(report, recovery=recovery)
+
+
+def _tend_recovery(
+    store: CertificateStore,
+    record: RoamingRecord,
+    roaming_key: bytes | None,
+    policy: Policy,
+    now: int,
+) -> tuple[str, ...]:
+    """Seal the store's recovery copies and remove the expired ones (README, "Security")."""
+    user_id = str(record.object_guid) if record.object_guid is not None else None
+    try:
+        return tuple(
+            store.tend_recovery(roaming_key, user_id, policy.recovery_retention_ticks, now)
+        )
+    except Exception as exc:  # the sync itself succeeded: reported, never fatal
+        return (f"recovery copies not tended: {type(exc).__name__}: {exc}",)
 
 
 def _report(

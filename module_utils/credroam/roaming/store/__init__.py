@@ -2,17 +2,22 @@
 
 ``CertificateStore`` is what sync needs from a host. Contract for every implementation:
 
-- ``items()`` (alias ``list_items()``) returns the live and archived items of the user's MY and
+- ``items()`` returns the live and archived items of the user's MY and
   REQUEST stores, keyed by ``Item.key`` (``%<type>\\<identifier>``), never tombstones. Each
-  ``content_hash`` is the SHA-256 of the canonical payload (see ``credroam.reconcile``).
+  ``content_hash`` is ``model.content_hash`` of the canonical payload.
   Private keys are items of kind KEY whose ``owner`` is their certificate or request; a key
   without one is not listed (RoamUnaffiliatedKeys is off). Smart-card items are flagged.
 - ``read(item)`` returns the canonical payload: DER certificate, DER request, PKCS#8 DER key.
 - ``write(item, payload)`` creates or replaces the item atomically, archived or not as
   ``item.archived`` says, and records ``item.modified`` so the next listing reports the same
   version. It refuses a payload that does not match ``item.content_hash`` or the identifier.
-- ``delete(item, keep_copy=...)`` removes it (a missing item is not an error); with
-  ``keep_copy`` the payload is moved to a recovery area that ``items()`` does not list.
+- ``delete(item, keep_copy=..., undecided=...)`` removes it (a missing item is not an error);
+  with ``keep_copy`` the payload is moved to a recovery area that ``items()`` does not list,
+  and ``undecided`` (reconcile's R18) keeps that copy until the user or an admin resolves it.
+- ``tend_recovery(roaming_key, user_id, retention_ticks, now)``, once per sync: recovery copies
+  are sealed under the roaming key (never kept in plaintext longer than it takes to get the
+  key), and copies of ordinary deletions older than the retention are removed. It returns what
+  it did and reports what it could not do (the file store's ``recovery`` module).
 - ``archive(item)`` marks a live item archived (expired certificates), keeping it.
 - ``lock(timeout)`` is a context manager giving one sync of one user exclusive use.
 - ``batch()`` is a context manager, used under the lock, for a run of writes, deletions and
@@ -62,7 +67,13 @@ class CertificateStore(Protocol):
 
     def write(self, item: Item, payload: bytes) -> None: ...
 
-    def delete(self, item: Item | str, *, keep_copy: bool = False) -> None: ...
+    def delete(
+        self, item: Item | str, *, keep_copy: bool = False, undecided: bool = False
+    ) -> None: ...
+
+    def tend_recovery(
+        self, roaming_key: bytes | None, user_id: str | None, retention_ticks: int, now: int
+    ) -> list[str]: ...
 
     def archive(self, item: Item | str) -> None: ...
 

@@ -11,7 +11,7 @@ It implements ``credroam.roaming.store.CertificateStore`` (contract there).
     <root>/MY/<ID>.key.pem       PKCS#8 private key of that certificate (token type 9)
     <root>/REQUEST/<ID>.csr.pem  certificate request (type 4; .cng.csr.pem for type 8), key
     <root>/archive/MY/...        archived items, same names
-    <root>/recovery/...          copies of deleted items, never listed
+    <root>/recovery/...          sealed copies of deleted items, never listed (``recovery``)
 
 ``<ID>`` is the upper-case SHA-1 of the DER (the thumbprint Windows uses); a private key file
 carries the identifier of its certificate or request. Item times come from the sidecar index,
@@ -45,22 +45,25 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import json
 import math
 import os
 import re
-import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ...timestamps import filetime_from_unix_ns, to_filetime
+from ...cryptocompat import (
+    load_der_certificate,
+    load_der_csr,
+    load_der_private_key,
+    not_valid_after,
+)
+from ...timestamps import filetime_from_unix_ns, filetime_now, to_filetime
 from ...tokens import TokenType
+from ..certelement import thumbprint
 from ..fsutil import (
     append_durably,
     atomic_write,
@@ -68,8 +71,8 @@ from ..fsutil import (
     exclusive_lock,
     read_private,
 )
-from ..model import Item, ItemKind, StoreName
-from . import StoreError, split_item_key
+from ..model import Item, ItemKind, StoreName, content_hash
+from . import StoreError, recovery, split_item_key
 
 __all__ = ["MAX_PAYLOAD", "FileStore"]
 
@@ -126,10 +129,6 @@ def _unpem(label: str, data: bytes) -> bytes:
         raise ValueError(f"bad base64 in PEM {label}: {exc}") from None
 
 
-def _thumbprint(der: bytes) -> str:
-    return hashlib.sha1(der).hexdigest().upper()
-
-
 def _check_rsa_numbers(numbers: rsa.RSAPrivateNumbers) -> None:
     """Refuse RSA numbers that do not belong together (what any damage to a real key breaks)."""
     p, q, d = numbers.p, numbers.q, numbers.d
@@ -151,20 +150,19 @@ def _check_rsa_numbers(numbers: rsa.RSAPrivateNumbers) -> None:
 def _check_private_key(der: bytes) -> None:
     """Refuse a private key that is malformed or, for RSA, whose numbers are inconsistent.
 
-    RSA keys are loaded with ``unsafe_skip_rsa_key_validation``: cryptography's validation
-    costs ~80 ms per RSA-2048 key (it proves p and q prime), a minute per 1000 keys. Why that is
-    safe here: credroam never computes with a private key. It checks it, stores it and roams its
-    PKCS#8 bytes; the loaded object is dropped at once, so the hazard the flag's name warns of
-    (OpenSSL misbehaving when an invalid key is *used*) cannot arise in this process. What a
-    store must refuse is still refused: DER that does not parse as a private key, and RSA
-    numbers that do not belong together (n = p*q, e*d = 1 mod lcm(p-1, q-1), the CRT values),
-    which any damage or truncation of a real key breaks. Only the primality of p and q is not
-    proven; a key with a composite factor is one made on purpose, and whoever can place one in
-    this 0600 store or seal one under the user's roaming key holds the user's keys already.
+    RSA keys are loaded without cryptography's validation where the release allows it
+    (``cryptocompat.load_der_private_key``): it costs ~80 ms per RSA-2048 key (it proves p and q
+    prime), a minute per 1000 keys. Why that is safe here: credroam never computes with a
+    private key. It checks it, stores it and roams its PKCS#8 bytes; the loaded object is
+    dropped at once, so the hazard the skipped check guards against (OpenSSL misbehaving when
+    an invalid key is *used*) cannot arise in this process. What a store must refuse is still
+    refused: DER that does not parse as a private key, and RSA numbers that do not belong
+    together (n = p*q, e*d = 1 mod lcm(p-1, q-1), the CRT values), which any damage or
+    truncation of a real key breaks. Only the primality of p and q is not proven; a key with a
+    composite factor is one made on purpose, and whoever can place one in this 0600 store or
+    seal one under the user's roaming key holds the user's keys already.
     """
-    key = serialization.load_der_private_key(
-        der, password=None, unsafe_skip_rsa_key_validation=True
-    )
+    key = load_der_private_key(der)
     if isinstance(key, rsa.RSAPrivateKey):
         _check_rsa_numbers(key.private_numbers())
 
@@ -175,12 +173,12 @@ def _check_payload(token_type: TokenType, identifier: str, der: bytes) -> int | 
     if kind is ItemKind.KEY:
         _check_private_key(der)
         return None
-    if _thumbprint(der) != identifier:
-        raise ValueError(f"SHA-1 of the content is {_thumbprint(der)}, not {identifier}")
+    if thumbprint(der) != identifier:
+        raise ValueError(f"SHA-1 of the content is {thumbprint(der)}, not {identifier}")
     if kind is ItemKind.REQUEST:
-        x509.load_der_x509_csr(der)
+        load_der_csr(der)
         return None
-    return to_filetime(x509.load_der_x509_certificate(der).not_valid_after_utc)
+    return to_filetime(not_valid_after(load_der_certificate(der)))
 
 
 def _filetime_of_mtime(info: os.stat_result) -> int:
@@ -233,38 +231,21 @@ class _Batch:
     doubtful: set[str] = field(default_factory=set)  # a write failed part-way: decide by content
 
 
-def _move_without_overwriting(
-    path: str, folder: str, name: str, inside: Callable[[str, str], str]
-) -> None:
-    """Move ``path`` into ``folder`` as ``name.<random>``; never replaces a file there.
-
-    The random part keeps two copies of one item apart even when the item had no recorded
-    time; the hard link fails rather than overwrite should a name still be taken.
-    """
-    for _ in range(8):
-        target = inside(folder, f"{name}.{secrets.token_hex(4)}")
-        try:
-            os.link(path, target, follow_symlinks=False)
-        except FileExistsError:
-            continue
-        os.unlink(path)
-        return
-    raise StoreError(f"no free recovery name for {name} in {folder}")
-
-
 class FileStore:
     """The user's MY and REQUEST stores as PEM files under ``root`` (layout in module doc).
 
     ``problems`` collects files that ``items()`` skipped and why (symlinks, names that do not
-    match their content, unreadable or foreign files), for the sync report.
+    match their content, unreadable or foreign files), for the sync report. ``clock`` (FILETIME)
+    dates the recovery copies ``delete`` keeps.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, clock: Callable[[], int] = filetime_now) -> None:
         try:
             ensure_private_dir(root)
         except OSError as exc:
             raise StoreError(f"store root {root} unusable: {exc}") from exc
         self.root = os.path.realpath(root)
+        self.clock = clock
         self.problems: list[str] = []
         self._batch: _Batch | None = None
         self._lock_held = False
@@ -439,10 +420,10 @@ class FileStore:
             location = self._locate(key)
             if location is None:
                 return None
-            content_hash = hashlib.sha256(self.read(key)).hexdigest()
+            digest = content_hash(self.read(key))
         except StoreError:
             return _latest(candidates)  # kept, so a hand change still counts as newer
-        return _matching(candidates, content_hash, location[2]) or _latest(candidates)
+        return _matching(candidates, digest, location[2]) or _latest(candidates)
 
     # --- listing -------------------------------------------------------------------------------
     def items(self) -> dict[str, Item]:
@@ -478,8 +459,6 @@ class FileStore:
         if self._lock_held:
             self._listed = entries
         return found
-
-    list_items = items
 
     def _names(self, folder: str) -> list[str]:
         try:
@@ -536,8 +515,8 @@ class FileStore:
             self._inside(folder, name)
             info = os.lstat(path)
             der = _unpem(label, read_private(path, MAX_PAYLOAD))
-            content_hash = hashlib.sha256(der).hexdigest()
-            recorded = _matching(candidates, content_hash, archived)
+            digest = content_hash(der)
+            recorded = _matching(candidates, digest, archived)
             if recorded is not None and "expires" in recorded:
                 expires = recorded["expires"]  # checked when recorded: same content, same result
             else:
@@ -555,13 +534,13 @@ class FileStore:
             store=store,
             kind=kind,
             modified=modified,
-            content_hash=content_hash,
+            content_hash=digest,
             size=len(der),
             archived=archived,
             expires=owner.expires if owner is not None else expires,
             owner=owner.key if owner is not None else None,
         )
-        return item, _entry(modified, content_hash, archived, expires)
+        return item, _entry(modified, digest, archived, expires)
 
     # --- reading and writing -------------------------------------------------------------------
     def read(self, item: Item | str) -> bytes:
@@ -592,7 +571,7 @@ class FileStore:
         token_type, identifier = split_item_key(item.key)
         if len(payload) > MAX_PAYLOAD:
             raise StoreError(f"{item.key}: payload of {len(payload)} bytes is too large")
-        if hashlib.sha256(payload).hexdigest() != item.content_hash:
+        if content_hash(payload) != item.content_hash:
             raise StoreError(f"{item.key}: payload does not match the item's content hash")
         try:
             expires = _check_payload(token_type, identifier, payload)
@@ -617,17 +596,23 @@ class FileStore:
             except OSError as exc:
                 raise StoreError(f"cannot write {item.key} to {path}: {exc}") from exc
 
-    def delete(self, item: Item | str, *, keep_copy: bool = False) -> None:
+    def delete(self, item: Item | str, *, keep_copy: bool = False, undecided: bool = False) -> None:
         key = item.key if isinstance(item, Item) else item
         with self._batched() as batch:
             location = self._locate(key)
             if location is not None:
                 path = location[0]
                 if keep_copy:
-                    recovery = ensure_private_dir(os.path.join(self.root, "recovery"))
-                    recorded = batch.records.get(key) or [{"modified": 0}]
-                    name = f"{os.path.basename(path)}.{recorded[-1]['modified']}"
-                    _move_without_overwriting(path, recovery, name, self._inside)
+                    try:
+                        recovery.keep(
+                            path,
+                            self.root,
+                            kept=self.clock(),
+                            undecided=undecided,
+                            inside=self._inside,
+                        )
+                    except OSError as exc:
+                        raise StoreError(f"cannot keep a recovery copy of {path}: {exc}") from exc
                 else:
                     os.unlink(path)
             batch.records.pop(key, None)
@@ -648,6 +633,19 @@ class FileStore:
             listed = [self._listed[key]] if key in self._listed else []
             for entry in [*batch.records.get(key, []), *listed]:
                 entry["archived"] = True  # same content, now in the archive
+
+    def tend_recovery(
+        self, roaming_key: bytes | None, user_id: str | None, retention_ticks: int, now: int
+    ) -> list[str]:
+        """Seal the unsealed recovery copies, remove those past ``retention_ticks``: what was
+        done and what could not be (module ``recovery`` says how)."""
+        return recovery.tend(
+            self.root,
+            roaming_key=roaming_key,
+            user_id=user_id,
+            retention_ticks=retention_ticks,
+            now=now,
+        )
 
     def lock(self, timeout: float | None = 0) -> contextlib.AbstractContextManager[None]:
         """Exclusive use of this store for one sync; raises ``fsutil.LockHeld`` if busy."""
