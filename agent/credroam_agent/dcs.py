@@ -54,11 +54,11 @@ def srv_records(name: str) -> list[tuple[int, int, str]]:
     return [(r.priority, r.weight, str(r.target).rstrip(".")) for r in answer]
 
 
-def candidate_dcs(directory: DirectoryConfig, lookup: SrvLookup = srv_records) -> list[str]:
+def candidate_dcs(directory: DirectoryConfig, lookup: SrvLookup | None = None) -> list[str]:
     """The DCs to try, in order: the configured list, else DNS SRV (priority, then weight)."""
     if directory.dcs:
         return list(directory.dcs)
-    records = lookup(f"_ldap._tcp.{directory.domain}")
+    records = (lookup or srv_records)(f"_ldap._tcp.{directory.domain}")
     ordered = sorted(records, key=lambda r: (r[0], -r[1], r[2].lower()))
     names = [target for _, _, target in ordered if target and target != "."]
     if not names:
@@ -96,8 +96,8 @@ def bind_as_user(
     local_name: str,
     password: str | None,
     *,
-    lookup: SrvLookup = srv_records,
-    connector: Callable[[LdapTarget], ldap3.Connection] = connect,
+    lookup: SrvLookup | None = None,
+    connector: Callable[[LdapTarget], ldap3.Connection] | None = None,
 ) -> Bound:
     """Bind as the AD account of ``local_name`` to the first DC that answers.
 
@@ -116,7 +116,7 @@ def bind_as_user(
             )
         for target in targets:
             try:
-                conn = connector(target)
+                conn = (connector or connect)(target)
             except DirectoryError as exc:
                 errors.append(f"{dc} ({target.bind_method}): {exc}")
                 if _unreachable(exc):

@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TextIO
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -67,9 +66,6 @@ class Session:
     user: LocalUser
     events: EventLog
     clock: Clock = filetime_now
-    out: TextIO = sys.stdout
-    connector: Callable | None = None  # tests: instead of credroam.connection.connect
-    lookup: Callable | None = None  # tests: instead of DNS SRV
     report: dict = field(default_factory=dict)  # what --json prints besides the events
 
     @property
@@ -92,13 +88,8 @@ def policy_in_force(
 
 
 def _bind(session: Session, password: str | None) -> dcs.Bound | None:
-    kwargs = {}
-    if session.connector is not None:
-        kwargs["connector"] = session.connector
-    if session.lookup is not None:
-        kwargs["lookup"] = session.lookup
     try:
-        bound = dcs.bind_as_user(session.config, session.user.name, password, **kwargs)
+        bound = dcs.bind_as_user(session.config, session.user.name, password)
     except DirectoryError as exc:
         session.events.emit(EventId.CANNOT_REACH_AD, f"{exc}; the local store was left as it is")
         return None
@@ -123,9 +114,8 @@ def _verify_password(session: Session, bound: dcs.Bound, password: str) -> bool:
         return True
     directory = replace(session.config.directory, dcs=(bound.dc,), bind_method="simple")
     simple_only = replace(session.config, directory=directory)
-    connector = {"connector": session.connector} if session.connector else {}
     try:
-        check = dcs.bind_as_user(simple_only, session.user.name, password, **connector)
+        check = dcs.bind_as_user(simple_only, session.user.name, password)
     except DirectoryError:
         return False
     check.conn.unbind()
@@ -168,7 +158,7 @@ def _roaming_key(
         session.events.emit(EventId.ROAMING_KEY, problem)
     if dry_run:
         for action in changes.actions:
-            print(f"roaming key: {action}", file=session.out)
+            print(f"roaming key: {action}")
     return key
 
 
@@ -216,11 +206,11 @@ def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
         return
     for action in ("upload", "download", "tombstone", "archive", "purge", "delete_local"):
         for key in plan[action]:
-            print(f"{action} {key}", file=session.out)
+            print(f"{action} {key}")
     if not any(plan[a] for a in ("upload", "download", "tombstone", "archive", "purge")) and (
         not report.deleted_local
     ):
-        print("nothing to do", file=session.out)
+        print("nothing to do")
 
 
 def _open_store(session: Session) -> tuple[FileStore, StateFile] | None:
@@ -433,12 +423,12 @@ def _print_status(session: Session, info: dict, as_json: bool) -> None:
     for name, value in info.items():
         if name == "policy":
             for setting, detail in value.items():
-                print(f"policy {setting}: {detail['value']} ({detail['source']})", file=session.out)
+                print(f"policy {setting}: {detail['value']} ({detail['source']})")
         elif name == "problems":
             for problem in value:
-                print(f"problem {problem['event']}: {problem['message']}", file=session.out)
+                print(f"problem {problem['event']}: {problem['message']}")
         else:
-            print(f"{name}: {value}", file=session.out)
+            print(f"{name}: {value}")
 
 
 # --- purge -------------------------------------------------------------------------------------
@@ -481,5 +471,5 @@ def purge(session: Session, *, if_policy: bool = False) -> int:
             os.unlink(session.paths.key_cache)
     for key in kept:
         print(f"kept {key}: not in the directory as it is here", file=sys.stderr)
-    print(f"purged {len(removed)} roamed item(s) and the key cache", file=session.out)
+    print(f"purged {len(removed)} roamed item(s) and the key cache")
     return session.exit_code()

@@ -1,0 +1,234 @@
+"""The command line end to end against a fake directory: exit codes, events, key cache."""
+
+from __future__ import annotations
+
+import json
+import stat
+import struct
+import sys
+import types
+
+import credroam_agent
+import pytest
+from credroam_agent import cli
+
+from credroam.roaming.directory import ACCOUNT_CREDENTIALS
+from credroam.roaming.envelope import read_key_cache
+from credroam.tokens import format_dn_binary
+from tests.unit.agent.agent_fixtures import (
+    PASSWORD,
+    Directory,
+    certificate_and_key,
+    files,
+    install,
+    make_host,
+)
+from tests.unit.test_sync import USER_DN
+
+SUBCOMMANDS = ("login", "sync", "status", "watch", "purge")
+
+
+@pytest.fixture
+def directory() -> Directory:
+    return Directory()
+
+
+@pytest.fixture
+def host(tmp_path, directory, monkeypatch):
+    return make_host(tmp_path / "host-a", directory, monkeypatch)
+
+
+@pytest.fixture
+def other_host(tmp_path, directory, monkeypatch):
+    return make_host(tmp_path / "host-b", directory, monkeypatch)
+
+
+def events(err: str) -> list[int]:
+    return [
+        int(line.split("event=", 1)[1].split()[0]) for line in err.splitlines() if "event=" in line
+    ]
+
+
+def test_help_gives_each_subcommand_one_line(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in SUBCOMMANDS:
+        (line,) = [text for text in out.splitlines() if text.strip().startswith(command + " ")]
+        assert len(line.split(command, 1)[1].strip()) > 10
+    assert "3 directory unreachable" in " ".join(out.split())
+
+
+def test_login_uploads_caches_the_key_0600_and_a_second_host_downloads(
+    host, other_host, directory, capsys
+):
+    thumb = install(host.store, *certificate_and_key())
+    code, _, err = host.run("login", stdin=PASSWORD.encode() + b"\0", capsys=capsys)
+    assert code == 0, err
+    assert events(err) == [1]
+    assert stat.S_IMODE(host.key_cache.stat().st_mode) == 0o600
+    assert directory.binds[-1][:2] == ("dc1.lab.example", "simple")  # no ticket: the password
+    assert PASSWORD not in err
+
+    code, _, err = other_host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    assert code == 0, err
+    assert (other_host.store / "MY" / f"{thumb}.cert.pem").read_bytes() == (
+        host.store / "MY" / f"{thumb}.cert.pem"
+    ).read_bytes()
+    assert (other_host.store / "MY" / f"{thumb}.key.pem").exists()
+    assert read_key_cache(other_host.key_cache) == read_key_cache(host.key_cache)
+
+
+def test_a_background_sync_binds_with_the_ticket_and_a_dry_run_changes_nothing(
+    host, directory, capsys
+):
+    install(host.store, *certificate_and_key("first"))
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
+    thumb = install(host.store, *certificate_and_key("second"))
+    directory.kerberos = True
+    before, writes = files(host.store), directory.writes
+    code, out, err = host.run("sync", "--dry-run", capsys=capsys)
+    assert code == 0, err
+    assert out.splitlines() == [f"upload %3\\{thumb}", f"upload %9\\{thumb}"]
+    assert files(host.store) == before and directory.writes == writes
+    assert directory.binds[-1][1] == "gssapi"
+
+    code, out, err = host.run("sync", "--json", capsys=capsys)
+    assert code == 0, err
+    assert json.loads(out)["events"][-1]["event"] == 1
+    assert host.run("sync", "--dry-run", capsys=capsys)[1] == "nothing to do\n"
+
+
+def test_a_wrong_password_binds_nowhere_and_changes_nothing(host, directory, capsys):
+    install(host.store, *certificate_and_key())
+    before = files(host.store)
+    code, _, err = host.run("login", stdin=b"not-the-password", capsys=capsys)
+    assert code == 3 and events(err) == [1010]
+    assert "not-the-password" not in err
+    assert files(host.store) == before
+
+
+def test_a_password_change_rewraps_the_key_on_a_host_that_holds_it(
+    host, other_host, directory, capsys
+):
+    thumb = install(host.store, *certificate_and_key())
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
+    directory.password = "Alice-New-Pass-2!"  # changed at the helpdesk or on another host
+    code, _, err = other_host.run("login", stdin=b"Alice-New-Pass-2!", capsys=capsys)
+    assert code == 1 and 1007 in events(err)  # the old wrap does not open with it
+    assert not (other_host.store / "MY" / f"{thumb}.key.pem").exists()
+
+    assert host.run("login", stdin=b"Alice-New-Pass-2!", capsys=capsys)[0] == 0  # rewraps
+    code, _, err = other_host.run("login", stdin=b"Alice-New-Pass-2!", capsys=capsys)
+    assert code == 0, err
+    assert (other_host.store / "MY" / f"{thumb}.key.pem").exists()
+    assert read_key_cache(other_host.key_cache) == read_key_cache(host.key_cache)
+
+
+def test_no_dc_answering_exits_3_with_event_1010_and_leaves_the_store(host, directory, capsys):
+    install(host.store, *certificate_and_key())
+    before = files(host.store)
+    directory.down = {"dc1.lab.example", "dc2.lab.example"}
+    code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    assert code == 3
+    assert events(err) == [1010]
+    assert "dc1.lab.example" in err and "dc2.lab.example" in err
+    assert PASSWORD not in err
+    assert files(host.store) == before
+    assert directory.writes == 0
+
+
+def test_the_next_dc_is_used_when_the_first_is_down_and_named(host, directory, capsys):
+    install(host.store, *certificate_and_key())
+    directory.down = {"dc1.lab.example"}
+    code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    assert code == 0, err
+    assert "dc=dc2.lab.example" in err.splitlines()[-1]
+
+
+def test_a_hostile_directory_value_is_reported_1012_and_the_sync_done_with_problems(
+    host, directory, capsys
+):
+    name = rb"..\..\AppData\Roaming\Microsoft\Windows\Start Menu\Programs\Startup\x.bat"
+    blob = struct.pack("<3s93sQHH20sI", b"%3\\", name, 0, 0, 0, bytes(20), 0)
+    directory.values[ACCOUNT_CREDENTIALS] = [format_dn_binary(blob, USER_DN).encode()]
+    code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    assert code == 1
+    assert 1012 in events(err) and 1 in events(err)
+    assert not (host.store / "MY").exists() or not list((host.store / "MY").iterdir())
+
+
+def test_login_without_a_password_is_a_configuration_error(host, capsys):
+    code, _, err = host.run("login", stdin=b"", capsys=capsys)
+    assert code == 2
+    assert "password on stdin" in err
+
+
+def test_a_broken_config_file_exits_2_naming_it(host, capsys):
+    host.config_text = "[policy]\ntombstone_days = 0\n"
+    code, _, err = host.run("status", capsys=capsys)
+    assert code == 2
+    assert "agent.toml" in err and "policy.tombstone_days" in err
+
+
+def test_status_reports_sync_key_cache_and_policy_sources_and_is_healthy(host, capsys):
+    install(host.store, *certificate_and_key())
+    host.config_text = "[policy]\ntombstone_days = 30\n"
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
+    code, out, _ = host.run("status", "--json", capsys=capsys)
+    report = json.loads(out)
+    # a background status cannot bind without a ticket: unhealthy, directory unreachable
+    assert code == 3 and report["healthy"] is False and report["directory"] == "unreachable"
+    assert report["local_items"] == 2
+    assert report["last_successful_sync"]
+    assert report["key_cache"].startswith("present")
+    assert report["policy"]["tombstone_days"] == {
+        "value": 30,
+        "source": f"config {host.root}/agent.toml",
+    }
+    assert report["policy"]["max_tokens"]["source"] == "default"
+
+
+def test_purge_removes_roamed_items_and_the_key_cache_keeps_unsynced_ones(host, directory, capsys):
+    roamed = install(host.store, *certificate_and_key("roamed"))
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
+    unsynced = install(host.store, *certificate_and_key("new here"))
+    writes = directory.writes
+    code, _, _ = host.run("purge", capsys=capsys)
+    assert code == 0
+    left = sorted(p.name for p in (host.store / "MY").iterdir())
+    assert left == sorted([f"{unsynced}.cert.pem", f"{unsynced}.key.pem"])
+    assert roamed not in " ".join(left)
+    assert not host.key_cache.exists() and not host.state.exists()
+    assert directory.writes == writes  # the directory is never touched
+
+
+def test_purge_if_policy_keeps_everything_unless_the_policy_asks(host, capsys):
+    install(host.store, *certificate_and_key())
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
+    before = files(host.store)
+    assert host.run("purge", "--if-policy", capsys=capsys)[0] == 0
+    assert files(host.store) == before
+    host.config_text = "[policy]\nremove_at_logoff = true\n"
+    assert host.run("purge", "--if-policy", capsys=capsys)[0] == 0
+    assert not list((host.store / "MY").iterdir())
+
+
+def test_watch_hands_a_sync_callable_and_the_store_folders_to_the_triggers(
+    host, monkeypatch, capsys
+):
+    calls = {}
+
+    def run(sync_once, *, watch_paths, refresh, stop):
+        calls.update(watch_paths=watch_paths, refresh=refresh, stop=stop)
+        calls["first"] = sync_once("test")
+
+    fake = types.SimpleNamespace(run=run)
+    monkeypatch.setitem(sys.modules, "credroam_agent.triggers", fake)
+    monkeypatch.setattr(credroam_agent, "triggers", fake, raising=False)
+    code, _, err = host.run("watch", capsys=capsys)
+    assert calls["watch_paths"] == [f"{host.store}/MY", f"{host.store}/REQUEST"]
+    assert calls["refresh"] == 90 * 60
+    assert calls["first"] == 3  # no ticket, no password: the fake DC cannot be bound
+    assert code == 1 and 1010 in events(err)
