@@ -25,7 +25,10 @@ debian_python = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def pyz(tmp_path_factory) -> Path:
-    return build_zipapp.build(tmp_path_factory.mktemp("dist") / "credroam-agent.pyz")
+    try:
+        return build_zipapp.build(tmp_path_factory.mktemp("dist") / "credroam-agent.pyz")
+    except build_zipapp.BuildError as exc:  # e.g. run by a Python without the pinned venv
+        pytest.skip(f"cannot build the zipapp here: {exc}")
 
 
 def test_two_builds_of_the_same_sources_are_byte_identical(pyz, tmp_path):
@@ -68,7 +71,7 @@ def test_it_runs_on_debians_python_with_the_distributions_packages(pyz):
 
 
 @debian_python
-def test_the_file_store_lists_a_certificate_under_debians_cryptography(pyz, tmp_path):
+def test_the_file_store_lists_a_certificate_and_its_key_under_debians_cryptography(pyz, tmp_path):
     script = f"""
 import sys
 sys.path.insert(0, {str(pyz)!r})
@@ -90,10 +93,13 @@ der = cert.public_bytes(serialization.Encoding.DER)
 folder = ensure_private_dir({str(tmp_path / "store" / "MY")!r})
 atomic_write(folder + "/" + thumbprint(der) + ".cert.pem",
              cert.public_bytes(serialization.Encoding.PEM))
-(item,) = FileStore({str(tmp_path / "store")!r}).items().values()
-print(cryptography.__version__, item.expires)
+atomic_write(folder + "/" + thumbprint(der) + ".key.pem", key.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+items = FileStore({str(tmp_path / "store")!r}).items()
+(certificate,) = [i for i in items.values() if i.kind == "certificate"]
+print(cryptography.__version__, certificate.expires, len(items))
 """
     done = _system("-c", script)
     assert done.returncode == 0, done.stderr
     expiry = to_filetime(datetime.datetime(2034, 1, 1, tzinfo=datetime.UTC))
-    assert done.stdout.split()[1] == str(expiry)
+    assert done.stdout.split()[1:] == [str(expiry), "2"]  # the certificate and its key
