@@ -16,7 +16,7 @@ from . import operations
 from .config import ConfigError, load_config
 from .events import EventLog
 from .identity import IdentityError, become_user
-from .operations import EXIT_CONFIG, Session
+from .operations import EXIT_CONFIG, EXIT_PROBLEMS, Session
 
 __all__ = ["build_parser", "main"]
 
@@ -102,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     events.context["user"] = user.name
     session = Session(config, user, events)
-    code = _dispatch(args, session, password)
+    try:
+        code = _dispatch(args, session, password)
+    except Exception as exc:  # a bug must not hang or crash a logon with a traceback
+        events.internal_error(exc)
+        code = EXIT_PROBLEMS
     if getattr(args, "json", False):
         print(events.as_json([("exit", code), *session.report.items()]))
     return code

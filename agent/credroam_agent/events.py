@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -136,6 +137,17 @@ class EventLog:
         """A configuration error (exit 2): not a roaming event, so it carries no event ID."""
         print(
             f"credroam-agent level=error: configuration error: {_one_line(message)}",
+            file=self.stream or sys.stderr,
+            flush=True,
+        )
+
+    def internal_error(self, exc: BaseException) -> None:
+        """An unexpected failure (a bug): its type and the innermost frame, never locals."""
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame else ""
+        print(
+            f"credroam-agent level=error: internal error {type(exc).__name__}{where}: "
+            f"{_one_line(str(exc))}",
             file=self.stream or sys.stderr,
             flush=True,
         )

@@ -93,7 +93,7 @@ def _bind(session: Session, password: str | None) -> dcs.Bound | None:
     except DirectoryError as exc:
         session.events.emit(EventId.CANNOT_REACH_AD, f"{exc}; the local store was left as it is")
         return None
-    session.events.context["dc"] = bound.dc
+    session.events.context.update(dc=bound.dc, bind=bound.method)
     return bound
 
 

@@ -232,3 +232,16 @@ def test_watch_hands_a_sync_callable_and_the_store_folders_to_the_triggers(
     assert calls["refresh"] == 90 * 60
     assert calls["first"] == 3  # no ticket, no password: the fake DC cannot be bound
     assert code == 1 and 1010 in events(err)
+
+
+def test_an_unexpected_failure_is_one_error_line_and_exit_1(host, monkeypatch, capsys):
+    from credroam_agent import operations
+
+    def broken(*args, **kwargs):
+        raise TypeError("load_der_private_key() got an unexpected keyword argument")
+
+    monkeypatch.setattr(operations, "run_sync", broken)
+    code, _, err = host.run("sync", capsys=capsys)
+    assert code == 1
+    (line,) = err.splitlines()
+    assert line.startswith("credroam-agent level=error: internal error TypeError at ")

@@ -111,7 +111,11 @@ def test_an_issued_certificate_lands_in_my_with_its_key_and_the_request_leaves(
     certificate = x509.load_der_x509_certificate(store.read(cert_key))
     assert certificate.issuer == _name("Lab CA")
     held = serialization.load_der_private_key(store.read(cert_key.replace("%3", "%9")), None)
-    assert held.public_key() == key.public_key() == certificate.public_key()
+    spki = {
+        k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for k in (held.public_key(), key.public_key(), certificate.public_key())
+    }
+    assert len(spki) == 1  # (cryptography 38 keys have no ==)
 
 
 def test_a_non_zero_exit_means_not_now_and_keeps_the_request(ca, tmp_path, store_with_request):
