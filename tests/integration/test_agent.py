@@ -341,3 +341,39 @@ def test_two_users_on_one_host_never_see_each_others_caches_or_stores(agent_lab,
         f"MY/{bob_thumb}"
     }
     assert directory_keys(lab, bob) == {f"%3\\{bob_thumb}", f"%9\\{bob_thumb}"}
+
+
+@contextmanager
+def password_changed(lab: Lab, account: Account, new_password: str) -> Iterator[None]:
+    """The user's AD password reset to ``new_password`` on dc1, restored afterwards."""
+    dc = lab.dc(0)
+    dc.run("samba-tool", "user", "setpassword", account.name, f"--newpassword={new_password}")
+    try:
+        yield
+    finally:
+        dc.run(
+            "samba-tool", "user", "setpassword", account.name, f"--newpassword={account.password}"
+        )
+
+
+def test_a_password_change_loses_nothing(agent_lab, alice):
+    lab = agent_lab
+    first, second = lab.client(0), lab.client(1)
+    thumb, _ = new_certificate(first, "alice", "before the change")
+    assert agent(first, "login", password=alice.password).returncode == 0
+    new_password = "Alice-Changed-Pass2!"
+    with password_changed(lab, alice, new_password):
+        # A new host cannot open the key wrapped under the old password: the certificate
+        # roams, its key is held (nothing lost, nothing overwritten).
+        early = agent(second, "login", password=new_password)
+        assert early.returncode == 1 and 1007 in events(early), early.stderr
+        assert f"MY/{thumb}.cert.pem" in store_files(lab, second, "alice")
+        assert f"MY/{thumb}.key.pem" not in store_files(lab, second, "alice")
+
+        # The host holding the key from a session rewraps it once the new password binds.
+        rewrap = agent(first, "login", password=new_password)
+        assert rewrap.returncode == 0, rewrap.stderr
+        later = agent(second, "login", password=new_password)
+        assert later.returncode == 0, later.stderr
+        key = store_files(lab, second, "alice")[f"MY/{thumb}.key.pem"]
+        assert key == store_files(lab, first, "alice")[f"MY/{thumb}.key.pem"]
