@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from credroam.roaming.certelement import certificate_expiry, thumbprint
+from credroam.roaming.certelement import thumbprint
 from credroam.roaming.model import Item, ItemKind, StoreName
 from credroam.roaming.store import CertificateStore
-from credroam.timestamps import to_filetime
 from credroam.tokens import TokenType
 
 __all__ = ["EnrollmentResult", "enroll_outstanding", "outstanding_requests"]
@@ -99,8 +98,8 @@ def _install(
     now: int,
 ) -> str:
     """Write the certificate (and the request's key beside it) to MY; remove the request."""
-    certificate = x509.load_der_x509_certificate(certificate_der)
     thumb = thumbprint(certificate_der)
+    # No expiry here: the store reads it from the certificate when it writes and lists it.
     cert_item = Item(
         key=f"%{TokenType.CERTIFICATE.value}\\{thumb}",
         store=StoreName.MY,
@@ -108,7 +107,6 @@ def _install(
         modified=now,
         content_hash=hashlib.sha256(certificate_der).hexdigest(),
         size=len(certificate_der),
-        expires=to_filetime(certificate_expiry(certificate)),
     )
     key = _request_key(items, request)
     with store.batch():
@@ -123,7 +121,6 @@ def _install(
                     modified=now,
                     content_hash=hashlib.sha256(key_der).hexdigest(),
                     size=len(key_der),
-                    expires=cert_item.expires,
                     owner=cert_item.key,
                 ),
                 key_der,

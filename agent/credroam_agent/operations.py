@@ -19,13 +19,14 @@ from ldap3.core.exceptions import LDAPException
 from credroam.connection import DirectoryError
 from credroam.roaming.directory import find_user
 from credroam.roaming.envelope import KeyCacheError, read_key_cache
-from credroam.roaming.fsutil import UnsafePath
+from credroam.roaming.fsutil import LockHeld, UnsafePath
 from credroam.roaming.roamingkey import RoamingKeyError, obtain_roaming_key
 from credroam.roaming.state import StateFile
 from credroam.roaming.store import StoreError
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.sync import SyncBusy, SyncReport, sync_user
 from credroam.timestamps import filetime_now, from_filetime
+from credroam.tokens import TokenError
 
 from . import dcs
 from .config import AgentConfig, PolicyInForce, merge_policy
@@ -250,6 +251,9 @@ def _one_sync(
     except SyncBusy as exc:
         emit(EventId.LOCAL_STORE_READ, str(exc))
         return None
+    except TokenError as exc:  # a local item the core cannot turn into a token
+        emit(EventId.LOCAL_STORE_READ, f"cannot roam a local item: {exc}; nothing was written")
+        return None
     except LDAPException as exc:
         emit(EventId.CANNOT_REACH_AD, f"lost {bound.dc} during the sync: {exc}")
         return None
@@ -286,6 +290,8 @@ def _enroll(session: Session) -> bool:
         result = enroll_outstanding(
             opened[0], command, session.clock, timeout=session.config.enrollment_timeout
         )
+    except LockHeld:
+        return False  # another sync runs (already reported); it processes the requests
     except (OSError, StoreError) as exc:
         session.events.emit(EventId.LOCAL_STORE_WRITE, f"enrollment: {exc}")
         return False
@@ -320,10 +326,11 @@ def run_sync(
             return session.exit_code()
         key = _roaming_key(session, bound, user_dn, password, dry_run)
         report = _one_sync(session, bound, user_dn, policy, key, dry_run)
-        if report is None:
-            return max(session.exit_code(), EXIT_PROBLEMS)
         if dry_run:
-            _print_plan(session, report, as_json)
+            if report is not None:
+                _print_plan(session, report, as_json)
+        # Requests are processed after reconciling (Windows roams before autoenrollment), even
+        # when that sync had a problem: enrollment is local, and what it issues roams next.
         elif _enroll(session):
             _one_sync(session, bound, user_dn, policy, key, dry_run)
         return session.exit_code()

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from credroam.roaming.certelement import thumbprint
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES, read_roaming
@@ -36,6 +38,7 @@ import build_zipapp
 pytestmark = pytest.mark.integration
 
 PYZ = REPO / "dist" / "credroam-agent.pyz"
+PEM = serialization.Encoding.PEM
 STORE = ".local/share/credroam/store"
 CONFIG = """[directory]
 domain = "lab.example"
@@ -44,6 +47,33 @@ timeout = 5
 {dcs}"""
 DC1_ONLY = "/etc/credroam/dc1-only.toml"
 BOTH_DCS = "/etc/credroam/both-dcs.toml"
+ENROLLING = "/etc/credroam/enrolling.toml"
+# Samba has no certificate authority: the lab's enrollment command signs the CSR on stdin with
+# the lab CA (its key readable by the lab users on the lab hosts only) and prints the PEM.
+LAB_ENROLL = """import datetime, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+csr = x509.load_pem_x509_csr(sys.stdin.buffer.read())
+if not csr.is_signature_valid:
+    sys.exit("request signature invalid")
+ca = x509.load_pem_x509_certificate(open("/etc/credroam/ca.pem", "rb").read())
+ca_key = serialization.load_pem_private_key(open("/etc/credroam/lab-ca.key", "rb").read(), None)
+now = datetime.datetime.now(datetime.timezone.utc)
+certificate = (
+    x509.CertificateBuilder()
+    .subject_name(csr.subject)
+    .issuer_name(ca.subject)
+    .public_key(csr.public_key())
+    .serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(minutes=5))
+    .not_valid_after(now + datetime.timedelta(days=365))
+    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    .sign(ca_key, hashes.SHA256())
+)
+sys.stdout.buffer.write(certificate.public_bytes(serialization.Encoding.PEM))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +89,9 @@ def _prepare(lab: Lab, host: ClientHost) -> None:
         "agent.toml": CONFIG.format(dcs=""),
         "dc1-only.toml": CONFIG.format(dcs='dcs = ["dc1.lab.example"]\n'),
         "both-dcs.toml": CONFIG.format(dcs='dcs = ["dc1.lab.example", "dc2.lab.example"]\n'),
+        "enrolling.toml": CONFIG.format(dcs="")
+        + '[enrollment]\ncommand = ["/usr/bin/python3", "/etc/credroam/lab-enroll.py"]\n',
+        "lab-enroll.py": LAB_ENROLL,
     }
     writes = "".join(
         f"cat > /etc/credroam/{name} <<'EOF'\n{text}EOF\n" for name, text in configs.items()
@@ -71,7 +104,8 @@ def _prepare(lab: Lab, host: ClientHost) -> None:
         "install -d -o alice -g alice -m 700 ~alice/.ssh && "
         f"echo '{public_key}' > ~alice/.ssh/authorized_keys && "
         "chown alice: ~alice/.ssh/authorized_keys && chmod 600 ~alice/.ssh/authorized_keys\n"
-        f"{writes}chmod 644 /etc/credroam/* /etc/krb5.conf"
+        f"{writes}chmod 644 /etc/credroam/* /etc/krb5.conf && "
+        f"install -m 640 -g alice {lab.state_dir}/ca.key /etc/credroam/lab-ca.key"
     )
 
 
@@ -196,6 +230,30 @@ def directory_keys(lab: Lab, account: Account, dc: int = 0) -> set[str]:
         for key, stored in record.stored(attribute).items()
         if not stored.token.is_tombstone
     }
+
+
+def tombstones(lab: Lab, account: Account) -> set[str]:
+    conn = connect_as(lab, account)
+    try:
+        record = read_roaming(conn, account.dn)
+    finally:
+        conn.unbind()
+    return {
+        key
+        for attribute in (ACCOUNT_CREDENTIALS, KEY_ENVELOPES)
+        for key, stored in record.stored(attribute).items()
+        if stored.token.is_tombstone
+    }
+
+
+def pem_key(key) -> bytes:
+    return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def spki(public_key) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 @contextmanager
@@ -377,3 +435,36 @@ def test_a_password_change_loses_nothing(agent_lab, alice):
         assert later.returncode == 0, later.stderr
         key = store_files(lab, second, "alice")[f"MY/{thumb}.key.pem"]
         assert key == store_files(lab, first, "alice")[f"MY/{thumb}.key.pem"]
+
+
+def test_an_outstanding_request_is_enrolled_with_the_lab_ca_and_the_certificate_roams(
+    agent_lab, alice
+):
+    lab = agent_lab
+    host = lab.client(0)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    request_id = thumbprint(csr.public_bytes(serialization.Encoding.DER))
+    put(host, "alice", f"{STORE}/REQUEST/{request_id}.csr.pem", csr.public_bytes(PEM))
+    put(host, "alice", f"{STORE}/REQUEST/{request_id}.key.pem", pem_key(key))
+
+    login = agent(host, "login", password=alice.password, config=ENROLLING)
+    # The core cannot roam a request yet (sync encodes every type-4 token as a certificate
+    # element, and a CSR is not one): the first sync reports it (1001) and writes nothing, the
+    # request is enrolled all the same, and the sync after it roams what was issued.
+    assert login.returncode == 1, login.stderr
+    assert events(login) == [1001, 1, 1], login.stderr
+    (enrolled,) = [line for line in login.stderr.splitlines() if "enrolled:" in line]
+    issued = enrolled.rsplit(" issued as ", 1)[1].strip()
+    thumb = issued.split("\\", 1)[1]
+    files = store_files(lab, host, "alice")
+    assert not [name for name in files if name.startswith("REQUEST/")]
+    certificate = x509.load_pem_x509_certificate(files[f"MY/{thumb}.cert.pem"])
+    ca = x509.load_pem_x509_certificate(Path(lab.ca_cert).read_bytes())
+    assert certificate.issuer == ca.subject
+    assert spki(certificate.public_key()) == spki(key.public_key())
+    assert files[f"MY/{thumb}.key.pem"] == pem_key(key)
+    # The issued certificate and its key roam; the request never reached the directory.
+    assert directory_keys(lab, alice) == {f"%3\\{thumb}", f"%9\\{thumb}"}
+    assert not tombstones(lab, alice)
