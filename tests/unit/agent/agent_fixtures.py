@@ -8,6 +8,7 @@ import datetime
 import io
 import os
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,3 +143,32 @@ def files(root: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()
     }
+
+
+def signer(ca, tmp_path, *, exit_code: int = 0, other_key: bool = False) -> list[str]:
+    """An enrollment command that signs the CSR on stdin with the CA (a real CA's contract)."""
+    script = tmp_path / "enroll.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import datetime, sys
+            from cryptography import x509
+            from cryptography.hazmat.primitives import hashes, serialization
+            from cryptography.hazmat.primitives.asymmetric import ec
+            if {exit_code}:
+                sys.exit({exit_code})
+            csr = x509.load_pem_x509_csr(sys.stdin.buffer.read())
+            ca_key = serialization.load_pem_private_key(open("{ca}/ca.key", "rb").read(), None)
+            ca = x509.load_pem_x509_certificate(open("{ca}/ca.pem", "rb").read())
+            public = ec.generate_private_key(ec.SECP256R1()).public_key() if {other_key} \\
+                else csr.public_key()
+            now = datetime.datetime.now(datetime.timezone.utc)
+            cert = (x509.CertificateBuilder().subject_name(csr.subject)
+                .issuer_name(ca.subject).public_key(public).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
+                .sign(ca_key, hashes.SHA256()))
+            sys.stdout.buffer.write(cert.public_bytes(serialization.Encoding.PEM))
+            """
+        )
+    )
+    return [sys.executable, str(script)]

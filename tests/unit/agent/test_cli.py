@@ -11,9 +11,15 @@ import types
 import credroam_agent
 import pytest
 from credroam_agent import cli
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from credroam.roaming.certelement import thumbprint
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS
 from credroam.roaming.envelope import read_key_cache
+from credroam.roaming.fsutil import atomic_write, ensure_private_dir
 from credroam.tokens import format_dn_binary
 from tests.unit.agent.agent_fixtures import (
     PASSWORD,
@@ -22,6 +28,7 @@ from tests.unit.agent.agent_fixtures import (
     files,
     install,
     make_host,
+    signer,
 )
 from tests.unit.test_sync import USER_DN
 
@@ -245,3 +252,33 @@ def test_an_unexpected_failure_is_one_error_line_and_exit_1(host, monkeypatch, c
     assert code == 1
     (line,) = err.splitlines()
     assert line.startswith("credroam-agent level=error: internal error TypeError at ")
+
+
+def test_after_the_sync_a_request_is_enrolled_and_the_certificate_roams(
+    host, directory, ca, tmp_path, capsys
+):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    request_id = thumbprint(csr.public_bytes(serialization.Encoding.DER))
+    folder = ensure_private_dir(str(host.store / "REQUEST"))
+    atomic_write(f"{folder}/{request_id}.csr.pem", csr.public_bytes(serialization.Encoding.PEM))
+    atomic_write(
+        f"{folder}/{request_id}.key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    host.config_text = f"[enrollment]\ncommand = {json.dumps(signer(ca, tmp_path))}\n"
+    code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    # The core cannot encode a request as a token yet: that sync reports it and writes nothing;
+    # the request is enrolled all the same and the sync after it roams the certificate.
+    assert events(err) == [1001, 1, 1], err
+    assert code == 1
+    assert not list((host.store / "REQUEST").iterdir())
+    (cert_file,) = (host.store / "MY").glob("*.cert.pem")
+    thumb = cert_file.name.split(".")[0]
+    assert {v.split(b":")[1] for v in directory.values[ACCOUNT_CREDENTIALS]}  # uploaded
+    assert directory.writes and (host.store / "MY" / f"{thumb}.key.pem").exists()

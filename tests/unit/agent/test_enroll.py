@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import sys
-import textwrap
 
 import pytest
 from credroam_agent.enroll import enroll_outstanding
@@ -16,66 +13,13 @@ from cryptography.x509.oid import NameOID
 
 from credroam.roaming.fsutil import atomic_write, ensure_private_dir
 from credroam.roaming.store.file import FileStore
+from tests.unit.agent.agent_fixtures import signer
 
 NOW = 134_000_000_000_000_000
 
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-@pytest.fixture
-def ca(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Lab CA"))
-        .issuer_name(_name("Lab CA"))
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "ca.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (tmp_path / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return tmp_path
-
-
-def signer(ca, tmp_path, *, exit_code: int = 0, other_key: bool = False) -> list[str]:
-    """An enrollment command that signs the CSR on stdin with the CA (a real CA's contract)."""
-    script = tmp_path / "enroll.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import datetime, sys
-            from cryptography import x509
-            from cryptography.hazmat.primitives import hashes, serialization
-            from cryptography.hazmat.primitives.asymmetric import ec
-            if {exit_code}:
-                sys.exit({exit_code})
-            csr = x509.load_pem_x509_csr(sys.stdin.buffer.read())
-            ca_key = serialization.load_pem_private_key(open("{ca}/ca.key", "rb").read(), None)
-            ca = x509.load_pem_x509_certificate(open("{ca}/ca.pem", "rb").read())
-            public = ec.generate_private_key(ec.SECP256R1()).public_key() if {other_key} \\
-                else csr.public_key()
-            now = datetime.datetime.now(datetime.timezone.utc)
-            cert = (x509.CertificateBuilder().subject_name(csr.subject)
-                .issuer_name(ca.subject).public_key(public).serial_number(x509.random_serial_number())
-                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
-                .sign(ca_key, hashes.SHA256()))
-            sys.stdout.buffer.write(cert.public_bytes(serialization.Encoding.PEM))
-            """
-        )
-    )
-    return [sys.executable, str(script)]
 
 
 @pytest.fixture
