@@ -16,9 +16,24 @@ from . import operations
 from .config import ConfigError, load_config
 from .events import EventLog
 from .identity import IdentityError, become_user
-from .operations import EXIT_CONFIG, EXIT_PROBLEMS, Session
+from .operations import EXIT_CONFIG, EXIT_OK, EXIT_PROBLEMS, Session
 
 __all__ = ["build_parser", "main"]
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    """--config and --user, taken before or after the command (the PAM hook puts them after);
+    SUPPRESS keeps a value given in one place from being reset by the other's default."""
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="configuration file (default /etc/credroam/agent.toml)",
+    )
+    parser.add_argument(
+        "--user",
+        default=argparse.SUPPRESS,
+        help="the local user to work for (as root: drop to that user first)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,31 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 done with problems, 2 configuration error, "
         "3 directory unreachable.",
     )
-    parser.add_argument("--config", help="configuration file (default /etc/credroam/agent.toml)")
-    parser.add_argument(
-        "--user", help="the local user to work for (as root: drop to that user first)"
-    )
+    _common_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    login = commands.add_parser(
-        "login", help="at logon: unwrap the roaming key with the password on stdin, then sync"
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        _common_options(sub)
+        return sub
+
+    login = command(
+        "login", "at logon: unwrap the roaming key with the password on stdin, then sync"
     )
     login.add_argument("--json", action="store_true", help="report as JSON on stdout")
-    sync = commands.add_parser("sync", help="one reconciliation with the directory")
+    sync = command("sync", "one reconciliation with the directory")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.add_argument("--json", action="store_true", help="report as JSON on stdout")
-    status = commands.add_parser(
-        "status", help="local versus directory, last sync, key cache, policy, problems"
-    )
+    status = command("status", "local versus directory, last sync, key cache, policy, problems")
     status.add_argument("--json", action="store_true", help="report as JSON on stdout")
-    commands.add_parser(
-        "watch", help="keep syncing: store changes, lock/unlock, policy refresh (long-running)"
+    command("watch", "keep syncing: store changes, lock/unlock, policy refresh (long-running)")
+    purge = command(
+        "purge", "at logoff, when the policy asks: remove roamed credentials and the key cache"
     )
-    purge = commands.add_parser(
-        "purge", help="remove roamed credentials and the key cache from this host"
-    )
-    purge.add_argument(
-        "--if-policy", action="store_true", help="only when the policy removes them at logoff"
-    )
+    purge.add_argument("--always", action="store_true", help="remove them whatever the policy says")
     return parser
 
 
@@ -66,12 +78,13 @@ def _watch(session: Session) -> int:
     policy = operations.policy_in_force(session, None, None)
     paths = session.paths
     triggers.run(
-        lambda reason: operations.run_sync(session),
+        lambda reason: operations.run_sync(session.fresh()),
         watch_paths=[f"{paths.store}/MY", f"{paths.store}/REQUEST"],
-        refresh=int(policy.values["sync_interval_minutes"]) * 60,
+        refresh_minutes=int(policy.values["sync_interval_minutes"]),
+        policy_version=lambda: operations.policy_version(session),
         stop=stop,
     )
-    return session.exit_code()
+    return EXIT_OK
 
 
 def _dispatch(args: argparse.Namespace, session: Session, password: str | None) -> int:
@@ -82,7 +95,7 @@ def _dispatch(args: argparse.Namespace, session: Session, password: str | None) 
     if args.command == "status":
         return operations.status(session, as_json=args.json)
     if args.command == "purge":
-        return operations.purge(session, if_policy=args.if_policy)
+        return operations.purge(session, always=args.always)
     return _watch(session)
 
 
@@ -95,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         events.config_error("login needs the password on stdin (pam_exec expose_authtok)")
         return EXIT_CONFIG
     try:
-        config = load_config(args.config)
-        user = become_user(args.user, make_runtime_dir=args.command == "login")
+        config = load_config(getattr(args, "config", None))
+        user = become_user(getattr(args, "user", None), make_runtime_dir=args.command == "login")
     except (ConfigError, IdentityError) as exc:
         events.config_error(str(exc))
         return EXIT_CONFIG

@@ -76,6 +76,11 @@ class Session:
     def exit_code(self) -> int:
         return EXIT_PROBLEMS if self.events.problems else EXIT_OK
 
+    def fresh(self) -> Session:
+        """The same user and configuration with an empty event record (one per watch sync)."""
+        events = EventLog(self.events.stream, {"user": self.user.name})
+        return Session(self.config, self.user, events, self.clock)
+
 
 def policy_in_force(
     session: Session, bound: dcs.Bound | None, user_dn: str | None
@@ -86,6 +91,12 @@ def policy_in_force(
     GPOs, read as the user through ``bound``) is merged here, winning where both set a value.
     """
     return merge_policy(session.config)
+
+
+def policy_version(session: Session) -> object | None:
+    """The versions of the GPOs in force, for ``watch`` to notice a policy change; None while
+    the policy comes from the config file alone (it cannot change under a running agent)."""
+    return None
 
 
 def _bind(session: Session, password: str | None) -> dcs.Bound | None:
@@ -441,12 +452,13 @@ def _print_status(session: Session, info: dict, as_json: bool) -> None:
 # --- purge -------------------------------------------------------------------------------------
 
 
-def purge(session: Session, *, if_policy: bool = False) -> int:
-    """Remove the roamed credentials (items the directory holds as they are here), the state
-    file and the key cache from this host. Items with changes never synced are kept. The
-    directory is never touched."""
+def purge(session: Session, *, always: bool = False) -> int:
+    """At logoff, when the policy asks (``remove_at_logoff``) or ``always``: remove the roamed
+    credentials (items the directory holds as they are here), the state file and the key
+    cache from this host. Items with changes never synced are kept. The directory is never
+    touched."""
     policy = policy_in_force(session, None, None)
-    if if_policy and not policy.values["remove_at_logoff"]:
+    if not always and not policy.values["remove_at_logoff"]:
         print("purge skipped: the policy does not remove credentials at logoff", file=sys.stderr)
         return EXIT_OK
     opened = _open_store(session)

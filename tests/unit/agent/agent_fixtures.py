@@ -61,7 +61,7 @@ class Host:
     directory: Directory
     monkeypatch: object
     config_text: str = ""
-    runs: list = field(default_factory=list)
+    asked_for: list = field(default_factory=list)  # the user names given to become_user
 
     @property
     def home(self) -> Path:
@@ -94,10 +94,15 @@ class Host:
     def run(self, *argv: str, stdin: bytes = b"", capsys=None) -> tuple[int, str, str]:
         config = self.write_config(self.config_text)
         user = LocalUser("alice", os.getuid(), os.getgid(), str(self.home), str(self.runtime))
-        self.monkeypatch.setattr(cli, "become_user", lambda name, make_runtime_dir=False: user)
+
+        def become_user(name, make_runtime_dir=False):
+            self.asked_for.append(name)
+            return user
+
+        self.monkeypatch.setattr(cli, "become_user", become_user)
         self.monkeypatch.setattr(dcs, "connect", self.directory.connect)
         self.monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        code = cli.main(["--config", str(config), *argv])
+        code = cli.main([*argv, "--config", str(config)])
         out, err = capsys.readouterr() if capsys else ("", "")
         return code, out, err
 

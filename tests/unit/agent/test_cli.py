@@ -202,7 +202,7 @@ def test_purge_removes_roamed_items_and_the_key_cache_keeps_unsynced_ones(host, 
     assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
     unsynced = install(host.store, *certificate_and_key("new here"))
     writes = directory.writes
-    code, _, _ = host.run("purge", capsys=capsys)
+    code, _, _ = host.run("purge", "--always", capsys=capsys)
     assert code == 0
     left = sorted(p.name for p in (host.store / "MY").iterdir())
     assert left == sorted([f"{unsynced}.cert.pem", f"{unsynced}.key.pem"])
@@ -211,15 +211,22 @@ def test_purge_removes_roamed_items_and_the_key_cache_keeps_unsynced_ones(host, 
     assert directory.writes == writes  # the directory is never touched
 
 
-def test_purge_if_policy_keeps_everything_unless_the_policy_asks(host, capsys):
+def test_purge_at_logoff_keeps_everything_unless_the_policy_asks(host, capsys):
     install(host.store, *certificate_and_key())
     assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
     before = files(host.store)
-    assert host.run("purge", "--if-policy", capsys=capsys)[0] == 0
-    assert files(host.store) == before
+    assert host.run("purge", "--user", "alice", capsys=capsys)[0] == 0  # as the PAM hook runs it
+    assert files(host.store) == before and host.key_cache.exists()
     host.config_text = "[policy]\nremove_at_logoff = true\n"
-    assert host.run("purge", "--if-policy", capsys=capsys)[0] == 0
-    assert not list((host.store / "MY").iterdir())
+    assert host.run("purge", "--user", "alice", capsys=capsys)[0] == 0
+    assert not list((host.store / "MY").iterdir()) and not host.key_cache.exists()
+    assert host.asked_for[-2:] == ["alice", "alice"]
+
+
+def test_user_and_config_are_taken_before_or_after_the_command(host, capsys):
+    assert host.run("--user", "alice", "status", capsys=capsys)[0] == 3
+    assert host.run("status", "--user", "alice", capsys=capsys)[0] == 3
+    assert host.asked_for == ["alice", "alice"]
 
 
 def test_watch_hands_a_sync_callable_and_the_store_folders_to_the_triggers(
@@ -227,18 +234,20 @@ def test_watch_hands_a_sync_callable_and_the_store_folders_to_the_triggers(
 ):
     calls = {}
 
-    def run(sync_once, *, watch_paths, refresh, stop):
-        calls.update(watch_paths=watch_paths, refresh=refresh, stop=stop)
-        calls["first"] = sync_once("test")
+    def run(sync_once, *, watch_paths, refresh_minutes, policy_version, stop):
+        calls.update(watch_paths=watch_paths, refresh=refresh_minutes, stop=stop)
+        calls["version"] = policy_version()
+        calls["first"] = sync_once("start")
 
     fake = types.SimpleNamespace(run=run)
     monkeypatch.setitem(sys.modules, "credroam_agent.triggers", fake)
     monkeypatch.setattr(credroam_agent, "triggers", fake, raising=False)
     code, _, err = host.run("watch", capsys=capsys)
     assert calls["watch_paths"] == [f"{host.store}/MY", f"{host.store}/REQUEST"]
-    assert calls["refresh"] == 90 * 60
+    assert calls["refresh"] == 90  # minutes, plus the triggers' jitter
+    assert calls["version"] is None  # the policy comes from the config file alone
     assert calls["first"] == 3  # no ticket, no password: the fake DC cannot be bound
-    assert code == 1 and 1010 in events(err)
+    assert code == 0 and events(err) == [1010]
 
 
 def test_an_unexpected_failure_is_one_error_line_and_exit_1(host, monkeypatch, capsys):
