@@ -115,6 +115,7 @@ def build(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     source = io.BytesIO(zip_bytes(members()))
     zipapp.create_archive(source, target, interpreter=INTERPRETER)
+    target.chmod(0o755)  # runnable as a command (the PAM hook's --agent), by every user
     return target
 
 

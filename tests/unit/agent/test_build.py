@@ -50,6 +50,7 @@ def test_it_holds_the_agent_the_hosts_core_and_the_vendored_libraries_with_licen
     }
     assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n]
     assert pyz.read_bytes().startswith(b"#!/usr/bin/python3\n")
+    assert pyz.stat().st_mode & 0o777 == 0o755
 
 
 def _system(*argv: str, **kwargs) -> subprocess.CompletedProcess[str]:
