@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from credroam.roaming.certelement import thumbprint
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES, read_roaming
-from tests.integration.roaming_lab import clear_everywhere, connect_as, self_signed
+from tests.integration.roaming_lab import clear_everywhere, connect_as, replicate, self_signed
 from tests.integration.test_schema import run_schema_playbook
 from tests.lab import REPO, Account, ClientHost, DomainController, Lab
 
@@ -403,7 +403,8 @@ def test_two_users_on_one_host_never_see_each_others_caches_or_stores(agent_lab,
 
 @contextmanager
 def password_changed(lab: Lab, account: Account, new_password: str) -> Iterator[None]:
-    """The user's AD password reset to ``new_password`` on dc1, restored afterwards."""
+    """The user's AD password reset to ``new_password`` on dc1, restored afterwards (and the
+    restore replicated at once, so no DC is left with the changed one)."""
     dc = lab.dc(0)
     dc.run("samba-tool", "user", "setpassword", account.name, f"--newpassword={new_password}")
     try:
@@ -412,6 +413,8 @@ def password_changed(lab: Lab, account: Account, new_password: str) -> Iterator[
         dc.run(
             "samba-tool", "user", "setpassword", account.name, f"--newpassword={account.password}"
         )
+        for other in range(1, len(lab.dcs)):
+            replicate(lab, 0, other)
 
 
 def test_a_password_change_loses_nothing(agent_lab, alice):
