@@ -110,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(getattr(args, "config", None))
         user = become_user(getattr(args, "user", None), make_runtime_dir=args.command == "login")
+        operations.paths_for(config, user)  # every path resolvable before any work
     except (ConfigError, IdentityError) as exc:
         events.config_error(str(exc))
         return EXIT_CONFIG

@@ -29,7 +29,7 @@ from credroam.timestamps import filetime_now, from_filetime
 from credroam.tokens import TokenError
 
 from . import dcs
-from .config import AgentConfig, PolicyInForce, merge_policy
+from .config import AgentConfig, ConfigError, PolicyInForce, merge_policy
 from .enroll import enroll_outstanding
 from .events import EventId, EventLog, refusal_event
 from .identity import LocalUser
@@ -53,10 +53,24 @@ class Paths:
 
 
 def paths_for(config: AgentConfig, user: LocalUser) -> Paths:
-    def path(name: str) -> str | None:
-        return config.path_for(name, user.home, user.runtime_dir)
+    """The configured paths for ``user``; ConfigError when one the agent cannot do without
+    lives in a runtime folder this session does not have."""
 
-    return Paths(path("store"), path("state"), path("key_cache"), path("policy_cache"))  # type: ignore[arg-type]
+    def required(name: str) -> str:
+        path = config.path_for(name, user.home, user.runtime_dir)
+        if path is None:
+            raise ConfigError(
+                f"{config.path}: paths.{name} is under $XDG_RUNTIME_DIR, which the session of "
+                f"{user.name} does not have"
+            )
+        return path
+
+    return Paths(
+        store=required("store"),
+        state=required("state"),
+        key_cache=config.path_for("key_cache", user.home, user.runtime_dir),
+        policy_cache=required("policy_cache"),
+    )
 
 
 @dataclass

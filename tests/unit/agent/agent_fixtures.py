@@ -61,6 +61,8 @@ class Host:
     directory: Directory
     monkeypatch: object
     config_text: str = ""
+    store_setting: str = "~/store"
+    has_runtime: bool = True  # whether the session has its private runtime folder
     asked_for: list = field(default_factory=list)  # the user names given to become_user
 
     @property
@@ -87,13 +89,14 @@ class Host:
         path = self.root / "agent.toml"
         path.write_text(
             '[directory]\ndomain = "lab.example"\ndcs = ["dc1.lab.example", "dc2.lab.example"]\n'
-            f'[paths]\nstore = "~/store"\nstate = "~/state.json"\n{extra}'
+            f'[paths]\nstore = "{self.store_setting}"\nstate = "~/state.json"\n{extra}'
         )
         return path
 
     def run(self, *argv: str, stdin: bytes = b"", capsys=None) -> tuple[int, str, str]:
         config = self.write_config(self.config_text)
-        user = LocalUser("alice", os.getuid(), os.getgid(), str(self.home), str(self.runtime))
+        runtime = str(self.runtime) if self.has_runtime else None
+        user = LocalUser("alice", os.getuid(), os.getgid(), str(self.home), runtime)
 
         def become_user(name, make_runtime_dir=False):
             self.asked_for.append(name)

@@ -291,3 +291,21 @@ def test_after_the_sync_a_request_is_enrolled_and_the_certificate_roams(
     thumb = cert_file.name.split(".")[0]
     assert {v.split(b":")[1] for v in directory.values[ACCOUNT_CREDENTIALS]}  # uploaded
     assert directory.writes and (host.store / "MY" / f"{thumb}.key.pem").exists()
+
+
+def test_a_store_in_a_runtime_folder_the_session_lacks_is_a_configuration_error(host, capsys):
+    host.store_setting, host.has_runtime = "$XDG_RUNTIME_DIR/store", False
+    code, _, err = host.run("sync", capsys=capsys)
+    assert code == 2 and "paths.store" in err
+
+
+def test_without_a_runtime_folder_no_key_is_cached_and_keys_are_not_uploaded(
+    host, directory, capsys
+):
+    install(host.store, *certificate_and_key())
+    host.has_runtime = False
+    code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    assert code == 1
+    assert events(err)[0] == 1007 and "runtime folder" in err.splitlines()[0]
+    assert not directory.values.get("credroamKeyEnvelopes")
+    assert not host.key_cache.exists()
