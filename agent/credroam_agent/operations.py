@@ -292,7 +292,9 @@ def _one_sync(
         emit(EventId.STATE_WRITE, f"{exc}")
         return None
     for problem in state.problems:
-        emit(EventId.SELF_HEAL_NEEDED, problem)
+        emit(EventId.STATE_READ, problem)
+    if state.problems:  # synced from the previous copy or without a base: rebuilt by this sync
+        emit(EventId.SELF_HEAL_NEEDED, f"the state file {state.path} is rebuilt by this sync")
     _report_events(session, report, store)
     if not dry_run:
         healed = bool(state.problems) and not report.local_errors

@@ -309,3 +309,15 @@ def test_without_a_runtime_folder_no_key_is_cached_and_keys_are_not_uploaded(
     assert events(err)[0] == 1007 and "runtime folder" in err.splitlines()[0]
     assert not directory.values.get("credroamKeyEnvelopes")
     assert not host.key_cache.exists()
+
+
+def test_a_damaged_state_file_is_reported_and_the_sync_heals_it(host, directory, capsys):
+    install(host.store, *certificate_and_key())
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
+    host.state.write_bytes(b"{damaged")
+    (host.root / "home" / "state.json.prev").unlink(missing_ok=True)
+    code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    assert events(err) == [1005, 502, 2]
+    assert code == 1
+    code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    assert (code, events(err)) == (0, [1])
