@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Triggers at which the policy is read again (the others use the user's last good policy).
+_POLICY_REASONS = frozenset({"start", "refresh", "policy", "retry"})
+
+
 def _watch(session: Session) -> int:
     """Run the triggers (store change, lock/unlock, policy refresh, backoff) until stopped."""
     from . import triggers
@@ -75,12 +79,12 @@ def _watch(session: Session) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    policy = operations.policy_in_force(session, None, None)
     paths = session.paths
     triggers.run(
-        lambda reason: operations.run_sync(session.fresh()),
+        lambda reason: operations.run_sync(
+            session.fresh(), refresh_policy=reason in _POLICY_REASONS
+        ),
         watch_paths=[f"{paths.store}/MY", f"{paths.store}/REQUEST"],
-        refresh_minutes=int(policy.values["sync_interval_minutes"]),
         policy_version=lambda: operations.policy_version(session),
         stop=stop,
     )

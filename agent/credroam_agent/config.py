@@ -21,21 +21,20 @@ fault (exit code 2). Example (every key optional except ``directory.domain``)::
     store = "~/.local/share/credroam/store"
     state = "~/.local/state/credroam/state.json"
     key_cache = "$XDG_RUNTIME_DIR/credroam/roaming.key"
-    policy_cache = "~/.cache/credroam/policy.json"
+    policy_cache = "~/.cache/credroam/policy"        # the user's last good Group Policy
 
     [enrollment]
     command = ["/usr/local/libexec/credroam-enroll"]   # CSR PEM on stdin, certificate on stdout
     timeout = 120
 
-    [policy]                         # defaults; Group Policy wins where it sets a value
-    enabled = true
+    [policy]       # defaults; Group Policy wins where it sets a value. Any option of the GPO
+    enabled = true # settings tables (gpo/settings.py), with the same ranges:
     tombstone_days = 60
     max_tokens = 2000
     max_token_size = 65535
     archive_expired = true
     roam_smartcard_certificates = false
     remove_at_logoff = false
-    sync_interval_minutes = 90
 """
 
 from __future__ import annotations
@@ -46,6 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from credroam.gpo.model import GpoError
+from credroam.gpo.resolve import POLICY_TABLES, GpoSettings
 from credroam.roaming.model import Policy
 
 DEFAULT_PATH = "/etc/credroam/agent.toml"
@@ -56,20 +57,11 @@ DEFAULT_PATHS = {
     "store": "~/.local/share/credroam/store",
     "state": "~/.local/state/credroam/state.json",
     "key_cache": "$XDG_RUNTIME_DIR/credroam/roaming.key",
-    "policy_cache": "~/.cache/credroam/policy.json",
+    "policy_cache": "~/.cache/credroam/policy",
 }
-# The policy values the agent understands, as (type, low, high); the names are the option
-# names of gpo.settings (CREDENTIAL_ROAMING and AGENT_POLICY), so GPO and config agree.
-POLICY_KEYS: dict[str, tuple[type, int | None, int | None]] = {
-    "enabled": (bool, None, None),
-    "tombstone_days": (int, 1, 3650),
-    "max_tokens": (int, 1, 10000),
-    "max_token_size": (int, 1, 100000),
-    "archive_expired": (bool, None, None),
-    "roam_smartcard_certificates": (bool, None, None),
-    "remove_at_logoff": (bool, None, None),
-    "sync_interval_minutes": (int, 5, 1440),
-}
+# The [policy] keys are the options of the GPO settings tables (gpo.settings): same names,
+# types, ranges and defaults as the Group Policy that may override them.
+POLICY_SETTINGS = {s.option: (t, s) for t in POLICY_TABLES for s in t.settings}
 
 
 class ConfigError(ValueError):
@@ -98,7 +90,7 @@ class AgentConfig:
     paths: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PATHS))
     enrollment_command: tuple[str, ...] = ()
     enrollment_timeout: int = 120
-    policy: Mapping[str, bool | int] = field(default_factory=dict)  # only the values set
+    policy: Mapping[str, bool | int | str] = field(default_factory=dict)  # only the values set
 
     def account_for(self, local_name: str) -> str:
         """The sAMAccountName a local user roams as (the mapping, else the same name)."""
@@ -230,16 +222,16 @@ def _paths(data: Mapping[str, Any], path: str) -> dict[str, str]:
     return paths
 
 
-def parse_policy_values(table: Mapping[str, Any], where: str) -> dict[str, bool | int]:
-    """Checked policy values (names of ``POLICY_KEYS``); ``where`` names their origin."""
-    _check_keys(table, where, "policy", set(POLICY_KEYS))
-    values: dict[str, bool | int] = {}
-    for name, (kind, low, high) in POLICY_KEYS.items():
-        value = _get(table, where, "policy", name, kind)
-        if value is None:
-            continue
-        if kind is int and not low <= value <= high:  # type: ignore[operator]
-            raise ConfigError(f"{_where(where, f'policy.{name}')} must be in {low}..{high}")
+def parse_policy_values(table: Mapping[str, Any], where: str) -> dict[str, bool | int | str]:
+    """The [policy] values, each checked as ``ad_gpo`` checks the same GPO setting."""
+    _check_keys(table, where, "policy", set(POLICY_SETTINGS))
+    values: dict[str, bool | int | str] = {}
+    for name, value in table.items():
+        settings_table, setting = POLICY_SETTINGS[name]
+        try:
+            setting.to_entry(settings_table.key, value)
+        except GpoError as exc:
+            raise ConfigError(f"{_where(where, f'policy.{name}')}: {exc}") from None
         values[name] = value
     return values
 
@@ -284,53 +276,42 @@ def load_config(path: str | None = None) -> AgentConfig:
 
 # --- the policy in force ----------------------------------------------------------------------
 
-DEFAULT_POLICY: dict[str, bool | int] = {
-    "enabled": True,
-    "tombstone_days": 60,
-    "max_tokens": 2000,
-    "max_token_size": 65535,
-    "archive_expired": True,
-    "roam_smartcard_certificates": False,
-    "remove_at_logoff": False,
-    "sync_interval_minutes": 90,
-}
-
 
 @dataclass(frozen=True)
 class PolicyInForce:
-    """The merged policy values and, per value, where it came from (a GPO, the config, or the
-    built-in default)."""
+    """Group Policy over the config file over the settings tables' defaults (GPO wins where
+    both set a value, as Windows' policy wins over local preferences), and where each value
+    came from. ``gpo`` is what the user's applicable GPOs set (empty: no GPO sets anything,
+    or none could be read); ``gpo_note`` qualifies it, e.g. "cached: no DC reachable"."""
 
-    values: Mapping[str, bool | int]
-    sources: Mapping[str, str]
+    config: AgentConfig
+    gpo: GpoSettings = field(default_factory=GpoSettings)
+    gpo_note: str = ""
+
+    @property
+    def values(self) -> dict[str, bool | int | str | None]:
+        return self.gpo.effective(self.config.policy)
+
+    def value(self, option: str) -> bool | int | str | None:
+        return self.gpo.value(option, self.config.policy)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return {option: self.source(option) for option in POLICY_SETTINGS}
+
+    def source(self, option: str) -> str:
+        gpo = self.gpo.sources.get(option)
+        if gpo is not None:
+            note = f", {self.gpo_note}" if self.gpo_note else ""
+            return f"GPO {gpo.name} {gpo.guid} version {gpo.version}{note}"
+        if option in self.config.policy:
+            return f"config {self.config.path}"
+        return "default"
 
     def roaming_policy(self) -> Policy:
         """The core's ``Policy`` for reconcile."""
-        return Policy(
-            tombstone_days=int(self.values["tombstone_days"]),
-            max_tokens=int(self.values["max_tokens"]),
-            max_token_size=int(self.values["max_token_size"]),
-            archive_expired=bool(self.values["archive_expired"]),
-            roam_smartcard_certificates=bool(self.values["roam_smartcard_certificates"]),
-        )
+        return self.gpo.roaming_policy(self.config.policy)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.values["enabled"])
-
-
-def merge_policy(
-    config: AgentConfig,
-    gpo_values: Mapping[str, bool | int] | None = None,
-    gpo_source: str = "Group Policy",
-) -> PolicyInForce:
-    """Built-in defaults, then the config file's values, then Group Policy's: GPO wins where both
-    set a value (as Windows' policy wins over local preferences)."""
-    values = dict(DEFAULT_POLICY)
-    sources = dict.fromkeys(DEFAULT_POLICY, "default")
-    for layer, source in ((config.policy, f"config {config.path}"), (gpo_values or {}, gpo_source)):
-        for name, value in layer.items():
-            if name in values:
-                values[name] = value
-                sources[name] = source
-    return PolicyInForce(values, sources)
+        return bool(self.value("enabled"))

@@ -134,6 +134,15 @@ class EventLog:
         print(record.line(), file=self.stream or sys.stderr, flush=True)
         return record
 
+    def note(self, message: str) -> None:
+        """Something worth a line that is no roaming event (e.g. a GPO's SYSVOL lagging)."""
+        context = "".join(f" {name}={_one_line(value)}" for name, value in self.context.items())
+        print(
+            f"credroam-agent level=warning{context}: {_one_line(message)}",
+            file=self.stream or sys.stderr,
+            flush=True,
+        )
+
     def config_error(self, message: str) -> None:
         """A configuration error (exit 2): not a roaming event, so it carries no event ID."""
         print(

@@ -19,7 +19,13 @@ from ldap3.core.exceptions import LDAPException
 from credroam.connection import DirectoryError
 from credroam.roaming.directory import find_user
 from credroam.roaming.envelope import KeyCacheError, read_key_cache
-from credroam.roaming.fsutil import LockHeld, UnsafePath
+from credroam.roaming.fsutil import (
+    LockHeld,
+    UnsafePath,
+    atomic_write,
+    ensure_private_dir,
+    read_private,
+)
 from credroam.roaming.roamingkey import RoamingKeyError, obtain_roaming_key
 from credroam.roaming.state import StateFile
 from credroam.roaming.store import StoreError
@@ -28,8 +34,8 @@ from credroam.roaming.sync import SyncBusy, SyncReport, sync_user
 from credroam.timestamps import filetime_now, from_filetime
 from credroam.tokens import TokenError
 
-from . import dcs
-from .config import AgentConfig, ConfigError, PolicyInForce, merge_policy
+from . import dcs, policy
+from .config import AgentConfig, ConfigError, PolicyInForce
 from .enroll import enroll_outstanding
 from .events import EventId, EventLog, refusal_event
 from .identity import LocalUser
@@ -97,20 +103,74 @@ class Session:
 
 
 def policy_in_force(
-    session: Session, bound: dcs.Bound | None, user_dn: str | None
+    session: Session,
+    bound: dcs.Bound | None,
+    user_dn: str | None,
+    password: str | None = None,
+    *,
+    fresh: bool = True,
 ) -> PolicyInForce:
-    """THE policy seam: the values in force for this user and where each came from.
+    """THE policy seam: Group Policy (the user's applicable GPOs, read as the user through
+    ``bound`` when ``fresh``, else the user's last good policy from the cache) over the config
+    file. Without any readable or cached GPO policy, the config file alone is in force."""
+    cache_dir = session.paths.policy_cache
+    user_dn = user_dn or _remembered_dn(cache_dir)
+    if user_dn is None:
+        return PolicyInForce(session.config)
+    try:
+        if bound is not None and fresh:
+            smb = policy.SmbCredentials(
+                server=bound.dc,
+                username=session.config.principal_for(session.user.name) if password else None,
+                password=password,
+            )
+            resolved = policy.read_policy(bound.conn, user_dn, smb, cache_dir)
+            _remember_dn(cache_dir, user_dn)
+        else:
+            resolved = policy.cached_policy(cache_dir, user_dn)
+    except (policy.PolicyUnavailableError, OSError) as exc:
+        session.events.note(f"Group Policy not read ({exc}); the config file's policy applies")
+        return PolicyInForce(session.config)
+    if resolved is None:
+        return PolicyInForce(session.config)
+    for problem in resolved.problems:
+        session.events.note(f"Group Policy: {problem}")
+    note = f"cached: {resolved.stale_reason}" if resolved.from_cache else ""
+    return PolicyInForce(session.config, resolved.settings, note)
 
-    Today the config file over the built-in defaults; Group Policy (the user's applicable
-    GPOs, read as the user through ``bound``) is merged here, winning where both set a value.
-    """
-    return merge_policy(session.config)
+
+_DN_FILE = "user.dn"  # the user's DN, so a cached policy is found without a DC (purge, watch)
+
+
+def _remembered_dn(cache_dir: str) -> str | None:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return read_private(os.path.join(cache_dir, _DN_FILE), 4096).decode() or None
+    return None
+
+
+def _remember_dn(cache_dir: str, user_dn: str) -> None:
+    if _remembered_dn(cache_dir) != user_dn:
+        atomic_write(os.path.join(ensure_private_dir(cache_dir), _DN_FILE), user_dn.encode())
 
 
 def policy_version(session: Session) -> object | None:
-    """The versions of the GPOs in force, for ``watch`` to notice a policy change; None while
-    the policy comes from the config file alone (it cannot change under a running agent)."""
-    return None
+    """The versions now of the GPOs the cached policy was made from, for ``watch`` to notice a
+    policy change (one search, bound with the user's ticket); None when it cannot tell."""
+    cache_dir = session.paths.policy_cache
+    user_dn = _remembered_dn(cache_dir)
+    resolved = policy.cached_policy(cache_dir, user_dn) if user_dn else None
+    if resolved is None:
+        return None
+    try:
+        bound = dcs.bind_as_user(session.config, session.user.name, None)
+    except DirectoryError:
+        return None
+    try:
+        return policy.gpo_version_key(bound.conn, resolved)
+    except policy.PolicyUnavailableError:
+        return None
+    finally:
+        bound.conn.unbind()
 
 
 def _bind(session: Session, password: str | None) -> dcs.Bound | None:
@@ -253,7 +313,7 @@ def _one_sync(
     session: Session,
     bound: dcs.Bound,
     user_dn: str,
-    policy: PolicyInForce,
+    in_force: PolicyInForce,
     key: bytes | None,
     dry_run: bool,
 ) -> SyncReport | None:
@@ -268,7 +328,7 @@ def _one_sync(
             user_dn,
             store,
             state,
-            policy.roaming_policy(),
+            in_force.roaming_policy(),
             key,
             session.clock,
             check_mode=dry_run,
@@ -337,6 +397,7 @@ def run_sync(
     *,
     dry_run: bool = False,
     as_json: bool = False,
+    refresh_policy: bool = True,
 ) -> int:
     """Bind, obtain the roaming key, reconcile, process enrollment requests (then roam what
     was issued). The local store is not touched unless the directory was reached."""
@@ -347,19 +408,19 @@ def run_sync(
         user_dn = _find_dn(session, bound.conn)
         if user_dn is None:
             return session.exit_code()
-        policy = policy_in_force(session, bound, user_dn)
-        if not policy.enabled:
-            print(f"roaming is off ({policy.sources['enabled']})", file=sys.stderr)
+        in_force = policy_in_force(session, bound, user_dn, password, fresh=refresh_policy)
+        if not in_force.enabled:
+            print(f"roaming is off ({in_force.source('enabled')})", file=sys.stderr)
             return session.exit_code()
         key = _roaming_key(session, bound, user_dn, password, dry_run)
-        report = _one_sync(session, bound, user_dn, policy, key, dry_run)
+        report = _one_sync(session, bound, user_dn, in_force, key, dry_run)
         if dry_run:
             if report is not None:
                 _print_plan(session, report, as_json)
         # Requests are processed after reconciling (Windows roams before autoenrollment), even
         # when that sync had a problem: enrollment is local, and what it issues roams next.
         elif _enroll(session):
-            _one_sync(session, bound, user_dn, policy, key, dry_run)
+            _one_sync(session, bound, user_dn, in_force, key, dry_run)
         return session.exit_code()
     finally:
         bound.conn.unbind()
@@ -411,15 +472,15 @@ def status(session: Session, *, as_json: bool = False) -> int:
     if bound is None:
         info["directory"] = "unreachable"
         code = EXIT_UNREACHABLE
-        policy = policy_in_force(session, None, None)
+        in_force = policy_in_force(session, None, None)
     else:
         try:
             info["dc"] = bound.dc
             user_dn = _find_dn(session, bound.conn)
-            policy = policy_in_force(session, bound, user_dn)
+            in_force = policy_in_force(session, bound, user_dn)
             if user_dn is not None and opened is not None:
                 key = _cached_key(paths)
-                report = _one_sync(session, bound, user_dn, policy, key, dry_run=True)
+                report = _one_sync(session, bound, user_dn, in_force, key, dry_run=True)
                 if report is not None:
                     info["pending"] = {
                         "upload": len(report.uploaded),
@@ -432,8 +493,8 @@ def status(session: Session, *, as_json: bool = False) -> int:
         finally:
             bound.conn.unbind()
     info["policy"] = {
-        name: {"value": value, "source": policy.sources[name]}
-        for name, value in policy.values.items()
+        name: {"value": value, "source": in_force.source(name)}
+        for name, value in in_force.values.items()
     }
     info["problems"] = [e.as_dict() for e in session.events.problems]
     code = max(code, session.exit_code())
@@ -473,8 +534,8 @@ def purge(session: Session, *, always: bool = False) -> int:
     credentials (items the directory holds as they are here), the state file and the key
     cache from this host. Items with changes never synced are kept. The directory is never
     touched."""
-    policy = policy_in_force(session, None, None)
-    if not always and not policy.values["remove_at_logoff"]:
+    in_force = policy_in_force(session, None, None)
+    if not always and not in_force.value("remove_at_logoff"):
         print("purge skipped: the policy does not remove credentials at logoff", file=sys.stderr)
         return EXIT_OK
     opened = _open_store(session)

@@ -1,6 +1,7 @@
 """A user's host for the agent's unit tests: a home with a file store, a runtime folder, a
-config file, and a fake directory (exact-value LDAP semantics, from the sync engine's tests)
-behind ``credroam.connection.connect``."""
+config file, a fake directory (exact-value LDAP semantics, from the sync engine's tests)
+behind ``credroam.connection.connect``, and the user's Group Policy as ``Host.gpo`` (what
+``policy.read_policy`` finds; its real reading is tested with policy.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from credroam_agent import cli, dcs
-from credroam_agent.identity import LocalUser
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from credroam.gpo.resolve import GpoSettings
 from credroam.roaming.certelement import thumbprint
 from credroam.roaming.fsutil import atomic_write, ensure_private_dir
+from credroam_agent import cli, dcs, policy
+from credroam_agent.identity import LocalUser
+from credroam_agent.policy import ResolvedPolicy
 from tests.unit.test_sync import FakeDirectory
 
 PASSWORD = "Alice-Pass-1!"
@@ -63,6 +66,8 @@ class Host:
     config_text: str = ""
     store_setting: str = "~/store"
     has_runtime: bool = True  # whether the session has its private runtime folder
+    gpo: GpoSettings = field(default_factory=GpoSettings)  # what the user's GPOs set
+    policy_reads: list = field(default_factory=list)  # (DN, SMB credentials) per GPO read
     asked_for: list = field(default_factory=list)  # the user names given to become_user
 
     @property
@@ -102,7 +107,14 @@ class Host:
             self.asked_for.append(name)
             return user
 
+        def read_policy(conn, user_dn, smb, cache_dir, **kwargs):
+            self.policy_reads.append((user_dn, smb))
+            resolved = ResolvedPolicy(user_dn, self.gpo, (), (), {}, smb.server, 0.0)
+            policy._UserCache(cache_dir, user_dn).save_policy(resolved)
+            return resolved
+
         self.monkeypatch.setattr(cli, "become_user", become_user)
+        self.monkeypatch.setattr(policy, "read_policy", read_policy)
         self.monkeypatch.setattr(dcs, "connect", self.directory.connect)
         self.monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         code = cli.main([*argv, "--config", str(config)])

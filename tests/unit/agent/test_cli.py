@@ -8,19 +8,20 @@ import struct
 import sys
 import types
 
-import credroam_agent
 import pytest
-from credroam_agent import cli
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import credroam_agent
+from credroam.gpo.resolve import GpoSettings, GpoSource
 from credroam.roaming.certelement import thumbprint
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS
 from credroam.roaming.envelope import read_key_cache
 from credroam.roaming.fsutil import atomic_write, ensure_private_dir
 from credroam.tokens import format_dn_binary
+from credroam_agent import cli
 from tests.unit.agent.agent_fixtures import (
     PASSWORD,
     Directory,
@@ -234,8 +235,8 @@ def test_watch_hands_a_sync_callable_and_the_store_folders_to_the_triggers(
 ):
     calls = {}
 
-    def run(sync_once, *, watch_paths, refresh_minutes, policy_version, stop):
-        calls.update(watch_paths=watch_paths, refresh=refresh_minutes, stop=stop)
+    def run(sync_once, *, watch_paths, policy_version, stop):
+        calls.update(watch_paths=watch_paths, stop=stop)
         calls["version"] = policy_version()
         calls["first"] = sync_once("start")
 
@@ -244,8 +245,7 @@ def test_watch_hands_a_sync_callable_and_the_store_folders_to_the_triggers(
     monkeypatch.setattr(credroam_agent, "triggers", fake, raising=False)
     code, _, err = host.run("watch", capsys=capsys)
     assert calls["watch_paths"] == [f"{host.store}/MY", f"{host.store}/REQUEST"]
-    assert calls["refresh"] == 90  # minutes, plus the triggers' jitter
-    assert calls["version"] is None  # the policy comes from the config file alone
+    assert calls["version"] is None  # no policy read yet: nothing to compare
     assert calls["first"] == 3  # no ticket, no password: the fake DC cannot be bound
     assert code == 0 and events(err) == [1010]
 
@@ -321,3 +321,44 @@ def test_a_damaged_state_file_is_reported_and_the_sync_heals_it(host, directory,
     assert code == 1
     code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
     assert (code, events(err)) == (0, [1])
+
+
+def _gpo(**values) -> GpoSettings:
+    source = GpoSource("{6AC1786C-016F-11D2-945F-00C04FB984F9}", "Roaming", 7, "OU=RoamingUsers")
+    return GpoSettings(values, dict.fromkeys(values, source))
+
+
+def test_group_policy_read_at_login_as_the_user_wins_over_the_config_file(host, directory, capsys):
+    install(host.store, *certificate_and_key())
+    host.config_text = "[policy]\ntombstone_days = 30\nmax_tokens = 500\n"
+    host.gpo = _gpo(tombstone_days=90)
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
+    ((user_dn, smb),) = host.policy_reads
+    assert (user_dn, smb.server, smb.username) == (USER_DN, "dc1.lab.example", "alice@LAB.EXAMPLE")
+    directory.kerberos = True
+    code, out, _ = host.run("status", "--json", capsys=capsys)
+    policy = json.loads(out)["policy"]
+    assert code == 0
+    assert policy["tombstone_days"] == {
+        "value": 90,
+        "source": "GPO Roaming {6AC1786C-016F-11D2-945F-00C04FB984F9} version 7",
+    }
+    assert policy["max_tokens"] == {"value": 500, "source": f"config {host.root}/agent.toml"}
+    assert host.policy_reads[-1][1].username is None  # with the ticket, no password
+
+
+def test_roaming_switched_off_by_group_policy_syncs_nothing(host, directory, capsys):
+    install(host.store, *certificate_and_key())
+    host.gpo = _gpo(enabled=False)
+    code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
+    assert code == 0 and "roaming is off (GPO Roaming" in err
+    assert not directory.values.get(ACCOUNT_CREDENTIALS)
+
+
+def test_purge_at_logoff_follows_the_cached_group_policy_without_a_dc(host, directory, capsys):
+    install(host.store, *certificate_and_key())
+    host.gpo = _gpo(remove_at_logoff=True)
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0
+    directory.down = {"dc1.lab.example", "dc2.lab.example"}
+    assert host.run("purge", capsys=capsys)[0] == 0
+    assert not list((host.store / "MY").iterdir())

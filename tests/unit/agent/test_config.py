@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from credroam_agent.config import (
-    DEFAULT_POLICY,
-    ConfigError,
-    load_config,
-    merge_policy,
-    parse_config,
-)
+
+from credroam.gpo.resolve import GpoSettings, GpoSource
+from credroam_agent.config import ConfigError, PolicyInForce, load_config, parse_config
 
 MINIMAL = '[directory]\ndomain = "Lab.Example."\n'
 
@@ -77,21 +73,34 @@ def test_a_missing_file_is_a_configuration_error_naming_it(tmp_path):
         load_config(str(missing))
 
 
+def _gpo(**values) -> GpoSettings:
+    source = GpoSource("{31B2F340-016D-11D2-945F-00C04FB984F9}", "Credential Roaming", 5, "OU=R")
+    return GpoSettings(values, dict.fromkeys(values, source))
+
+
 def test_group_policy_wins_over_the_config_file_which_wins_over_defaults():
     config = parse_config(MINIMAL + "[policy]\ntombstone_days = 30\nmax_tokens = 500\n", "cfg")
-    merged = merge_policy(config, {"tombstone_days": 90}, "GPO Credential Roaming v5")
-    assert merged.values["tombstone_days"] == 90
-    assert merged.sources["tombstone_days"] == "GPO Credential Roaming v5"
-    assert merged.values["max_tokens"] == 500
-    assert merged.sources["max_tokens"] == "config cfg"
-    assert merged.values["max_token_size"] == DEFAULT_POLICY["max_token_size"]
-    assert merged.sources["max_token_size"] == "default"
-    policy = merged.roaming_policy()
+    in_force = PolicyInForce(config, _gpo(tombstone_days=90))
+    assert in_force.value("tombstone_days") == 90
+    assert in_force.source("tombstone_days") == (
+        "GPO Credential Roaming {31B2F340-016D-11D2-945F-00C04FB984F9} version 5"
+    )
+    assert in_force.value("max_tokens") == 500
+    assert in_force.source("max_tokens") == "config cfg"
+    assert in_force.value("max_token_size") == 65535
+    assert in_force.source("max_token_size") == "default"
+    policy = in_force.roaming_policy()
     assert (policy.tombstone_days, policy.max_tokens) == (90, 500)
+
+
+def test_a_cached_gpo_value_says_so():
+    in_force = PolicyInForce(parse_config(MINIMAL, "cfg"), _gpo(enabled=False), "cached: no DC")
+    assert not in_force.enabled
+    assert in_force.source("enabled").endswith("version 5, cached: no DC")
 
 
 def test_without_group_policy_the_config_file_is_in_force():
     config = parse_config(MINIMAL + "[policy]\nenabled = false\n", "cfg")
-    merged = merge_policy(config)
-    assert not merged.enabled
-    assert merged.sources["enabled"] == "config cfg"
+    in_force = PolicyInForce(config)
+    assert not in_force.enabled
+    assert in_force.source("enabled") == "config cfg"

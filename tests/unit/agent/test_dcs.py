@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from credroam_agent.config import parse_config
-from credroam_agent.dcs import DirectoryUnreachable, bind_as_user, candidate_dcs
 
 from credroam.connection import DirectoryError
+from credroam_agent.config import parse_config
+from credroam_agent.dcs import DirectoryUnreachable, bind_as_user, candidate_dcs
 
 CONFIG = '[directory]\ndomain = "lab.example"\n'
 UNREACHABLE = "cannot reach or trust the domain controller {}:636 (ldaps): timed out"

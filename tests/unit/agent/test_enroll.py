@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from credroam_agent.enroll import enroll_outstanding
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -13,6 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from credroam.roaming.fsutil import atomic_write, ensure_private_dir
 from credroam.roaming.store.file import FileStore
+from credroam_agent.enroll import enroll_outstanding
 from tests.unit.agent.agent_fixtures import signer
 
 NOW = 134_000_000_000_000_000

@@ -5,10 +5,9 @@ from __future__ import annotations
 import io
 import json
 
-from credroam_agent.events import EventId, EventLog, refusal_event
-
 from credroam.roaming.model import Item, ItemKind, Policy, StoreName
 from credroam.roaming.reconcile import reconcile
+from credroam_agent.events import EventId, EventLog, refusal_event
 
 NOW = 134_000_000_000_000_000
 
