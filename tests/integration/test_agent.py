@@ -370,7 +370,9 @@ def test_with_dc1_stopped_the_agent_fails_over_to_dc2_and_says_so(agent_lab, ali
     assert "dc=dc2.lab.example" in login.stderr.splitlines()[-1]
 
 
-def test_two_users_on_one_host_never_see_each_others_caches_or_stores(agent_lab, alice, bob):
+def test_two_users_on_one_host_never_see_each_others_key_or_policy_caches_or_stores(
+    agent_lab, alice, bob
+):
     lab = agent_lab
     host = lab.client(0)
     alice_thumb, _ = new_certificate(host, "alice", "alice")
@@ -381,10 +383,11 @@ def test_two_users_on_one_host_never_see_each_others_caches_or_stores(agent_lab,
     alice_uid = uid(host, "alice")
     peek = host.ssh(
         f"runuser -u bob -- cat /run/user/{alice_uid}/credroam/roaming.key; echo rc=$?; "
-        f"runuser -u bob -- ls ~alice/{STORE}/MY; echo rc=$?",
+        f"runuser -u bob -- ls ~alice/{STORE}/MY; echo rc=$?; "
+        "runuser -u bob -- ls ~alice/.cache/credroam/policy; echo rc=$?",
         check=False,
     )
-    assert peek.stdout.split() == ["rc=1", "rc=2"], peek
+    assert peek.stdout.split() == ["rc=1", "rc=2", "rc=2"], peek
     assert "Permission denied" in peek.stderr
 
     # The agent started as bob refuses alice's store outright.
