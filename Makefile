@@ -24,7 +24,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The inventory script (inventories/lab) describes the lab named here.
 export CREDROAM_LAB := $(LAB)
 
-.PHONY: help deps run test lint unit unit-system integration molecule lab-up lab-down lab-status bench clean
+.PHONY: help deps run test lint unit unit-system integration molecule lab-up lab-down lab-status bench clean agent
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ test: deps  ## Everything CI runs: lint, the Molecule scenario, unit and integra
 	$(BIN)/molecule test
 	$(MAKE) --no-print-directory unit-system
 	$(BIN)/pytest -q tests
+
+agent: deps  ## Build dist/credroam-agent.pyz, the sync agent as one reproducible zipapp.
+	$(BIN)/python agent/build_zipapp.py dist/credroam-agent.pyz
 
 bench: deps  ## Benchmarks (core, sync on a lab DC, lab up/down; bench/README.md), to bench/out/.
 	$(BIN)/python bench/core.py
