@@ -11,9 +11,11 @@ the machine. The test gives Chromium its own: it runs in a private mount namespa
 (``unshare --mount``, root) where a temporary copy of /etc/chromium, holding the policy, is
 bound over /etc/chromium. Nothing outside the namespace sees it.
 
-Cross-host roaming (import with pk12util on client 1, present in client 2's NSS database after
-its sync; a deletion on one host removed on the others) needs the agent's CLI to run a sync on
-a lab client; it is not on main yet, so those tests are still to be written.
+Cross-host roaming on the lab forest: two hosts of alice (``SimulatedHost``: file store, state,
+key cache, and here a HOME with its NSS database) sync through DC1 and DC2 as the agent will:
+the NSS mirror's ``sync_with`` before and after each directory sync. A certificate and key
+imported with ``pk12util`` into host A's NSS database end in host B's, where Chromium
+authenticates with them; a deletion in A's NSS database removes them from B's.
 """
 
 from __future__ import annotations
@@ -36,11 +38,18 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from credroam.roaming.model import Item, ItemKind, StoreName
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.store.nss import NssMirror
+from credroam.timestamps import filetime_now
+from tests.integration.roaming_lab import SimulatedHost, clear_everywhere, replicate
+from tests.integration.test_roaming_e2e import roam
+from tests.integration.test_schema import run_schema_playbook
+from tests.lab import Account, Lab
+from tests.nss_oracle import ec_key_id, nss_certificates, nss_key_ids, thumbprint
 
 CHROMIUM = shutil.which("chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -207,6 +216,30 @@ def _chromium(home: Path, etc: Path, url: str, *extra: str) -> subprocess.Comple
     )
 
 
+def _trust(home: Path, ca_cert: x509.Certificate, tmp_path: Path) -> None:
+    """Trust the server's CA in the user's database, as the user (or the site) would have it."""
+    ca_file = tmp_path / "ca.der"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.DER))
+    database = f"sql:{home}/.pki/nssdb"
+    subprocess.run(
+        ["certutil", "-A", "-d", database, "-n", CA_NAME, "-t", "C,,", "-i", str(ca_file)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _assert_chromium_authenticates(home: Path, tmp_path: Path, url: str, artifact: str) -> None:
+    """Chromium as that HOME's user shows the authenticated subject; its screenshot is kept."""
+    etc = _private_etc_chromium(tmp_path, url)
+    page = _chromium(home, etc, url, "--dump-dom")
+    assert f"authenticated: commonName={USER_NAME}" in page.stdout, page.stderr[-3000:]
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / artifact
+    screenshot.unlink(missing_ok=True)
+    shot = _chromium(home, etc, url, f"--screenshot={screenshot}", "--window-size=900,300")
+    assert screenshot.is_file(), shot.stderr[-3000:]
+
+
 def test_chromium_authenticates_with_the_mirrored_certificate(
     tmp_path: Path, client_auth_server
 ) -> None:
@@ -217,22 +250,108 @@ def test_chromium_authenticates_with_the_mirrored_certificate(
     mirror = NssMirror(str(home / ".pki" / "nssdb"), str(tmp_path / "state" / "nss.json"))
 
     report = mirror.sync_with(store)
+
     assert report.ok, report.problems
-    # The server's CA is trusted in that database too, as a user (or the site) would have it.
-    (tmp_path / "ca.der").write_bytes(ca_cert.public_bytes(serialization.Encoding.DER))
+    _trust(home, ca_cert, tmp_path)
+    _assert_chromium_authenticates(home, tmp_path, url, "chromium-client-auth.png")
+
+
+# --- across hosts, through the lab's DCs -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def schema_lab(lab: Lab) -> Lab:
+    """The lab with credroam's schema applied by the real role (idempotent, so cheap again)."""
+    applied = run_schema_playbook(lab)
+    assert applied.returncode == 0, applied.stdout[-4000:] + applied.stderr[-2000:]
+    return lab
+
+
+@pytest.fixture
+def alice(schema_lab: Lab) -> Account:
+    account = schema_lab.user("alice")
+    clear_everywhere(schema_lab, account)
+    return account
+
+
+class _HostWithNss(SimulatedHost):
+    """A host of the user whose HOME has the NSS database the agent mirrors."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(home)
+        self.nssdb = home / ".pki" / "nssdb"
+        self.nss = NssMirror(str(self.nssdb), str(home / "mirror" / "nss.json"))
+
+
+def _agent_sync(lab: Lab, account: Account, host: _HostWithNss, dc: int) -> None:
+    """What the agent does in one sync: NSS into the store, the directory sync, store into NSS."""
+    before = host.nss.sync_with(host.store)
+    assert before.ok, before.problems
+    report = roam(lab, account, host, dc=dc, now=filetime_now())
+    assert not report.problems, report.problems
+    after = host.nss.sync_with(host.store)
+    assert after.ok, after.problems
+
+
+def _pk12util_import(host: _HostWithNss, tmp_path: Path, certificate, key) -> None:
+    """What Chromium's certificate manager does on that host."""
+    bundle = pkcs12.serialize_key_and_certificates(
+        b"alice's certificate", key, certificate, None, serialization.BestAvailableEncryption(b"pw")
+    )
+    path = tmp_path / "alice.p12"
+    path.write_bytes(bundle)
     subprocess.run(
-        ["certutil", "-A", "-d", f"sql:{home}/.pki/nssdb", "-n", CA_NAME, "-t", "C,,"]
-        + ["-i", str(tmp_path / "ca.der")],
+        ["pk12util", "-i", str(path), "-W", "pw", "-d", f"sql:{host.nssdb}"],
         check=True,
         capture_output=True,
     )
-    etc = _private_etc_chromium(tmp_path, url)
 
-    page = _chromium(home, etc, url, "--dump-dom")
 
-    assert f"authenticated: commonName={USER_NAME}" in page.stdout, page.stderr[-3000:]
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "chromium-client-auth.png"
-    screenshot.unlink(missing_ok=True)
-    shot = _chromium(home, etc, url, f"--screenshot={screenshot}", "--window-size=900,300")
-    assert screenshot.is_file(), shot.stderr[-3000:]
+def test_a_certificate_imported_into_nss_roams_to_the_other_hosts_nss_and_chromium(
+    schema_lab, alice, tmp_path, client_auth_server
+) -> None:
+    lab = schema_lab
+    url, ca_cert, (client_cert, client_key) = client_auth_server
+    a, b = _HostWithNss(tmp_path / "host-a"), _HostWithNss(tmp_path / "host-b")
+    a.nss.sync_with(a.store)  # the database exists, as Chromium makes it at its first start
+    _pk12util_import(a, tmp_path, client_cert, client_key)
+    der = client_cert.public_bytes(serialization.Encoding.DER)
+    thumb = thumbprint(der)
+
+    _agent_sync(lab, alice, a, dc=0)
+    replicate(lab, 0, 1)
+    _agent_sync(lab, alice, b, dc=1)
+
+    assert thumb in nss_certificates(b.nssdb)
+    assert ec_key_id(der) in nss_key_ids(b.nssdb)
+    _trust(b.home, ca_cert, tmp_path)
+    _assert_chromium_authenticates(b.home, tmp_path, url, "chromium-client-auth-roamed.png")
+
+
+def test_a_deletion_in_one_hosts_nss_removes_it_from_the_others(schema_lab, alice, tmp_path):
+    lab = schema_lab
+    a, b = _HostWithNss(tmp_path / "host-a"), _HostWithNss(tmp_path / "host-b")
+    certificate, key = _issue(USER_NAME, None)
+    a.nss.sync_with(a.store)
+    _pk12util_import(a, tmp_path, certificate, key)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    thumb = thumbprint(der)
+    _agent_sync(lab, alice, a, dc=0)
+    _agent_sync(lab, alice, b, dc=0)
+    assert thumb in nss_certificates(b.nssdb)
+
+    subprocess.run(
+        ["certutil", "-F", "-n", f"pkcs11:id={_percent(ec_key_id(der))}", "-d", f"sql:{a.nssdb}"],
+        check=True,
+        capture_output=True,
+    )
+    _agent_sync(lab, alice, a, dc=0)
+    _agent_sync(lab, alice, b, dc=0)
+
+    assert thumb not in nss_certificates(b.nssdb)
+    assert ec_key_id(der) not in nss_key_ids(b.nssdb)
+    assert b.store.items() == {}
+
+
+def _percent(hex_id: str) -> str:
+    return "".join(f"%{hex_id[i : i + 2]}" for i in range(0, len(hex_id), 2))

@@ -1,8 +1,7 @@
 """The NSS database mirror, with Debian's real certutil and pk12util on temporary databases.
 
-What NSS holds is read back independently of the mirror: straight from the database's SQLite
-tables (certificates: class 1 rows of cert9.db with their DER; keys: class 3 rows of key4.db
-with their CKA_ID).
+What NSS holds is read back independently of the mirror, from its SQLite tables
+(tests/nss_oracle.py).
 """
 
 from __future__ import annotations
@@ -27,6 +26,10 @@ from cryptography.x509.oid import NameOID
 from credroam.roaming.model import Item, ItemKind, StoreName
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.store.nss import NssMirror
+from tests.nss_oracle import ec_key_id as _key_id
+from tests.nss_oracle import nss_certificates as _nss_certificates
+from tests.nss_oracle import nss_key_ids as _nss_key_ids
+from tests.nss_oracle import thumbprint as _thumbprint
 
 pytestmark = pytest.mark.skipif(
     shutil.which("certutil") is None or shutil.which("pk12util") is None,
@@ -58,10 +61,6 @@ def _credential(name: str = "alice", not_after: datetime.datetime = NOT_AFTER):
     return certificate.public_bytes(serialization.Encoding.DER), pkcs8, key
 
 
-def _thumbprint(der: bytes) -> str:
-    return hashlib.sha1(der).hexdigest().upper()
-
-
 def _item(key: str, payload: bytes, kind: ItemKind, **extra) -> Item:
     return Item(
         key=key,
@@ -81,28 +80,6 @@ def _write(store: FileStore, cert: bytes, key: bytes | None, archived: bool = Fa
     if key is not None:
         store.write(_item(f"%9\\{thumb}", key, ItemKind.KEY, owner=cert_item.key), key)
     return thumb
-
-
-def _nss_certificates(db: Path) -> dict[str, bytes]:
-    """Thumbprint -> DER of every certificate row in cert9.db."""
-    with sqlite3.connect(f"file:{db / 'cert9.db'}?mode=ro", uri=True) as connection:
-        rows = connection.execute("SELECT a0, a11 FROM nssPublic").fetchall()
-    return {_thumbprint(value): value for cls, value in rows if cls == b"\0\0\0\1"}
-
-
-def _nss_key_ids(db: Path) -> set[str]:
-    with sqlite3.connect(f"file:{db / 'key4.db'}?mode=ro", uri=True) as connection:
-        rows = connection.execute("SELECT a0, a102 FROM nssPrivate").fetchall()
-    return {ckaid.hex() for cls, ckaid in rows if cls == b"\0\0\0\3"}
-
-
-def _key_id(cert: bytes) -> str:
-    point = (
-        x509.load_der_x509_certificate(cert)
-        .public_key()
-        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    )
-    return hashlib.sha1(point).hexdigest()
 
 
 def _tool(*arguments: str, db: Path) -> None:
