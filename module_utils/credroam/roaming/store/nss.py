@@ -51,6 +51,7 @@ state, removed at once; they enter the file store through its own ``write`` (060
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import errno
@@ -86,6 +87,9 @@ _TOOL_TIMEOUT = 120  # seconds; NSS gives up on a locked database within a few
 _TRUST_LINE = re.compile(r"^(?P<nickname>\S.*?)\s+(?P<trust>[A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$")
 _KEY_LINE = re.compile(r"^<\s*\d+>\s+\S+\s+(?P<ckaid>[0-9a-f]{40})\s")
 _NICKNAME_PREFIX = "credroam-"
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\s+([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----"
+)
 
 
 class NssError(StoreError):
@@ -122,6 +126,23 @@ def _cka_id(certificate: x509.Certificate) -> str | None:
     return hashlib.sha1(value).hexdigest()
 
 
+def _cka_id_of_der(der: bytes) -> str | None:
+    """``_cka_id`` of a DER certificate; None if cryptography cannot parse it.
+
+    Such a certificate is still listed (by its thumbprint), so it is never taken for one that
+    was deleted; the mirror only leaves it alone.
+    """
+    try:
+        return _cka_id(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return None
+
+
+def _pem_blocks(text: bytes) -> list[bytes]:
+    """The DER of each PEM certificate block in ``certutil -a`` output."""
+    return [base64.b64decode(body) for body in _PEM_BLOCK.findall(text)]
+
+
 def _uri(ckaid: str) -> str:
     """A PKCS#11 URI naming the objects of one CKA_ID (certutil and pk12util take it as -n)."""
     return "pkcs11:id=" + "".join(f"%{ckaid[i : i + 2]}" for i in range(0, len(ckaid), 2))
@@ -156,7 +177,7 @@ class NssMirror:
         with store.lock(lock_timeout), store.batch():
             try:
                 self._sync(store, report)
-            except (NssError, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 report.problems.append(f"{self.name}: {exc}")
         return report
 
@@ -379,9 +400,8 @@ class NssMirror:
             if nickname.startswith("pkcs11:"):
                 continue  # would be read as a URI; not a nickname the mirror can address
             pem = self._run(["certutil", "-L", "-n", nickname, "-a"], f"reading {nickname!r}")
-            for certificate in x509.load_pem_x509_certificates(pem):
-                der = certificate.public_bytes(serialization.Encoding.DER)
-                ckaid = _cka_id(certificate)
+            for der in _pem_blocks(pem):
+                ckaid = _cka_id_of_der(der)
                 found[_thumbprint(der)] = _NssCertificate(der, nickname, ckaid, ckaid in keys)
         return found
 
