@@ -305,3 +305,33 @@ def test_a_database_made_again_is_filled_again_not_emptied(store, db, mirror) ->
 
     assert report.deleted == [] and report.written == [thumb]
     assert thumb in _nss_certificates(db)
+
+
+def test_a_key_imported_for_a_certificate_that_roamed_without_one_is_pulled(
+    store, db, mirror, tmp_path
+) -> None:
+    """A certificate from Windows roams without its key; the user imports the key in Chromium."""
+    cert, pkcs8, key = _credential()
+    thumb = _write(store, cert, None)
+    mirror.sync_with(store)
+    _import_with_pk12util(db, tmp_path, cert, key)
+
+    report = mirror.sync_with(store)
+
+    assert report.ok and report.pulled == [thumb]
+    assert store.read(f"%9\\{thumb}") == pkcs8
+    assert store.items()[f"%9\\{thumb}"].owner == f"%3\\{thumb}"
+
+
+def test_a_key_removed_canonically_leaves_nss_and_the_certificate_stays(store, db, mirror) -> None:
+    cert, key, _ = _credential()
+    thumb = _write(store, cert, key)
+    mirror.sync_with(store)
+    store.delete(f"%9\\{thumb}")
+
+    report = mirror.sync_with(store)
+
+    assert report.ok and report.removed == [thumb] and report.pulled == []
+    assert thumb in _nss_certificates(db)
+    assert _nss_key_ids(db) == set()
+    assert mirror.sync_with(store).pulled == []  # and it is not taken for a new key later

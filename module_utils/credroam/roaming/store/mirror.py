@@ -18,11 +18,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ...tokens import TokenType
 from ..model import Item, ItemKind, StoreName
 from . import CertificateStore, split_item_key
 
-__all__ = ["Credential", "Mirror", "MirrorReport", "certificate_key", "mirrored_credentials"]
+__all__ = ["Credential", "Mirror", "MirrorReport", "mirrored_credentials"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +66,6 @@ class Mirror(Protocol):
     def change_marker(self) -> Hashable: ...
 
     def watch_paths(self) -> list[str]: ...
-
-
-def certificate_key(thumbprint: str) -> str:
-    return f"%{TokenType.CERTIFICATE.value}\\{thumbprint}"
 
 
 def mirrored_credentials(store: CertificateStore) -> dict[str, Credential]:

@@ -28,9 +28,15 @@ file of its own, lists each thumbprint the mirror last saw in both places. For a
     no           yes   no         new in NSS (only with its key)            add to the store
     yes          yes   either     in step                                   record it
 
+Keys follow the same rule on their own: a key in NSS for a certificate the store holds without
+one (one that roamed from Windows, whose keys do not reach Linux) is added to the store; a key
+the state knew that the store no longer has is removed from NSS (``certutil -F -k``), the
+certificate kept. A key missing from NSS while the store has it is exported again (only whole
+certificates deleted in NSS are deletions).
+
 A certificate without a key that the mirror did not write (CA certificates, other people's
-certificates) is never pulled or removed. The state also records the identity (device and
-inode) of ``cert9.db``: a database that was removed and made again is a new database, not a
+certificates) is never pulled or removed. The state also records the database's identity
+(``_database_identity``): a database that was removed and made again is a new database, not a
 deletion of everything, so its state is forgotten and the file store is exported into it anew.
 
 Archived certificates. NSS has no archived flag, and cannot carry one per certificate:
@@ -61,6 +67,7 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import warnings
@@ -232,10 +239,20 @@ class NssMirror:
             del mirrored[thumbprint]
             report.deleted.append(thumbprint)
         for thumbprint, found in in_nss.items():
-            if thumbprint in mirrored or thumbprint in canonical or not found.has_key:
+            credential = canonical.get(thumbprint)
+            entry = mirrored.get(thumbprint)
+            if not found.has_key or (credential is not None and credential.key is not None):
                 continue
+            if credential is None and entry is not None:
+                continue  # removed canonically: _push removes it from NSS
+            if credential is not None and entry is not None and entry.get("key_hash"):
+                continue  # its key was removed canonically: _push removes it from NSS
+            # New in NSS, or a key imported for a certificate that roamed without one (from
+            # Windows, whose keys do not roam to Linux).
             try:
-                certificate_item, key_item = self._import_into(store, found)
+                certificate_item, key_item = self._import_into(
+                    store, found, credential.certificate if credential else None
+                )
             except (NssError, StoreError, ValueError) as exc:
                 report.problems.append(f"{self.name}: {thumbprint} not pulled: {exc}")
                 continue
@@ -253,6 +270,13 @@ class NssMirror:
         """Make NSS hold exactly the file store's certificates (and keys) it mirrors."""
         for thumbprint, credential in canonical.items():
             found = in_nss.get(thumbprint)
+            if found is not None and found.has_key and credential.key is None:
+                try:
+                    self._remove_key(thumbprint, found, canonical, in_nss)
+                except NssError as exc:
+                    report.problems.append(f"{self.name}: key of {thumbprint} not removed: {exc}")
+                    continue
+                report.removed.append(thumbprint)
             missing_key = credential.key is not None and (found is None or not found.has_key)
             if found is None or missing_key:
                 try:
@@ -284,8 +308,45 @@ class NssMirror:
         }
 
     # --- NSS -> file store -----------------------------------------------------------------
-    def _import_into(self, store: CertificateStore, found: _NssCertificate) -> tuple[Item, Item]:
-        """Export one certificate with its key from NSS and write both to the file store."""
+    def _import_into(
+        self, store: CertificateStore, found: _NssCertificate, certificate_item: Item | None
+    ) -> tuple[Item, Item]:
+        """Export one certificate with its key from NSS and write them to the file store.
+
+        ``certificate_item`` is the store's copy of the certificate, if it has one: then only
+        the key is written, beside it.
+        """
+        key_der = self._exported_key(found)
+        certificate = x509.load_der_x509_certificate(found.der)
+        thumbprint = _thumbprint(found.der)
+        now = filetime_now()
+        if certificate_item is None:
+            certificate_item = Item(
+                key=f"%{TokenType.CERTIFICATE.value}\\{thumbprint}",
+                store=StoreName.MY,
+                kind=ItemKind.CERTIFICATE,
+                modified=now,
+                content_hash=hashlib.sha256(found.der).hexdigest(),
+                size=len(found.der),
+                expires=_expires(certificate),
+            )
+            store.write(certificate_item, found.der)
+        key_item = Item(
+            key=f"%{TokenType.CNG_KEY.value}\\{thumbprint}",
+            store=StoreName.MY,
+            kind=ItemKind.KEY,
+            modified=now,
+            content_hash=hashlib.sha256(key_der).hexdigest(),
+            size=len(key_der),
+            archived=certificate_item.archived,
+            expires=certificate_item.expires,
+            owner=certificate_item.key,
+        )
+        store.write(key_item, key_der)
+        return certificate_item, key_item
+
+    def _exported_key(self, found: _NssCertificate) -> bytes:
+        """The PKCS#8 DER of a certificate's private key, exported with pk12util."""
         assert found.ckaid is not None  # has_key implies a known CKA_ID
         with self._workdir() as workdir:
             password = secrets.token_urlsafe(24).encode()
@@ -303,35 +364,11 @@ class NssMirror:
         certificate = x509.load_der_x509_certificate(found.der)
         if loaded.key is None or loaded.key.public_key() != certificate.public_key():
             raise ValueError("the exported PKCS#12 holds no key of this certificate")
-        key_der = loaded.key.private_bytes(
+        return loaded.key.private_bytes(
             serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        thumbprint = _thumbprint(found.der)
-        now, expires = filetime_now(), _expires(certificate)
-        certificate_item = Item(
-            key=f"%{TokenType.CERTIFICATE.value}\\{thumbprint}",
-            store=StoreName.MY,
-            kind=ItemKind.CERTIFICATE,
-            modified=now,
-            content_hash=hashlib.sha256(found.der).hexdigest(),
-            size=len(found.der),
-            expires=expires,
-        )
-        key_item = Item(
-            key=f"%{TokenType.CNG_KEY.value}\\{thumbprint}",
-            store=StoreName.MY,
-            kind=ItemKind.KEY,
-            modified=now,
-            content_hash=hashlib.sha256(key_der).hexdigest(),
-            size=len(key_der),
-            expires=expires,
-            owner=certificate_item.key,
-        )
-        store.write(certificate_item, found.der)
-        store.write(key_item, key_der)
-        return certificate_item, key_item
 
     # --- file store -> NSS -----------------------------------------------------------------
     def _export(self, store: CertificateStore, credential: Credential) -> None:
@@ -369,6 +406,26 @@ class NssMirror:
                 ["pk12util", "-i", bundle_path, "-w", password_file],
                 f"importing {credential.thumbprint} with its key",
             )
+
+    def _remove_key(
+        self,
+        thumbprint: str,
+        found: _NssCertificate,
+        canonical: dict[str, Credential],
+        in_nss: dict[str, _NssCertificate],
+    ) -> None:
+        """Delete a certificate's key alone (removed canonically), unless another keeps it."""
+        assert found.ckaid is not None
+        keeping = [
+            t
+            for t, other in in_nss.items()
+            if t != thumbprint
+            and other.ckaid == found.ckaid
+            and (t not in canonical or canonical[t].key is not None)
+        ]
+        if keeping:
+            raise NssError(f"its key pair is also the key of {', '.join(keeping)}")
+        self._run(["certutil", "-F", "-k", found.ckaid], f"removing the key of {thumbprint}")
 
     def _remove(
         self, thumbprint: str, found: _NssCertificate, in_nss: dict[str, _NssCertificate]
@@ -463,12 +520,28 @@ class NssMirror:
         atomic_write(path, data)
         return path
 
-    def _database_identity(self) -> list[int] | None:
-        try:
-            info = os.stat(os.path.join(self.directory, "cert9.db"))
-        except FileNotFoundError:
+    def _database_identity(self) -> str | None:
+        """A digest of the global salt NSS drew when it made key4.db; None if there is none.
+
+        It tells a database made again apart from the one the state describes: it is random
+        per database and stable while the database lives (a new master password draws a new
+        one, which is then also a new database to the mirror: nothing deleted, all exported
+        again). Inode numbers are not enough: a removed database's are soon reused. Read with
+        SQLite read-only; no NSS tool shows it.
+        """
+        path = os.path.join(self.directory, "key4.db")
+        if not os.path.exists(path):
             return None
-        return [info.st_dev, info.st_ino]
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+            ) as connection:
+                row = connection.execute(
+                    "SELECT item1 FROM metaData WHERE id = 'password'"
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise NssError(f"cannot read the identity of {path}: {exc}") from exc
+        return hashlib.sha256(row[0]).hexdigest() if row and row[0] else None
 
     def _load_state(self) -> dict:
         """The mirror state; empty when absent, unreadable, or of another database."""
