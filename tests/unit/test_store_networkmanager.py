@@ -1,4 +1,5 @@
-"""NetworkManager's 802.1X files: PEM certificate and key per certificate, kept in step."""
+"""NetworkManager's 802.1X files (PEM certificate and key per certificate, kept in step), and
+the mirrors the agent config names."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from credroam.roaming.store import StoreError
 from credroam.roaming.store.file import FileStore
+from credroam.roaming.store.mirror import make_mirrors
 from credroam.roaming.store.networkmanager import NetworkManagerMirror
+from credroam.roaming.store.nss import NssMirror
 from tests.unit.test_store_nss import EXPIRED, _credential, _write
 
 LATER = datetime.datetime(2035, 1, 1, tzinfo=datetime.UTC)
@@ -99,3 +103,15 @@ def test_a_file_changed_by_hand_is_written_again(store, folder) -> None:
 
     assert mirror.sync_with(store).written == [f"{thumb}.key.pem"]
     assert (folder / f"{thumb}.key.pem").read_bytes() == original
+
+
+def test_the_config_names_the_mirrors_and_file_is_required(tmp_path) -> None:
+    home, state = str(tmp_path / "home"), str(tmp_path / "state")
+    made = make_mirrors(["file", "nss", "networkmanager"], home=home, state_dir=state)
+
+    assert [type(m) for m in made] == [NssMirror, NetworkManagerMirror]
+    assert made[0].directory == f"{home}/.pki/nssdb"
+    with pytest.raises(StoreError, match="'nsss'"):
+        make_mirrors(["file", "nsss"], home=home, state_dir=state)
+    with pytest.raises(StoreError, match="'file'"):
+        make_mirrors(["nss"], home=home, state_dir=state)

@@ -14,14 +14,26 @@ was written to the mirror since the marker was taken.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import os
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..model import Item, ItemKind, StoreName
-from . import CertificateStore, split_item_key
+from . import CertificateStore, StoreError, split_item_key
 
-__all__ = ["Credential", "Mirror", "MirrorReport", "mirrored_credentials"]
+# The names the agent config's ``stores`` list takes. "file" is the canonical store itself.
+MIRROR_NAMES = ("file", "nss", "networkmanager")
+
+__all__ = [
+    "MIRROR_NAMES",
+    "Credential",
+    "Mirror",
+    "MirrorReport",
+    "make_mirrors",
+    "mirrored_credentials",
+    "sync_mirrors",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +94,38 @@ def mirrored_credentials(store: CertificateStore) -> dict[str, Credential]:
         _, thumbprint = split_item_key(item.key)
         found[thumbprint] = Credential(thumbprint, item, keys.get(item.key))
     return found
+
+
+def make_mirrors(names: Iterable[str], *, home: str, state_dir: str) -> list[Mirror]:
+    """The mirrors the agent config's ``stores`` names, at their usual places under ``home``.
+
+    ``nss``: ``<home>/.pki/nssdb``, state ``<state_dir>/nss-mirror.json``; ``networkmanager``:
+    ``<home>/.local/share/credroam/networkmanager``. "file" must be named (it is the
+    canonical copy every mirror follows); an unknown or repeated name is refused.
+    """
+    # Imported here: both modules import this one.
+    from .networkmanager import NetworkManagerMirror
+    from .nss import NssMirror
+
+    names = list(names)
+    unknown = [name for name in names if name not in MIRROR_NAMES]
+    if unknown:
+        raise StoreError(f"stores: unknown {', '.join(map(repr, unknown))}; known: {MIRROR_NAMES}")
+    if len(set(names)) != len(names):
+        raise StoreError(f"stores: a store is named twice in {names}")
+    if "file" not in names:
+        raise StoreError("stores: 'file' (the canonical local copy) cannot be left out")
+    made: dict[str, Mirror] = {
+        "nss": NssMirror(
+            os.path.join(home, ".pki", "nssdb"), os.path.join(state_dir, "nss-mirror.json")
+        ),
+        "networkmanager": NetworkManagerMirror(
+            os.path.join(home, ".local", "share", "credroam", "networkmanager")
+        ),
+    }
+    return [made[name] for name in names if name != "file"]
+
+
+def sync_mirrors(mirrors: Sequence[Mirror], store: CertificateStore) -> list[MirrorReport]:
+    """Each mirror's ``sync_with(store)``, in order; one failing never stops the others."""
+    return [mirror.sync_with(store) for mirror in mirrors]
