@@ -6,6 +6,7 @@ What NSS holds is read back independently of the mirror, from its SQLite tables
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -335,3 +336,50 @@ def test_a_key_removed_canonically_leaves_nss_and_the_certificate_stays(store, d
     assert thumb in _nss_certificates(db)
     assert _nss_key_ids(db) == set()
     assert mirror.sync_with(store).pulled == []  # and it is not taken for a new key later
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs (root only), unmounted at the end."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mountpoint)], check=True
+    )
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of ``disk``; the filler file, to remove later."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):  # ENOSPC: the disk is full
+            while os.write(fd, b"\0" * 4096):
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_is_reported_and_retried(store, small_disk, tmp_path) -> None:
+    mirror = NssMirror(str(small_disk / "nssdb"), str(tmp_path / "state" / "nss-mirror.json"))
+    assert mirror.sync_with(store).ok  # the database is made while there is room
+    certs = [_credential(f"user {n}") for n in range(3)]
+    thumbs = {_write(store, cert, key) for cert, key, _ in certs}
+    before = store.items()
+    filler = _fill(small_disk)
+
+    report = mirror.sync_with(store)
+
+    assert not report.ok and str(small_disk / "nssdb") in report.problems[0]
+    assert report.deleted == [] and store.items() == before
+    filler.unlink()
+    retried = mirror.sync_with(store)
+    assert retried.ok, retried.problems
+    assert set(_nss_certificates(small_disk / "nssdb")) == thumbs

@@ -48,7 +48,11 @@ class NetworkManagerMirror:
         self.name = f"NetworkManager folder {self.root}"
 
     def sync_with(self, store: CertificateStore, lock_timeout: float | None = 0) -> MirrorReport:
-        """Write the store's certificates with keys under ``root``; remove the others."""
+        """Write the store's certificates with keys under ``root``; remove the others.
+
+        Holds ``store.lock(lock_timeout)`` as ``NssMirror.sync_with`` does; failures are in
+        the report and the next call repairs them.
+        """
         report = MirrorReport(self.name)
         with store.lock(lock_timeout):
             try:

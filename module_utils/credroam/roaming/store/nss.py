@@ -177,8 +177,9 @@ class NssMirror:
         """Pull what changed in NSS into ``store``, then export ``store`` into NSS.
 
         Holds ``store.lock(lock_timeout)`` (the sync's own lock, so call it before or after
-        the directory sync, not inside it). Never raises for a failure of NSS: it is in the
-        report, and the next call retries.
+        the directory sync, not inside it; ``fsutil.LockHeld`` when another sync holds it).
+        Never raises for a failure of NSS or of the store: it is in the report, and the next
+        call retries.
         """
         report = MirrorReport(self.name)
         with store.lock(lock_timeout), store.batch():
