@@ -31,6 +31,13 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path / "home" / ".local" / "share" / "credroam" / "networkmanager"
 
 
+def _spki(public_key) -> bytes:
+    """Comparable on every cryptography release (key equality came after Debian 12's 38)."""
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def _files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
 
@@ -46,7 +53,8 @@ def test_keys_and_certificates_are_private_pem_files(store, folder) -> None:
         (folder / f"{thumb}.key.pem").read_bytes(), None
     )
     loaded_cert = x509.load_pem_x509_certificate((folder / f"{thumb}.cert.pem").read_bytes())
-    assert loaded_cert.public_key() == loaded_key.public_key() == key.public_key()
+    assert _spki(loaded_cert.public_key()) == _spki(loaded_key.public_key())
+    assert _spki(loaded_key.public_key()) == _spki(key.public_key())
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     for path in folder.rglob("*"):
         assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path

@@ -79,6 +79,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from ...cryptocompat import (
+    UnparsableInput,
+    load_der_certificate,
+    load_der_private_key,
+    not_valid_after,
+)
 from ...timestamps import filetime_now, to_filetime
 from ...tokens import TokenType
 from ..fsutil import atomic_write, ensure_private_dir, read_private
@@ -140,8 +146,8 @@ def _cka_id_of_der(der: bytes) -> str | None:
     was deleted; the mirror only leaves it alone.
     """
     try:
-        return _cka_id(x509.load_der_x509_certificate(der))
-    except ValueError:
+        return _cka_id(load_der_certificate(der))
+    except UnparsableInput:
         return None
 
 
@@ -155,8 +161,15 @@ def _uri(ckaid: str) -> str:
     return "pkcs11:id=" + "".join(f"%{ckaid[i : i + 2]}" for i in range(0, len(ckaid), 2))
 
 
+def _public_der(public_key: object) -> bytes:
+    """SubjectPublicKeyInfo DER, to compare public keys (key equality varies by release)."""
+    return public_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def _expires(certificate: x509.Certificate) -> int:
-    return to_filetime(certificate.not_valid_after_utc)
+    return to_filetime(not_valid_after(certificate))
 
 
 class NssMirror:
@@ -318,7 +331,7 @@ class NssMirror:
         the key is written, beside it.
         """
         key_der = self._exported_key(found)
-        certificate = x509.load_der_x509_certificate(found.der)
+        certificate = load_der_certificate(found.der)
         thumbprint = _thumbprint(found.der)
         now = filetime_now()
         if certificate_item is None:
@@ -362,8 +375,10 @@ class NssMirror:
             # pk12util writes BER (indefinite lengths); cryptography parses it with a warning.
             warnings.simplefilter("ignore", UserWarning)
             loaded = pkcs12.load_pkcs12(bundle, password)
-        certificate = x509.load_der_x509_certificate(found.der)
-        if loaded.key is None or loaded.key.public_key() != certificate.public_key():
+        certificate = load_der_certificate(found.der)
+        if loaded.key is None or _public_der(loaded.key.public_key()) != _public_der(
+            certificate.public_key()
+        ):
             raise ValueError("the exported PKCS#12 holds no key of this certificate")
         return loaded.key.private_bytes(
             serialization.Encoding.DER,
@@ -383,8 +398,8 @@ class NssMirror:
                 stdin=der,
             )
             return
-        key = serialization.load_der_private_key(store.read(credential.key), password=None)
-        certificate = x509.load_der_x509_certificate(der)
+        key = load_der_private_key(store.read(credential.key))
+        certificate = load_der_certificate(der)
         password = secrets.token_urlsafe(24).encode()
         encryption = (
             serialization.PrivateFormat.PKCS12.encryption_builder()
