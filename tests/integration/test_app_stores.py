@@ -20,6 +20,7 @@ authenticates with them; a deletion in A's NSS database removes them from B's.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import html
@@ -79,6 +80,7 @@ def _issue(
     *,
     ca: bool = False,
     server: bool = False,
+    expired: bool = False,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     issuer_name, signing_key = issuer or (_name(subject), key)
@@ -88,8 +90,8 @@ def _issue(
         .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_NOW - datetime.timedelta(days=1))
-        .not_valid_after(_NOW + datetime.timedelta(days=30))
+        .not_valid_before(_NOW - datetime.timedelta(days=60 if expired else 1))
+        .not_valid_after(_NOW + datetime.timedelta(days=-30 if expired else 30))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if server:
@@ -111,8 +113,12 @@ def _pem(certificate: x509.Certificate) -> bytes:
 class _ShowSubject(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         peer = self.connection.getpeercert()  # type: ignore[attr-defined]
-        subject = ", ".join(f"{k}={v}" for rdn in peer["subject"] for k, v in rdn)
-        body = f"<html><body><p id=subject>authenticated: {html.escape(subject)}</p>"
+        if peer:
+            subject = ", ".join(f"{k}={v}" for rdn in peer["subject"] for k, v in rdn)
+            text = f"authenticated: {subject}"
+        else:
+            text = "no client certificate"
+        body = f"<html><body><p id=subject>{html.escape(text)}</p>"
         body += "</body></html>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -123,12 +129,13 @@ class _ShowSubject(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def client_auth_server(tmp_path: Path) -> Iterator[tuple[str, x509.Certificate, tuple]]:
-    """(URL, CA certificate, (client certificate, key)) of a server requiring a client cert."""
+@contextlib.contextmanager
+def _serving(
+    tmp_path: Path, verify_mode: ssl.VerifyMode
+) -> Iterator[tuple[str, x509.Certificate, tuple]]:
+    """(URL, CA certificate, (CA key, CA name)) of a local server whose clients the CA issues."""
     ca_cert, ca_key = _issue(CA_NAME, None, ca=True)
     server_cert, server_key = _issue("127.0.0.1", (ca_cert.subject, ca_key), server=True)
-    client = _issue(USER_NAME, (ca_cert.subject, ca_key))
     (tmp_path / "ca.pem").write_bytes(_pem(ca_cert))
     (tmp_path / "server.pem").write_bytes(
         _pem(server_cert)
@@ -141,26 +148,46 @@ def client_auth_server(tmp_path: Path) -> Iterator[tuple[str, x509.Certificate, 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "server.pem")
     context.load_verify_locations(tmp_path / "ca.pem")
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_mode = verify_mode
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ShowSubject)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/", ca_cert, client
+        yield f"https://127.0.0.1:{server.server_address[1]}/", ca_cert, (ca_cert.subject, ca_key)
     finally:
         server.shutdown()
         server.server_close()
 
 
-def _store_with(root: Path, certificate: x509.Certificate, key) -> FileStore:
+@pytest.fixture
+def client_auth_server(tmp_path: Path) -> Iterator[tuple[str, x509.Certificate, tuple]]:
+    """(URL, CA certificate, (client certificate, key)) of a server requiring a client cert."""
+    with _serving(tmp_path, ssl.CERT_REQUIRED) as (url, ca_cert, issuer):
+        yield url, ca_cert, _issue(USER_NAME, issuer)
+
+
+@pytest.fixture
+def optional_auth_server(tmp_path: Path) -> Iterator[tuple[str, x509.Certificate, tuple]]:
+    """(URL, CA certificate, issuer) of a server that asks for a client certificate.
+
+    It refuses a certificate that does not verify (an expired one) and shows "no client
+    certificate" when none was sent, so the page says which happened.
+    """
+    with _serving(tmp_path, ssl.CERT_OPTIONAL) as served:
+        yield served
+
+
+def _store_with(
+    root: Path, certificate: x509.Certificate, key, archived: bool = False
+) -> FileStore:
     store = FileStore(str(root))
     der = certificate.public_bytes(serialization.Encoding.DER)
     pkcs8 = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     thumb = hashlib.sha1(der).hexdigest().upper()
-    common = {"store": StoreName.MY, "modified": 133_000_000_000_000_000}
+    common = {"store": StoreName.MY, "modified": 133_000_000_000_000_000, "archived": archived}
     cert_item = Item(
         f"%3\\{thumb}",
         kind=ItemKind.CERTIFICATE,
@@ -254,6 +281,27 @@ def test_chromium_authenticates_with_the_mirrored_certificate(
     assert report.ok, report.problems
     _trust(home, ca_cert, tmp_path)
     _assert_chromium_authenticates(home, tmp_path, url, "chromium-client-auth.png")
+
+
+def test_chromium_does_not_offer_an_archived_expired_certificate(
+    tmp_path: Path, optional_auth_server
+) -> None:
+    """How an archived certificate is told apart in NSS: kept with its key, never offered."""
+    url, ca_cert, issuer = optional_auth_server
+    expired, key = _issue(USER_NAME, issuer, expired=True)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    store = _store_with(tmp_path / "store", expired, key, archived=True)
+    mirror = NssMirror(str(home / ".pki" / "nssdb"), str(tmp_path / "state" / "nss.json"))
+    assert mirror.sync_with(store).ok
+    der = expired.public_bytes(serialization.Encoding.DER)
+    assert thumbprint(der) in nss_certificates(home / ".pki" / "nssdb")
+    assert ec_key_id(der) in nss_key_ids(home / ".pki" / "nssdb")
+    _trust(home, ca_cert, tmp_path)
+
+    page = _chromium(home, _private_etc_chromium(tmp_path, url), url, "--dump-dom")
+
+    assert "no client certificate" in page.stdout, page.stderr[-3000:]
 
 
 # --- across hosts, through the lab's DCs -----------------------------------------------------

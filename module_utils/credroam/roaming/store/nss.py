@@ -43,8 +43,8 @@ Archived certificates. NSS has no archived flag, and cannot carry one per certif
 nicknames are per subject, and trust flags change what applications accept. An archived
 certificate is kept in NSS with its key (mail encrypted to it still opens), recorded as
 archived in the mirror state; applications tell it apart by its validity: credroam archives
-expired certificates, which NSS applications do not offer for TLS client authentication or
-signing.
+expired certificates, and Chromium, even with a policy that auto-selects by issuer, does not
+offer an expired one for TLS client authentication (tests/integration/test_app_stores.py).
 
 Failures. A tool that fails (a locked or damaged database, a full disk, a master password the
 mirror does not have) is reported in the ``MirrorReport``, naming the database and the item;
