@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 from credroam.roaming.model import Item, ItemKind, StoreName
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.store.nss import NssMirror
+from credroam_agent.triggers import Inbox, InotifyWatcher
 from tests.nss_oracle import ec_key_id as _key_id
 from tests.nss_oracle import nss_certificates as _nss_certificates
 from tests.nss_oracle import nss_key_ids as _nss_key_ids
@@ -383,3 +384,19 @@ def test_a_full_disk_is_reported_and_retried(store, small_disk, tmp_path) -> Non
     retried = mirror.sync_with(store)
     assert retried.ok, retried.problems
     assert set(_nss_certificates(small_disk / "nssdb")) == thumbs
+
+
+def test_an_import_into_nss_wakes_the_agent_s_store_watcher(store, db, mirror, tmp_path) -> None:
+    """``watch`` syncs when an application changes the database (the paths the mirror names)."""
+    mirror.sync_with(store)
+    inbox = Inbox()
+    watcher = InotifyWatcher(mirror.watch_paths(), log=lambda _message: None)
+    watcher.start(inbox)
+    try:
+        cert, _, key = _credential("imported")
+        _import_with_pk12util(db, tmp_path, cert, key)
+        event = inbox.get(timeout=30)  # bounded wait for the watcher's thread, not a sleep
+    finally:
+        watcher.close()
+
+    assert event is not None and event.kind == "store" and str(db) in event.detail
