@@ -27,8 +27,10 @@
 Every identifier is untrusted (it may come from the directory, CVE-2022-30170): it passes
 ``tokens.validate_identifier`` and derived paths are checked to stay inside the store.
 
-Room is left for an NSS database (certutil/pk12util, or python-nss) and for Windows
-(CurrentUser\\My and \\REQUEST through crypt32 or PowerShell); neither is implemented.
+Where applications look (the NSS database, NetworkManager's files) is served by mirrors of the
+file store, not by stores of their own: ``mirror`` (what they share), ``nss``,
+``networkmanager``. Room is left for Windows (CurrentUser\\My and \\REQUEST through crypt32
+or PowerShell); not implemented.
 """
 
 from __future__ import annotations
