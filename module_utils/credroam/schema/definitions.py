@@ -248,9 +248,6 @@ class SchemaDefinitions:
     classes: tuple[ClassDef, ...] = ()
     extensions: tuple[ClassExtension, ...] = ()
 
-    def own_names(self) -> list[str]:
-        return [d.name for d in (*self.attributes, *self.classes) if not d.native]
-
 
 def _bool(value: Any, what: str) -> bool:
     if isinstance(value, bool):
