@@ -6,7 +6,7 @@ are turned into comparable text by :func:`normalize_entry`, and :func:`plan_pres
 :class:`SchemaPlan`. The plan is also what check mode and diff mode show, so what is shown is
 exactly what would be written.
 
-Rules (see the module documentation for the user's view):
+Rules (see the ad_schema module documentation for the user's view):
 
 - A definition is matched against the live schema by lDAPDisplayName, cn *and* OID; any object
   that shares one of them but differs in what defines the attribute (OID, syntax, single-valued,
@@ -68,7 +68,7 @@ class SchemaConflict(Exception):
 # --------------------------------------------------------------------------------------------
 # Reading the live schema
 
-# What the module asks the DC for; normalize_entry turns the answer into comparable text.
+# What directory.read_schema asks the DC for; normalize_entry turns the answer into comparable text.
 READ_ATTRIBUTES = (
     "objectClass", "cn", "lDAPDisplayName", "attributeID", "governsID", "attributeSyntax",
     "oMSyntax", "oMObjectClass", "isSingleValued", "linkID", "searchFlags",
