@@ -32,7 +32,7 @@ _MODULE_UTILS = str(Path(__file__).resolve().parent.parent / "module_utils")
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
 
-from credroam.gpo.model import GpoError, GpoVersion, parse_gplink
+from credroam.gpo.model import GpoError, GpoVersion, parse_gplink, with_link_order
 from credroam.timestamps import (
     TimestampError,
     decode_roaming_timestamp,
@@ -197,18 +197,17 @@ def gplink(value: Any) -> list[dict[str, Any]]:
         links = parse_gplink(value)
     except GpoError as exc:
         raise _fail("gplink", exc) from exc
-    # gPLink is stored lowest precedence first: its last entry has link order 1.
     ordered = [
         {
-            "order": len(links) - index,
+            "order": order,
             "dn": link.gpo_dn,
             "guid": link.guid,
             "enabled": link.enabled,
             "enforced": link.enforced,
         }
-        for index, link in enumerate(links)
+        for order, link in with_link_order(links)
     ]
-    return ordered[::-1]
+    return ordered[::-1]  # stored lowest precedence first
 
 
 class FilterModule:
