@@ -16,10 +16,10 @@ description:
     never modified; the module fails, shows both definitions and writes nothing.
     Objects that exist and match are reported in RV(verified).
   - O(preset=credroam) brings credroam's definitions, kept in one table in
-    C(module_utils/credroam/schema.py). They are the four native roaming attributes, verified on
-    a 2008 R2+ schema and added only where missing, and credroam's own linked, confidential
-    DN-Binary attributes C(credroamKeyEnvelopes) and C(credroamRoamingKeys) on the auxiliary class
-    C(credroamUser), which is added to C(user).
+    C(module_utils/credroam/schema/definitions.py). They are the four native roaming attributes,
+    verified on a 2008 R2+ schema and added only where missing, and credroam's own linked,
+    confidential DN-Binary attributes C(credroamKeyEnvelopes) and C(credroamRoamingKeys) on the
+    auxiliary class C(credroamUser), which is added to C(user).
   - Runs from the controller (ldap3); check mode and diff mode show the exact LDAP adds and
     modifies that would be executed (RV(operations)).
 version_added: "0.1.0"
@@ -252,7 +252,6 @@ replication:
   returned: when wait_for_replication
 """
 
-import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -266,34 +265,27 @@ from ansible.module_utils.credroam_ansible import (
 )
 
 try:
-    import ldap3
-    from ansible.module_utils.credroam.connection import (
-        DirectoryError,
-        LdapTarget,
-        check_result,
-        connect,
-        first,
-        read_root_dse,
-    )
+    from ansible.module_utils.credroam.connection import connect, read_root_dse
     from ansible.module_utils.credroam.schema.definitions import (
         CREDROAM_OID_BASE,
-        READ_ATTRIBUTES,
         SYNTAXES,
-        LdapAdd,
-        SchemaConflict,
         SchemaDefinitionError,
         SchemaDefinitions,
-        SchemaPlan,
         definitions_from_params,
-        missing_on_dc,
-        normalize_entry,
+    )
+    from ansible.module_utils.credroam.schema.directory import (
+        apply_plan,
+        connect_schema_master,
+        read_schema,
+        wait_for_replication,
+    )
+    from ansible.module_utils.credroam.schema.plan import (
+        SchemaConflict,
+        SchemaPlan,
         plan_defunct,
         plan_present,
-        read_filter,
-        to_wire,
-        wait_until_replicated,
     )
-except ImportError:  # reported by connect_or_fail with missing_required_lib
+except ImportError:  # ldap3 missing: reported by connect_or_fail with missing_required_lib
     SYNTAXES = {}
     CREDROAM_OID_BASE = ""
 
@@ -366,107 +358,13 @@ def definitions(params: dict[str, Any]) -> SchemaDefinitions:
     )
 
 
-def target_for(base: LdapTarget, fqdn: str, dc_addresses: dict[str, str]) -> LdapTarget:
-    """A DC by DNS name: connect to its mapped address but check the certificate for the name."""
-    address = next((a for n, a in dc_addresses.items() if n.lower() == fqdn.lower()), None)
-    if address is None:
-        return base.with_server(fqdn, base.tls_server_name if fqdn == base.server else None)
-    return base.with_server(address, tls_server_name=fqdn)
-
-
-def read_one(conn, dn: str, attributes: list[str]) -> dict:
-    if not conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=attributes):
-        check_result(conn, f"reading {dn}")
-        raise DirectoryError(f"{dn} not found on {conn.server.host}")
-    return conn.response[0]["attributes"]
-
-
-def schema_master(conn, schema_dn: str) -> tuple[str, str]:
-    """(server object DN, DNS name) of the schema FSMO owner."""
-    owner = first(read_one(conn, schema_dn, ["fSMORoleOwner"]), "fSMORoleOwner")
-    if not owner:
-        raise DirectoryError(f"{schema_dn} names no fSMORoleOwner")
-    if "," not in str(owner):
-        raise DirectoryError(f"{schema_dn}: fSMORoleOwner {owner!r} is not an NTDS Settings DN")
-    server_dn = str(owner).split(",", 1)[1]  # parent of CN=NTDS Settings
-    return server_dn, str(first(read_one(conn, server_dn, ["dNSHostName"]), "dNSHostName"))
-
-
-def forest_dcs(conn, configuration_dn: str) -> list[str]:
-    """DNS names of every DC in the forest: servers under CN=Sites holding an nTDSDSA object."""
-    sites = f"CN=Sites,{configuration_dn}"
-    ok = conn.search(sites, "(objectClass=nTDSDSA)", attributes=["objectClass"])
-    check_result(conn, f"listing nTDSDSA objects under {sites}")
-    servers = {e["dn"].split(",", 1)[1].lower() for e in conn.response if ok and "dn" in e}
-    conn.search(sites, "(objectClass=server)", attributes=["dNSHostName"])
-    check_result(conn, f"listing servers under {sites}")
-    names = [
-        str(first(e["attributes"], "dNSHostName"))
-        for e in conn.response
-        if e.get("dn", "").lower() in servers and first(e["attributes"], "dNSHostName")
-    ]
-    return sorted(names)
-
-
-def read_schema(conn, schema_dn: str, defs: SchemaDefinitions) -> list[dict[str, Any]]:
-    conn.search(
-        schema_dn,
-        read_filter(defs),
-        search_scope=ldap3.LEVEL,
-        attributes=list(READ_ATTRIBUTES),
-    )
-    check_result(conn, f"reading schema objects under {schema_dn}")
-    return [
-        normalize_entry(e["dn"], e["raw_attributes"])
-        for e in conn.response
-        if e.get("type") == "searchResEntry"
-    ]
-
-
-def refresh_schema_cache(conn) -> None:
-    conn.modify("", {"schemaUpdateNow": [(ldap3.MODIFY_REPLACE, ["1"])]})
-    check_result(conn, "schemaUpdateNow")
-
-
-def apply_plan(conn, plan: SchemaPlan, done: list[dict[str, Any]]) -> None:
-    """Execute the plan phase by phase, recording each executed operation in ``done``."""
-    operations = {
-        "add": ldap3.MODIFY_ADD,
-        "replace": ldap3.MODIFY_REPLACE,
-        "delete": ldap3.MODIFY_DELETE,
-    }
-    for phase in plan.phases():
-        for op in phase:
-            if isinstance(op, LdapAdd):
-                wire = {k: to_wire(k, v) for k, v in op.attributes.items()}
-                conn.add(op.dn, op.object_class, wire)
-                check_result(conn, f"adding {op.dn}")
-            else:
-                changes = {k: [(operations[o], to_wire(k, v))] for k, (o, v) in op.changes.items()}
-                conn.modify(op.dn, changes)
-                check_result(conn, f"modifying {op.dn}")
-            done.append(op.as_operation())
-        refresh_schema_cache(conn)
-
-
-def wait_for_dcs(module, base: LdapTarget, conn, root, defs: SchemaDefinitions) -> dict:
-    dcs = forest_dcs(conn, root.configuration_naming_context)
-    addresses = module.params["dc_addresses"]
-
-    def check(fqdn: str) -> list[str]:
-        dc_conn = connect(target_for(base, fqdn, addresses))
-        try:
-            return missing_on_dc(defs, read_schema(dc_conn, root.schema_naming_context, defs))
-        finally:
-            dc_conn.unbind()
-
-    started = time.monotonic()
-    timeout = module.params["replication_timeout"]
-    lagging = wait_until_replicated(dcs, check, timeout, time.sleep, time.monotonic)
-    if lagging:
-        detail = "; ".join(f"{dc} lacks {', '.join(missing)}" for dc, missing in lagging.items())
-        raise DirectoryError(f"schema change not on every DC after {timeout} s: {detail}")
-    return {"dcs": dcs, "seconds": round(time.monotonic() - started, 1)}
+def plan_for(
+    params: dict[str, Any], defs: SchemaDefinitions, entries: list[dict[str, Any]], schema_dn: str
+) -> SchemaPlan:
+    """The writes ``state`` asks for; raises SchemaConflict before planning any."""
+    if params["state"] == "absent":
+        return plan_defunct(defs, entries, schema_dn)
+    return plan_present(defs, entries, schema_dn)
 
 
 def run(module: AnsibleModule) -> dict[str, Any]:
@@ -481,22 +379,15 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         module.fail_json(msg="nothing to do: give preset, attributes, classes or extend")
 
     base = target_from_params(params)
+    addresses = params["dc_addresses"]
     conn = connect_or_fail(module, base)
     result: dict[str, Any] = {"changed": False, "operations": [], "verified": []}
     done: list[dict[str, Any]] = []
     try:
         root = read_root_dse(conn)
-        schema_dn = root.schema_naming_context
-        master_dn, master_name = schema_master(conn, schema_dn)
-        result["schema_master"] = master_name
-        if master_dn.lower() != root.server_name.lower():
-            conn.unbind()
-            conn = connect(target_for(base, master_name, params["dc_addresses"]))
-        entries = read_schema(conn, schema_dn, defs)
-        if params["state"] == "absent":
-            plan = plan_defunct(defs, entries, schema_dn)
-        else:
-            plan = plan_present(defs, entries, schema_dn)
+        result["schema_master"], conn = connect_schema_master(conn, root, base, addresses, connect)
+        entries = read_schema(conn, root.schema_naming_context, defs)
+        plan = plan_for(params, defs, entries, root.schema_naming_context)
         result["verified"] = plan.verified
         if module._diff:
             result["diff"] = {"before": plan.before, "after": plan.after}
@@ -509,7 +400,9 @@ def run(module: AnsibleModule) -> dict[str, Any]:
             if params["state"] == "absent":
                 module.warn("wait_for_replication is not checked for state=absent")
             else:
-                result["replication"] = wait_for_dcs(module, base, conn, root, defs)
+                result["replication"] = wait_for_replication(
+                    conn, root, base, defs, addresses, params["replication_timeout"], connect
+                )
     except SchemaConflict as exc:
         module.fail_json(msg=f"schema conflict, nothing was written:\n{exc}", **result)
     except DIRECTORY_FAILURES as exc:

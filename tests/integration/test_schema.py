@@ -180,6 +180,19 @@ def test_first_run_adds_on_every_dc_and_second_run_changes_nothing(lab: Lab):
     assert second["verified"] == [attribute, klass, "user.auxiliaryClass"]
 
 
+def test_pointed_at_another_dc_the_module_writes_to_the_schema_master(lab: Lab):
+    """dc2 refuses schema writes (it is not the FSMO owner): the module finds dc1 from dc2 and
+    writes there, reaching it by the address dc_addresses gives its name."""
+    defs = unique_definitions()
+    attribute = defs["attributes"][0]["name"]
+
+    result = run_module(lab, server=lab.dc(1).ip, tls_server_name=lab.dc(1).fqdn, **defs)
+
+    assert result["changed"] is True, result
+    assert result["schema_master"] == lab.dc(0).fqdn
+    assert read_schema_object(lab, attribute, dc=0) is not None
+
+
 def test_role_applies_credroam_schema_and_a_second_run_reports_no_change(credroam_schema: Lab):
     again = run_schema_playbook(credroam_schema)
     assert again.returncode == 0, again.stdout[-4000:]

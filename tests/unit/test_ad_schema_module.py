@@ -16,7 +16,6 @@ pytest.importorskip("ansible", reason="a module test: needs Ansible (.venv/bin/p
 import ad_schema
 from ansible.module_utils.testing import patch_module_args
 
-from credroam.connection import LdapTarget
 from credroam.schema.definitions import CREDROAM_OID_BASE, guid_to_bytes, oid_to_ber
 
 DOMAIN = "DC=lab,DC=example"
@@ -274,15 +273,3 @@ def test_nothing_to_do_is_an_error(monkeypatch, capsys):
 
 def test_bind_password_is_never_logged():
     assert ad_schema.argument_spec()["bind_password"]["no_log"] is True
-
-
-def test_a_dc_the_controller_cannot_resolve_is_reached_by_address_checked_by_name():
-    base = LdapTarget(server="10.0.0.1", bind_user="u", bind_password="p", ca_cert="/ca.pem")
-    mapped = ad_schema.target_for(base, "DC2.lab.example", {"dc2.lab.example": "10.0.0.2"})
-    assert (mapped.server, mapped.tls_server_name, mapped.ca_cert) == (
-        "10.0.0.2",
-        "DC2.lab.example",
-        "/ca.pem",
-    )
-    unmapped = ad_schema.target_for(base, "dc3.lab.example", {})
-    assert (unmapped.server, unmapped.tls_server_name) == ("dc3.lab.example", None)

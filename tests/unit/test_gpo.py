@@ -219,6 +219,12 @@ def test_link_order_one_is_the_last_stored_entry():
     assert gpo.place_link(links, new, order=9) == [new, GpLink(dn(OTHER))]
 
 
+def test_with_link_order_counts_from_the_last_stored_entry():
+    links = [GpLink(dn(OTHER)), GpLink(dn(GUID))]
+    assert gpo.with_link_order(links) == [(2, GpLink(dn(OTHER))), (1, GpLink(dn(GUID)))]
+    assert gpo.with_link_order([]) == []
+
+
 def test_existing_link_keeps_its_place_when_only_options_change():
     third = "{11111111-2222-3333-4444-555555555555}"
     links = [GpLink(dn(OTHER)), GpLink(dn(GUID)), GpLink(dn(third))]

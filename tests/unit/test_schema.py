@@ -7,16 +7,27 @@ from typing import Any
 
 import pytest
 
-from credroam.schema import definitions as schema
 from credroam.schema.definitions import (
     CREDROAM_OID_BASE,
     LINK_ID_AUTO_FORWARD,
     PRIVATE_INFORMATION,
-    SchemaConflict,
     SchemaDefinitionError,
+    ber_to_oid,
     definitions_from_params,
+    guid_from_bytes,
+    guid_to_bytes,
+    oid_from_guid,
+    oid_to_ber,
+)
+from credroam.schema.plan import (
+    LdapAdd,
+    SchemaConflict,
+    missing_on_dc,
+    normalize_entry,
     plan_defunct,
     plan_present,
+    read_filter,
+    to_wire,
 )
 
 SCHEMA_DN = "CN=Schema,CN=Configuration,DC=lab,DC=example"
@@ -38,7 +49,7 @@ def user_class(aux: list[str] | None = None) -> dict[str, Any]:
     }
 
 
-def live(add: schema.LdapAdd, link_id: int = 2000) -> dict[str, Any]:
+def live(add: LdapAdd, link_id: int = 2000) -> dict[str, Any]:
     """What a DC returns (normalized) for an object we added: linkID allocated, text values."""
     entry = {k.lower(): list(v) for k, v in add.attributes.items()}
     entry["dn"] = add.dn
@@ -63,7 +74,7 @@ def entry_named(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 def test_oid_from_guid_splits_hex_digits_4_4_4_4_4_6_6_like_oidgen():
     assert (
-        schema.oid_from_guid("00000001-0002-0003-0004-00000a00000f")
+        oid_from_guid("00000001-0002-0003-0004-00000a00000f")
         == "1.2.840.113556.1.8000.2554.0.1.2.3.4.10.15"
     )
 
@@ -84,18 +95,18 @@ def test_credroam_oid_base_is_stable_across_releases():
     ],
 )
 def test_om_object_class_ber_matches_what_ad_stores(oid, ber_hex):
-    assert schema.oid_to_ber(oid).hex() == ber_hex
-    assert schema.ber_to_oid(bytes.fromhex(ber_hex)) == oid
+    assert oid_to_ber(oid).hex() == ber_hex
+    assert ber_to_oid(bytes.fromhex(ber_hex)) == oid
 
 
 def test_security_guid_uses_ads_little_endian_layout():
-    data = schema.guid_to_bytes(PRIVATE_INFORMATION)
+    data = guid_to_bytes(PRIVATE_INFORMATION)
     assert data.hex() == "de47e6916fd9704b9557d63ff4f3ccd8"
-    assert schema.guid_from_bytes(data) == PRIVATE_INFORMATION
+    assert guid_from_bytes(data) == PRIVATE_INFORMATION
 
 
 def test_normalize_entry_decodes_binary_schema_values_to_text():
-    entry = schema.normalize_entry(
+    entry = normalize_entry(
         "CN=x",
         {
             "attributeSecurityGUID": [bytes.fromhex("de47e6916fd9704b9557d63ff4f3ccd8")],
@@ -112,10 +123,10 @@ def test_normalize_entry_decodes_binary_schema_values_to_text():
 
 
 def test_to_wire_encodes_binary_attributes_and_leaves_text_alone():
-    assert schema.to_wire("attributeSecurityGUID", [PRIVATE_INFORMATION]) == [
-        schema.guid_to_bytes(PRIVATE_INFORMATION)
+    assert to_wire("attributeSecurityGUID", [PRIVATE_INFORMATION]) == [
+        guid_to_bytes(PRIVATE_INFORMATION)
     ]
-    assert schema.to_wire("isSingleValued", ["TRUE"]) == ["TRUE"]
+    assert to_wire("isSingleValued", ["TRUE"]) == ["TRUE"]
 
 
 # ---------------------------------------------------------------------------- definitions
@@ -366,62 +377,16 @@ def test_missing_on_dc_names_what_has_not_replicated_yet():
         e for e in fully_extended_schema() if e["ldapdisplayname"] != ["credroamRoamingKeys"]
     ]
     entries[-1].pop("auxiliaryclass")
-    assert schema.missing_on_dc(CREDROAM, entries) == [
+    assert missing_on_dc(CREDROAM, entries) == [
         "credroamRoamingKeys",
         "user.auxiliaryClass=credroamUser",
     ]
-    assert schema.missing_on_dc(CREDROAM, fully_extended_schema()) == []
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def test_wait_returns_once_every_dc_has_the_change_with_backoff():
-    clock = FakeClock()
-    lag = {"dc1": 0, "dc2": 3}  # polls until dc2 shows it
-
-    def check(dc: str) -> list[str]:
-        lag[dc] -= 1
-        return ["credroamUser"] if lag[dc] >= 0 else []
-
-    assert (
-        schema.wait_until_replicated(["dc1", "dc2"], check, 60, clock.sleep, clock.monotonic) == {}
-    )
-    assert clock.sleeps == [0.5, 1.0, 2.0]
-
-
-def test_wait_times_out_naming_lagging_and_unreachable_dcs():
-    clock = FakeClock()
-
-    def check(dc: str) -> list[str]:
-        if dc == "dc3":
-            raise OSError("connection refused")
-        return [] if dc == "dc1" else ["credroamKeyEnvelopes"]
-
-    lagging = schema.wait_until_replicated(
-        ["dc1", "dc2", "dc3"], check, 30, clock.sleep, clock.monotonic
-    )
-    assert lagging == {
-        "dc2": ["credroamKeyEnvelopes"],
-        "dc3": ["unreachable: connection refused"],
-    }
-    assert clock.now == 30
-    assert max(clock.sleeps) <= 10
+    assert missing_on_dc(CREDROAM, fully_extended_schema()) == []
 
 
 def test_extending_with_an_existing_class_of_someone_else_needs_only_the_link():
     defs = definitions_from_params(extend=[{"class": "user", "auxiliary": ["shadowAccount"]}])
-    assert "(lDAPDisplayName=shadowAccount)" in schema.read_filter(defs)
+    assert "(lDAPDisplayName=shadowAccount)" in read_filter(defs)
     shadow = {
         "dn": f"CN=ShadowAccount,{SCHEMA_DN}",
         "objectclass": ["top", "classSchema"],

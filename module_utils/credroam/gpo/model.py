@@ -46,6 +46,7 @@ __all__ = [
     "sysvol_copy_problem",
     "target_version",
     "update_gpt_ini",
+    "with_link_order",
 ]
 
 REGISTRY_CSE = "{35378EAC-683F-11D2-A89A-00C04FBBCFA2}"
@@ -334,12 +335,15 @@ def format_gplink(links: Sequence[GpLink]) -> str:
     return "".join(f"[LDAP://{link.gpo_dn};{link.options}]" for link in links)
 
 
+def with_link_order(links: Sequence[GpLink]) -> list[tuple[int, GpLink]]:
+    """(GPMC's link order, link) for stored ``links``, in stored order: gPLink holds the lowest
+    precedence first, so its last entry has link order 1."""
+    return [(len(links) - index, link) for index, link in enumerate(links)]
+
+
 def link_order(links: Sequence[GpLink], guid: str) -> int | None:
     """GPMC's link order (1 = highest precedence) of ``guid`` in stored ``links``."""
-    for index, link in enumerate(links):
-        if link.is_for(guid):
-            return len(links) - index
-    return None
+    return next((order for order, link in with_link_order(links) if link.is_for(guid)), None)
 
 
 def place_link(links: Sequence[GpLink], link: GpLink, order: int | None = None) -> list[GpLink]:

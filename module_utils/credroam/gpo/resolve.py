@@ -41,7 +41,7 @@ from enum import StrEnum
 
 from ..roaming.model import Policy, ReconcileError
 from . import preg
-from .model import GpoError, GpoVersion, normalize_guid, parse_gplink
+from .model import GpoError, GpoVersion, normalize_guid, parse_gplink, with_link_order
 from .secdesc import (
     ACCESS_ALLOWED,
     ACCESS_ALLOWED_OBJECT,
@@ -243,8 +243,8 @@ def _ordered_links(soms: Sequence[Som]) -> list[_Link]:
         except GpoError as exc:
             raise GpoError(f"gPLink of {som.dn}: {exc}") from None
         enabled = [
-            _Link(som, link.gpo_dn, len(links) - index, link.enforced)
-            for index, link in enumerate(links)
+            _Link(som, link.gpo_dn, order, link.enforced)
+            for order, link in with_link_order(links)
             if link.enabled
         ]
         per_som.append((som, enabled))
