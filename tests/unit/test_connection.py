@@ -8,19 +8,22 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from ldap3.core.exceptions import LDAPSocketSendError
 
 from credroam import connection
 from credroam.connection import (
-    DirectoryError,
     LdapTarget,
     RootDse,
     _tls,
+    check_result,
+    close,
     connect,
     first,
     kerberos_host,
     kerberos_principal,
     validate_target,
 )
+from credroam.errors import DirectoryError
 
 
 def target(**overrides) -> LdapTarget:
@@ -95,6 +98,36 @@ def test_first_is_case_insensitive_and_tolerates_scalars():
     assert first(attrs, "SERVERNAME") == "CN=DC1"
     assert first(attrs, "empty", "none") == "none"
     assert first(attrs, "missing") is None
+
+
+def fake_conn(code: int, description: str = "", message: str = "") -> SimpleNamespace:
+    result = {"result": code, "description": description, "message": message}
+    return SimpleNamespace(result=result, server=SimpleNamespace(host="dc1.lab.example"))
+
+
+def test_check_result_names_what_failed_and_the_dc():
+    conn = fake_conn(50, "insufficientAccessRights", "00002098: no write access")
+    with pytest.raises(DirectoryError) as err:
+        check_result(conn, "modifying CN=x")
+    assert str(err.value) == (
+        "modifying CN=x failed on dc1.lab.example: insufficientAccessRights (50) "
+        "00002098: no write access"
+    )
+    assert check_result(fake_conn(0), "anything") is True
+
+
+def test_a_missing_object_is_an_answer_only_when_the_caller_says_so():
+    assert check_result(fake_conn(32, "noSuchObject"), "reading CN=x", missing_ok=True) is False
+    with pytest.raises(DirectoryError, match=r"reading CN=x failed on .*noSuchObject \(32\)"):
+        check_result(fake_conn(32, "noSuchObject"), "reading CN=x")
+
+
+def test_closing_a_broken_connection_does_not_hide_the_cause():
+    # A failed TLS handshake leaves a closed socket: the unbind cannot be sent.
+    def unbind():
+        raise LDAPSocketSendError("socket sending error[Errno 9] Bad file descriptor")
+
+    close(SimpleNamespace(unbind=unbind))
 
 
 def test_domain_dns_name_from_naming_context():

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("ansible", reason="a module test: needs Ansible (.venv/bin/pytest runs it)")
 
-from ansible.module_utils.credroam.connection import DirectoryError
+from ansible.module_utils.credroam.errors import DirectoryError
 from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
     connect_or_fail,

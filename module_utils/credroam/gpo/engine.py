@@ -197,10 +197,8 @@ class GpoReader:
         self.conn.search(
             base, flt, search_scope=scope, attributes=list(attributes), controls=controls
         )
-        result = self.conn.result or {}
-        if result.get("result") == 32:  # noSuchObject
+        if not check_result(self.conn, f"search under {base}", missing_ok=True):
             return []
-        check_result(self.conn, f"search under {base}")
         return [r for r in self.conn.response or [] if r.get("type") == "searchResEntry"]
 
     @property
