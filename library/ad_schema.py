@@ -253,49 +253,47 @@ replication:
 """
 
 import time
+import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.credroam.errors import DirectoryError
+from ansible.module_utils.credroam.ldapresult import check_result, first
+from ansible.module_utils.credroam.schema.definitions import (
+    CREDROAM_OID_BASE,
+    READ_ATTRIBUTES,
+    SYNTAXES,
+    LdapAdd,
+    SchemaConflict,
+    SchemaDefinitionError,
+    SchemaDefinitions,
+    SchemaPlan,
+    definitions_from_params,
+    missing_on_dc,
+    normalize_entry,
+    plan_defunct,
+    plan_present,
+    read_filter,
+    to_wire,
+    wait_until_replicated,
+)
 from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
     failure_message,
     ldap_argument_spec,
-    target_from_params,
+    require_libraries,
+    validate_connection,
 )
 
 try:
     import ldap3
-    from ansible.module_utils.credroam.connection import (
-        DirectoryError,
-        LdapTarget,
-        check_result,
-        connect,
-        first,
-        read_root_dse,
-    )
-    from ansible.module_utils.credroam.schema.definitions import (
-        CREDROAM_OID_BASE,
-        READ_ATTRIBUTES,
-        SYNTAXES,
-        LdapAdd,
-        SchemaConflict,
-        SchemaDefinitionError,
-        SchemaDefinitions,
-        SchemaPlan,
-        definitions_from_params,
-        missing_on_dc,
-        normalize_entry,
-        plan_defunct,
-        plan_present,
-        read_filter,
-        to_wire,
-        wait_until_replicated,
-    )
-except ImportError:  # reported by connect_or_fail with missing_required_lib
-    SYNTAXES = {}
-    CREDROAM_OID_BASE = ""
+    from ansible.module_utils.credroam.connection import LdapTarget, connect, read_root_dse
+
+    CORE_IMPORT_ERROR = None
+except ImportError:  # reported by require_libraries once the module is built
+    CORE_IMPORT_ERROR = traceback.format_exc()
 
 ABSENT_REFUSED = (
     "state=absent refused: Active Directory cannot delete attributeSchema or classSchema "
@@ -469,7 +467,8 @@ def wait_for_dcs(module, base: LdapTarget, conn, root, defs: SchemaDefinitions) 
     return {"dcs": dcs, "seconds": round(time.monotonic() - started, 1)}
 
 
-def run(module: AnsibleModule) -> dict[str, Any]:
+def validated_definitions(module: AnsibleModule) -> SchemaDefinitions:
+    """Every argument checked, before any network traffic; the definitions to apply."""
     params = module.params
     try:
         defs = definitions(params)
@@ -479,8 +478,17 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         module.fail_json(msg=ABSENT_REFUSED)
     if not (defs.attributes or defs.classes or defs.extensions):
         module.fail_json(msg="nothing to do: give preset, attributes, classes or extend")
+    if params["replication_timeout"] <= 0:
+        module.fail_json(
+            msg=f"replication_timeout must be positive, not {params['replication_timeout']}"
+        )
+    return defs
 
-    base = target_from_params(params)
+
+def run(module: AnsibleModule) -> dict[str, Any]:
+    params = module.params
+    defs = validated_definitions(module)
+    base = validate_connection(module)
     conn = connect_or_fail(module, base)
     result: dict[str, Any] = {"changed": False, "operations": [], "verified": []}
     done: list[dict[str, Any]] = []
@@ -527,6 +535,7 @@ def main() -> None:
         required_if=LDAP_REQUIRED_IF,
         supports_check_mode=True,
     )
+    require_libraries(module, CORE_IMPORT_ERROR, "ldap3")
     module.exit_json(**run(module))
 
 

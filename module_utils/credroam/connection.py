@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import ssl
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -26,12 +25,11 @@ from ldap3.core.exceptions import LDAPCertificateError, LDAPException
 from ldap3.core.tls import check_hostname
 
 from .errors import DirectoryError
+from .ldapresult import first
 
 TLS_MODES = ("ldaps", "starttls")
 BIND_METHODS = ("simple", "gssapi")
 DEFAULT_PORTS = {"ldaps": 636, "starttls": 389}
-# LDAP result codes a caller may expect rather than fail on.
-NO_SUCH_OBJECT = 32
 # OpenSSL's reason, as ldap3 passes it on in its exception text (LDAPS and StartTLS alike).
 _VERIFY_FAILED = re.compile(r"certificate verify failed: (?P<reason>[^(]+)")
 
@@ -325,17 +323,6 @@ class RootDse:
         return ".".join(rdn.split("=", 1)[1] for rdn in self.default_naming_context.split(","))
 
 
-def first(entry: Mapping[str, Sequence], name: str, default=None):
-    """The first value of an attribute in an ldap3 ``attributes`` dict, case-insensitively."""
-    lowered = name.lower()
-    for key, values in entry.items():
-        if key.lower() == lowered:
-            if isinstance(values, list | tuple):
-                return values[0] if values else default
-            return values
-    return default
-
-
 def read_root_dse(conn: ldap3.Connection) -> RootDse:
     names = [
         "defaultNamingContext",
@@ -349,21 +336,3 @@ def read_root_dse(conn: ldap3.Connection) -> RootDse:
         raise DirectoryError(f"cannot read the rootDSE of {conn.server.host}: {conn.result}")
     attrs = conn.response[0]["attributes"]
     return RootDse(*(str(first(attrs, name, "")) for name in names))
-
-
-def check_result(conn: ldap3.Connection, what: str, *, missing_ok: bool = False) -> bool:
-    """Raise :class:`DirectoryError` naming ``what`` and the DC if the last operation failed.
-
-    With ``missing_ok`` a noSuchObject result is an answer, not a failure: False is returned
-    (the object, or the base of a search, does not exist). True otherwise.
-    """
-    result = conn.result or {}
-    code = result.get("result", 0)
-    if code == 0:
-        return True
-    if missing_ok and code == NO_SUCH_OBJECT:
-        return False
-    raise DirectoryError(
-        f"{what} failed on {conn.server.host}: {result.get('description')} "
-        f"({code}) {result.get('message', '')}".rstrip()
-    )

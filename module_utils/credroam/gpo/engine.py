@@ -30,7 +30,8 @@ import ldap3
 from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
-from ..connection import RootDse, check_result, first
+from ..connection import RootDse
+from ..ldapresult import check_result, first
 from . import preg
 from .model import (
     FUNCTIONALITY_VERSION,
@@ -285,7 +286,7 @@ class GpoReader:
     def _read_gplink(self, target: str) -> list[GpLink]:
         found = self._search(target, "(objectClass=*)", ldap3.BASE, ["gPLink"])
         if not found:
-            raise GpoError(f"link target {target!r} does not exist")
+            raise GpoError(f"link target {target!r} does not exist on {self.conn.server.host}")
         return parse_gplink(str(first(found[0]["attributes"], "gPLink", "") or ""))
 
     def inspect(self, name: str | None, guid: str | None) -> dict[str, Any]:

@@ -27,8 +27,8 @@ import ldap3
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from ..connection import check_result, first
 from ..errors import DirectoryError
+from ..ldapresult import check_result, first
 from ..timestamps import (
     RoamingTimestamp,
     TimestampError,

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..connection import first
 from ..errors import CredroamError
+from ..ldapresult import first
 
 __all__ = [
     "CREDROAM_GUID",

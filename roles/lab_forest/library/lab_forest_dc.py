@@ -157,19 +157,13 @@ from ansible.module_utils.lab_forest_common import (
 
 try:
     import ldap3
-    from ansible.module_utils.credroam.connection import (
-        DirectoryError,
-        LdapTarget,
-        check_result,
-        connect,
-        first,
-    )
+    from ansible.module_utils.credroam.connection import LdapTarget, connect
+    from ansible.module_utils.credroam.errors import DirectoryError
+    from ansible.module_utils.credroam.ldapresult import check_result, first
 
     HAS_LDAP3 = True
 except ImportError:
     HAS_LDAP3 = False
-
-NO_SUCH_OBJECT = 32
 
 NO_FORWARDER = ("dns forwarder",)
 
@@ -381,8 +375,7 @@ class DomainController:
     def _ensure_roaming_ou(self, conn: ldap3.Connection) -> None:
         if conn.search(self._ou_dn(), "(objectClass=organizationalUnit)", ldap3.BASE):
             return
-        if (conn.result or {}).get("result") != NO_SUCH_OBJECT:
-            check_result(conn, f"reading {self._ou_dn()}")
+        check_result(conn, f"reading {self._ou_dn()}", missing_ok=True)
         self._do(f"create {self._ou_dn()}", lambda: self._add_ou(conn))
 
     def _add_ou(self, conn: ldap3.Connection) -> None:
