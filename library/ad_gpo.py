@@ -39,7 +39,22 @@ description:
     O(repair_version_mismatch).
 version_added: "0.1.0"
 author: credroam
-extends_documentation_fragment: [credroam_ldap, credroam_sysvol]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - credroam_ldap
+  - credroam_sysvol
+attributes:
+  check_mode:
+    support: full
+    details: RV(operations) lists the LDAP and SMB writes that would be performed.
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+    details: Runs on the controller (delegated to localhost) and reaches the DCs over the network.
+seealso:
+  - module: ad_gpo_info
+  - module: ad_schema
 options:
   name:
     description:

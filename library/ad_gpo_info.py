@@ -19,7 +19,21 @@ description:
     same ACL, which C(samba-tool ntacl sysvolcheck) reports). M(ad_gpo) repairs all of them.
 version_added: "0.1.0"
 author: credroam
-extends_documentation_fragment: [credroam_ldap, credroam_sysvol]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - credroam_ldap
+  - credroam_sysvol
+attributes:
+  check_mode:
+    support: full
+    details: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: Runs on the controller (delegated to localhost) and reaches the DCs over the network.
+seealso:
+  - module: ad_gpo
 options:
   name:
     description: Display name of the GPO (must be unique). One of O(name) and O(guid) is needed.

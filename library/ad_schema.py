@@ -24,7 +24,21 @@ description:
     modifies that would be executed (RV(operations)).
 version_added: "0.1.0"
 author: credroam
-extends_documentation_fragment: [credroam_ldap]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - credroam_ldap
+attributes:
+  check_mode:
+    support: full
+    details: RV(added) and RV(modlist) list the LDAP operations that would be executed.
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+    details: Runs on the controller (delegated to localhost) and reaches the DCs over the network.
+seealso:
+  - module: ad_gpo
+  - module: ad_gpo_info
 options:
   preset:
     description:
