@@ -299,6 +299,7 @@ from ansible.module_utils.credroam_sysvol_ansible import (
 )
 
 try:
+    from ansible.module_utils.credroam.connection import close
     from ansible.module_utils.credroam.gpo.engine import (
         GpoApplier,
         GpoIncomplete,
@@ -433,7 +434,7 @@ def main() -> None:
     finally:
         if applier is not None:
             applier.close()
-        conn.unbind()
+        close(conn)  # a DC that went away must not hide the cause
     warnings = result.pop("warnings")
     for warning in warnings:
         module.warn(warning)

@@ -147,6 +147,7 @@ from ansible.module_utils.credroam_sysvol_ansible import (
 )
 
 try:
+    from ansible.module_utils.credroam.connection import close
     from ansible.module_utils.credroam.gpo.engine import GpoReader
 
     CORE_IMPORT_ERROR = None
@@ -181,7 +182,7 @@ def main() -> None:
     finally:
         if reader is not None:
             reader.close()
-        conn.unbind()
+        close(conn)  # a DC that went away must not hide the cause
     module.exit_json(changed=False, **found)
 
 

@@ -303,7 +303,12 @@ from ansible.module_utils.credroam_ansible import (
 
 try:
     import ldap3
-    from ansible.module_utils.credroam.connection import LdapTarget, connect, read_root_dse
+    from ansible.module_utils.credroam.connection import (
+        LdapTarget,
+        close,
+        connect,
+        read_root_dse,
+    )
 
     CORE_IMPORT_ERROR = None
 except ImportError:  # reported by require_libraries once the module is built
@@ -470,7 +475,7 @@ def wait_for_dcs(module, base: LdapTarget, conn, root, defs: SchemaDefinitions) 
         try:
             return missing_on_dc(defs, read_schema(dc_conn, root.schema_naming_context, defs))
         finally:
-            dc_conn.unbind()
+            close(dc_conn)
 
     started = time.monotonic()
     timeout = module.params["replication_timeout"]
@@ -539,7 +544,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         result.update(changed=bool(done), operations=done)
         module.fail_json(msg=failure_message(exc, params), **result)
     finally:
-        conn.unbind()
+        close(conn)
     return result
 
 
