@@ -286,7 +286,7 @@ class GpoReader:
     def _read_gplink(self, target: str) -> list[GpLink]:
         found = self._search(target, "(objectClass=*)", ldap3.BASE, ["gPLink"])
         if not found:
-            raise GpoError(f"link target {target!r} does not exist on {self.conn.server.host}")
+            raise GpoError(f"link target {target!r} does not exist")
         return parse_gplink(str(first(found[0]["attributes"], "gPLink", "") or ""))
 
     def inspect(self, name: str | None, guid: str | None) -> dict[str, Any]:
