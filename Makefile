@@ -65,6 +65,9 @@ lab-up: deps  ## Bring up the lab forest only (LAB=name for another lab).
 lab-down: deps  ## Tear the lab forest down, leaving nothing behind.
 	$(PLAYBOOK) playbooks/lab.yml -e lab_forest_name=$(LAB) -e lab_forest_state=absent
 
+lab-status:  ## Show whether lab LAB is up: its DCs and client hosts, their addresses.
+	@$(SYSTEM_PY) inventories/lab/lab_inventory.py --status
+
 lint: deps  ## ruff and ansible-lint (production profile, offline).
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

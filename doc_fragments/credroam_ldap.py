@@ -37,6 +37,8 @@ options:
     description:
       - Name the DC certificate must carry, when O(server) is an address the certificate does not
         list (for example a DC reached by IP whose certificate names only its FQDN).
+      - When given, the certificate must name it; a certificate that names only O(server) is
+        refused.
     type: str
   bind_method:
     description:

@@ -39,7 +39,22 @@ description:
     O(repair_version_mismatch).
 version_added: "0.1.0"
 author: credroam
-extends_documentation_fragment: [credroam_ldap, credroam_sysvol]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - credroam_ldap
+  - credroam_sysvol
+attributes:
+  check_mode:
+    support: full
+    details: RV(operations) lists the LDAP and SMB writes that would be performed.
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+    details: Runs on the controller (delegated to localhost) and reaches the DCs over the network.
+seealso:
+  - module: ad_gpo_info
+  - module: ad_schema
 options:
   name:
     description:
@@ -257,39 +272,44 @@ operations_left:
   elements: dict
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.credroam.gpo.model import GpoError
+from ansible.module_utils.credroam.gpo.settings import (
+    AGENT_POLICY,
+    CREDENTIAL_ROAMING,
+    policy_entries,
+    registry_value_entry,
+)
 from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
     failure_message,
     ldap_argument_spec,
+    require_libraries,
+    validate_connection,
+)
+from ansible.module_utils.credroam_sysvol_ansible import (
+    SYSVOL_MUTUALLY_EXCLUSIVE,
+    gpo_engine,
+    sysvol_argument_spec,
+    validate_sysvol,
 )
 
 try:
+    from ansible.module_utils.credroam.connection import close
     from ansible.module_utils.credroam.gpo.engine import (
         GpoApplier,
         GpoIncomplete,
         GpoRequest,
         LinkRequest,
     )
-    from ansible.module_utils.credroam.gpo.model import GpoError
-    from ansible.module_utils.credroam.gpo.settings import (
-        AGENT_POLICY,
-        CREDENTIAL_ROAMING,
-        policy_entries,
-        registry_value_entry,
-    )
-    from ansible.module_utils.credroam.gpo.sysvol import SysvolError
-    from ansible.module_utils.credroam_sysvol_ansible import (
-        SYSVOL_MUTUALLY_EXCLUSIVE,
-        gpo_engine,
-        sysvol_argument_spec,
-    )
 
-    IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the controller's Python
-    IMPORT_ERROR = exc
+    CORE_IMPORT_ERROR = None
+except ImportError:  # reported by require_libraries once the module is built
+    CORE_IMPORT_ERROR = traceback.format_exc()
 
 
 def _dict_option(table) -> dict:
@@ -381,13 +401,20 @@ def main() -> None:
         mutually_exclusive=SYSVOL_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
-    if IMPORT_ERROR is not None:
-        module.fail_json(msg=f"ad_gpo needs the credroam core and smbprotocol: {IMPORT_ERROR}")
+    require_libraries(module, CORE_IMPORT_ERROR, "ldap3", "smbprotocol")
     params = module.params
-    conn = connect_or_fail(module)
-    applier = None
+    if params["publish_admx"]:
+        require_libraries(module, None, "jinja2")
+    # Every argument is checked before the first packet: a bad value is reported as such even
+    # when the DC is down.
     try:
         request = build_request(params, module.check_mode)
+    except GpoError as exc:
+        module.fail_json(msg=f"invalid GPO settings: {exc}")
+    validate_sysvol(module)
+    conn = connect_or_fail(module, validate_connection(module))
+    applier = None
+    try:
         applier = gpo_engine(GpoApplier, conn, params)
         if params["publish_admx"] and params["state"] == "present":
             request.files = _admin_templates(module, applier, request)
@@ -395,18 +422,19 @@ def main() -> None:
     except GpoIncomplete as exc:
         # Some writes were made: the run changed the GPO, and says what it left undone.
         module.fail_json(
-            msg=f"{_reason(exc.cause, params)}; {exc.summary}",
+            msg=f"{failure_message(exc.cause, params)}; {exc.summary}",
             changed=bool(exc.done),
             operations=exc.done,
             operations_left=exc.left,
         )
-    except (GpoError, SysvolError, *DIRECTORY_FAILURES) as exc:
+    except DIRECTORY_FAILURES as exc:
         # Raised while planning: every check comes before the first write.
-        module.fail_json(msg=f"{_reason(exc, params)}; nothing was written", operations=[])
+        msg = f"{failure_message(exc, params)}; nothing was written"
+        module.fail_json(msg=msg, operations=[])
     finally:
         if applier is not None:
             applier.close()
-        conn.unbind()
+        close(conn)  # a DC that went away must not hide the cause
     warnings = result.pop("warnings")
     for warning in warnings:
         module.warn(warning)
@@ -414,11 +442,6 @@ def main() -> None:
     if module._diff:
         result["diff"] = diff
     module.exit_json(**result)
-
-
-def _reason(exc: Exception, params: dict) -> str:
-    """What went wrong: GPO and SYSVOL errors name their server and path already."""
-    return failure_message(exc, params) if isinstance(exc, DIRECTORY_FAILURES) else str(exc)
 
 
 def _admin_templates(module: AnsibleModule, applier: GpoApplier, request: GpoRequest) -> dict:

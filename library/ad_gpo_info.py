@@ -19,7 +19,21 @@ description:
     same ACL, which C(samba-tool ntacl sysvolcheck) reports). M(ad_gpo) repairs all of them.
 version_added: "0.1.0"
 author: credroam
-extends_documentation_fragment: [credroam_ldap, credroam_sysvol]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - credroam_ldap
+  - credroam_sysvol
+attributes:
+  check_mode:
+    support: full
+    details: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: Runs on the controller (delegated to localhost) and reaches the DCs over the network.
+seealso:
+  - module: ad_gpo
 options:
   name:
     description: Display name of the GPO (must be unique). One of O(name) and O(guid) is needed.
@@ -113,6 +127,8 @@ problems:
       message: GPT.INI version 65536 on dc2.lab.example, versionNumber 131072 in AD
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
@@ -120,21 +136,23 @@ from ansible.module_utils.credroam_ansible import (
     connect_or_fail,
     failure_message,
     ldap_argument_spec,
+    require_libraries,
+    validate_connection,
+)
+from ansible.module_utils.credroam_sysvol_ansible import (
+    SYSVOL_MUTUALLY_EXCLUSIVE,
+    gpo_engine,
+    sysvol_argument_spec,
+    validate_sysvol,
 )
 
 try:
+    from ansible.module_utils.credroam.connection import close
     from ansible.module_utils.credroam.gpo.engine import GpoReader
-    from ansible.module_utils.credroam.gpo.model import GpoError
-    from ansible.module_utils.credroam.gpo.sysvol import SysvolError
-    from ansible.module_utils.credroam_sysvol_ansible import (
-        SYSVOL_MUTUALLY_EXCLUSIVE,
-        gpo_engine,
-        sysvol_argument_spec,
-    )
 
-    IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the controller's Python
-    IMPORT_ERROR = exc
+    CORE_IMPORT_ERROR = None
+except ImportError:  # reported by require_libraries once the module is built
+    CORE_IMPORT_ERROR = traceback.format_exc()
 
 
 def argument_spec() -> dict:
@@ -151,22 +169,20 @@ def main() -> None:
         mutually_exclusive=SYSVOL_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
-    if IMPORT_ERROR is not None:
-        module.fail_json(msg=f"ad_gpo_info needs the credroam core and smbprotocol: {IMPORT_ERROR}")
+    require_libraries(module, CORE_IMPORT_ERROR, "ldap3", "smbprotocol")
     params = module.params
-    conn = connect_or_fail(module)
+    validate_sysvol(module)
+    conn = connect_or_fail(module, validate_connection(module))
     reader = None
     try:
         reader = gpo_engine(GpoReader, conn, params)
         found = reader.inspect(params.get("name"), params.get("guid"))
-    except (GpoError, SysvolError) as exc:
-        module.fail_json(msg=str(exc))
     except DIRECTORY_FAILURES as exc:
         module.fail_json(msg=failure_message(exc, params))
     finally:
         if reader is not None:
             reader.close()
-        conn.unbind()
+        close(conn)  # a DC that went away must not hide the cause
     module.exit_json(changed=False, **found)
 
 

@@ -24,7 +24,21 @@ description:
     modifies that would be executed (RV(operations)).
 version_added: "0.1.0"
 author: credroam
-extends_documentation_fragment: [credroam_ldap]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - credroam_ldap
+attributes:
+  check_mode:
+    support: full
+    details: RV(added) and RV(modlist) list the LDAP operations that would be executed.
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+    details: Runs on the controller (delegated to localhost) and reaches the DCs over the network.
+seealso:
+  - module: ad_gpo
+  - module: ad_gpo_info
 options:
   preset:
     description:
@@ -252,42 +266,45 @@ replication:
   returned: when wait_for_replication
 """
 
+import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.credroam.schema.definitions import (
+    CREDROAM_OID_BASE,
+    SYNTAXES,
+    SchemaDefinitionError,
+    SchemaDefinitions,
+    definitions_from_params,
+)
+from ansible.module_utils.credroam.schema.plan import (
+    SchemaConflict,
+    SchemaPlan,
+    plan_defunct,
+    plan_present,
+)
 from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
     failure_message,
     ldap_argument_spec,
-    target_from_params,
+    require_libraries,
+    validate_connection,
 )
 
 try:
-    from ansible.module_utils.credroam.connection import connect, read_root_dse
-    from ansible.module_utils.credroam.schema.definitions import (
-        CREDROAM_OID_BASE,
-        SYNTAXES,
-        SchemaDefinitionError,
-        SchemaDefinitions,
-        definitions_from_params,
-    )
+    from ansible.module_utils.credroam.connection import close, connect, read_root_dse
     from ansible.module_utils.credroam.schema.directory import (
         apply_plan,
         connect_schema_master,
         read_schema,
         wait_for_replication,
     )
-    from ansible.module_utils.credroam.schema.plan import (
-        SchemaConflict,
-        SchemaPlan,
-        plan_defunct,
-        plan_present,
-    )
-except ImportError:  # ldap3 missing: reported by connect_or_fail with missing_required_lib
-    SYNTAXES = {}
-    CREDROAM_OID_BASE = ""
+
+    CORE_IMPORT_ERROR = None
+except ImportError:  # reported by require_libraries once the module is built
+    CORE_IMPORT_ERROR = traceback.format_exc()
 
 ABSENT_REFUSED = (
     "state=absent refused: Active Directory cannot delete attributeSchema or classSchema "
@@ -367,7 +384,8 @@ def plan_for(
     return plan_present(defs, entries, schema_dn)
 
 
-def run(module: AnsibleModule) -> dict[str, Any]:
+def validated_definitions(module: AnsibleModule) -> SchemaDefinitions:
+    """Every argument checked, before any network traffic; the definitions to apply."""
     params = module.params
     try:
         defs = definitions(params)
@@ -377,8 +395,17 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         module.fail_json(msg=ABSENT_REFUSED)
     if not (defs.attributes or defs.classes or defs.extensions):
         module.fail_json(msg="nothing to do: give preset, attributes, classes or extend")
+    if params["replication_timeout"] <= 0:
+        module.fail_json(
+            msg=f"replication_timeout must be positive, not {params['replication_timeout']}"
+        )
+    return defs
 
-    base = target_from_params(params)
+
+def run(module: AnsibleModule) -> dict[str, Any]:
+    params = module.params
+    defs = validated_definitions(module)
+    base = validate_connection(module)
     addresses = params["dc_addresses"]
     conn = connect_or_fail(module, base)
     result: dict[str, Any] = {"changed": False, "operations": [], "verified": []}
@@ -410,7 +437,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         result.update(changed=bool(done), operations=done)
         module.fail_json(msg=failure_message(exc, params), **result)
     finally:
-        conn.unbind()
+        close(conn)
     return result
 
 
@@ -420,6 +447,7 @@ def main() -> None:
         required_if=LDAP_REQUIRED_IF,
         supports_check_mode=True,
     )
+    require_libraries(module, CORE_IMPORT_ERROR, "ldap3")
     module.exit_json(**run(module))
 
 

@@ -7,31 +7,49 @@ once in the ``credroam_ldap`` doc fragment. The core (``credroam``) stays free o
 
 from __future__ import annotations
 
+import importlib
+import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.credroam.errors import CredroamError, DirectoryError
 
 try:
-    import ldap3  # noqa: F401
     from ansible.module_utils.credroam.connection import (
         BIND_METHODS,
         TLS_MODES,
-        DirectoryError,
         LdapTarget,
         connect,
+        validate_target,
     )
     from ldap3.core.exceptions import LDAPException
 
-    LDAP3_IMPORT_ERROR = None
-    # What a directory module turns into a clear failure: our own errors name the DC and the
-    # operation; ldap3 still raises network errors (connection reset, timeout) after the bind,
-    # even with raise_exceptions=False.
-    DIRECTORY_FAILURES: tuple[type[Exception], ...] = (DirectoryError, LDAPException)
-except ImportError as exc:  # pragma: no cover - depends on the target's Python
-    LDAP3_IMPORT_ERROR = exc
-    DIRECTORY_FAILURES = ()
+    # What a directory module turns into a clear failure: credroam's own errors name the DC or
+    # the argument at fault; ldap3 still raises network errors (connection reset, timeout)
+    # after the bind, even with raise_exceptions=False.
+    DIRECTORY_FAILURES: tuple[type[Exception], ...] = (CredroamError, LDAPException)
+except ImportError:  # ldap3 is missing: require_libraries() says so once the module is built
+    DIRECTORY_FAILURES = (CredroamError,)
+    # The argument spec is checked before require_libraries() can run, so it needs these.
     BIND_METHODS = ("simple", "gssapi")
     TLS_MODES = ("ldaps", "starttls")
+
+# Each third-party package a module may need, by its PyPI name, and the module that proves it.
+LIBRARIES = {"ldap3": "ldap3", "smbprotocol": "smbclient", "jinja2": "jinja2"}
+
+
+def require_libraries(module: AnsibleModule, core_import_error: str | None, *packages: str):
+    """Fail with ``missing_required_lib`` naming the first of ``packages`` that cannot be
+    imported. Modules import the core inside ``try``, so when every package is there but the
+    core still failed to import, that error (``core_import_error``, a traceback) is reported as
+    it is rather than taken for a missing package."""
+    for package in packages:
+        try:
+            importlib.import_module(LIBRARIES[package])
+        except ImportError:
+            module.fail_json(msg=missing_required_lib(package), exception=traceback.format_exc())
+    if core_import_error is not None:
+        module.fail_json(msg="cannot import the credroam core", exception=core_import_error)
 
 
 def ldap_argument_spec() -> dict[str, dict[str, Any]]:
@@ -68,14 +86,18 @@ def target_from_params(params: dict[str, Any]) -> LdapTarget:
     )
 
 
-def require_ldap3(module: AnsibleModule) -> None:
-    if LDAP3_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("ldap3"), exception=str(LDAP3_IMPORT_ERROR))
+def validate_connection(module: AnsibleModule) -> LdapTarget:
+    """The connection settings as a target, checked before any network traffic."""
+    target = target_from_params(module.params)
+    try:
+        validate_target(target)
+    except DirectoryError as exc:
+        module.fail_json(msg=f"invalid connection settings: {exc}")
+    return target
 
 
 def connect_or_fail(module: AnsibleModule, target: LdapTarget | None = None):
     """A bound connection, or ``fail_json`` with the DC and the cause in the message."""
-    require_ldap3(module)
     target = target or target_from_params(module.params)
     if not target.validate_certs:
         module.warn(
@@ -89,7 +111,8 @@ def connect_or_fail(module: AnsibleModule, target: LdapTarget | None = None):
 
 
 def failure_message(exc: Exception, params: dict[str, Any]) -> str:
-    """The message for one of DIRECTORY_FAILURES: ldap3's own errors get the DC named."""
-    if isinstance(exc, DirectoryError):
+    """The message for a failure. credroam's own errors already name the DC, server, file or
+    argument at fault; only ldap3's errors get the DC named here."""
+    if isinstance(exc, CredroamError) or not isinstance(exc, DIRECTORY_FAILURES):
         return str(exc)
     return f"LDAP error talking to {params['server']}: {type(exc).__name__}: {exc}"

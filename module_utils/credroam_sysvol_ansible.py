@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ansible.module_utils.credroam.connection import read_root_dse
-from ansible.module_utils.credroam.gpo.engine import GpoReader
-from ansible.module_utils.credroam.gpo.sysvol import SmbTarget, Sysvol, ntlm_username
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.credroam.gpo.sysvol import SmbTarget, Sysvol, SysvolError, ntlm_username
 
-Engine = TypeVar("Engine", bound=GpoReader)
+try:
+    from ansible.module_utils.credroam.connection import read_root_dse
+    from ansible.module_utils.credroam.gpo.engine import GpoReader
+except ImportError:  # ldap3 is missing: the module's require_libraries() says so
+    pass
+
+Engine = TypeVar("Engine", bound="GpoReader")
 
 SYSVOL_MUTUALLY_EXCLUSIVE = [("smb_server", "sysvol_servers")]
 
@@ -27,6 +32,22 @@ def sysvol_argument_spec() -> dict[str, dict[str, Any]]:
         "smb_port": {"type": "int", "default": 445},
         "smb_encrypt": {"type": "bool", "default": True},
     }
+
+
+def validate_sysvol(module: AnsibleModule) -> None:
+    """The SMB settings checked before any network traffic."""
+    params = module.params
+    if not 0 < params["smb_port"] < 65536:
+        module.fail_json(
+            msg=f"invalid SMB settings: smb_port {params['smb_port']} is not a TCP port"
+        )
+    if not all(sysvol_servers(params)):
+        module.fail_json(msg="invalid SMB settings: sysvol_servers holds an empty name")
+    if not params.get("smb_user"):
+        try:
+            ntlm_username(params.get("bind_user"))
+        except SysvolError as exc:
+            module.fail_json(msg=f"invalid SMB settings: {exc}")
 
 
 def sysvol_servers(params: dict[str, Any]) -> list[str]:

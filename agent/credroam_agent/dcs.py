@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import ldap3
 
-from credroam.connection import DirectoryError, LdapTarget, connect
+from credroam.connection import LdapTarget, connect
+from credroam.errors import DirectoryError
 
 from .config import AgentConfig, DirectoryConfig
 

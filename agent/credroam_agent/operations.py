@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-from credroam.connection import DirectoryError
+from credroam.errors import DirectoryError
 from credroam.roaming.directory import find_user
 from credroam.roaming.envelope import KeyCacheError, read_key_cache
 from credroam.roaming.fsutil import (

@@ -9,7 +9,9 @@ playbooks/lab.yml. Groups:
               argv prefix that runs a command inside the DC, `lab_smb_conf` its smb.conf.
   clients     Linux client hosts over real SSH as root with the lab key; host keys checked
               against the lab's known_hosts.
-When the lab is not up the groups are empty (controller stays), so playbooks still parse.
+When the lab is not up the groups are empty (controller stays), so playbooks still parse (and
+playbooks/lab.yml can start it); `credroam_lab_not_up` then says which lab and how to start it,
+and the rollout playbooks stop on it before any task. `--status` prints what runs instead.
 Standard library only: runs under any python3.
 """
 
@@ -17,10 +19,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def labs_up() -> list[str]:
+    """Names of the labs that have a lab.json (finished starting)."""
+    return sorted(path.parent.name for path in (REPO / ".lab").glob("*/lab.json"))
+
+
+def not_up_message(name: str) -> str:
+    """What a user who asked for lab `name` must be told when it is not up."""
+    others = ", ".join(labs_up()) or "none"
+    return (
+        f"lab {name!r} is not up (no .lab/{name}/lab.json; labs up: {others}): start it with "
+        f"`make lab-up LAB={name}`, or set CREDROAM_LAB to a lab that is up"
+    )
 
 
 def load_lab(name: str) -> dict | None:
@@ -53,7 +70,7 @@ def lab_vars(lab: dict) -> dict:
     }
 
 
-def inventory(lab: dict | None) -> dict:
+def inventory(lab: dict | None, name: str = "lab") -> dict:
     hostvars: dict[str, dict] = {"localhost": {}}
     groups: dict = {
         "controller": {"hosts": ["localhost"]},
@@ -61,7 +78,9 @@ def inventory(lab: dict | None) -> dict:
         "clients": {"hosts": []},
         "all": {"children": ["controller", "dcs", "clients", "ungrouped"], "vars": {}},
     }
-    if lab is not None:
+    if lab is None:
+        groups["all"]["vars"] = {"credroam_lab_not_up": not_up_message(name)}
+    else:
         groups["all"]["vars"] = lab_vars(lab)
         ssh_args = f"-o UserKnownHostsFile={lab['known_hosts']} -o StrictHostKeyChecking=yes"
         for dc in lab["dcs"]:
@@ -86,8 +105,34 @@ def inventory(lab: dict | None) -> dict:
     return groups
 
 
+def pid_is_live(pid: int) -> bool:
+    """A running process; a zombie (exited, not yet reaped) is not."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return re.search(r"^State:\s+Z", status, re.MULTILINE) is None
+
+
+def status(name: str, lab: dict | None) -> list[str]:
+    """Lines for `make lab-status`: the lab, each DC and client with its address, up or not."""
+    if lab is None:
+        return [not_up_message(name)]
+    lines = [f"lab {name}: realm {lab['realm']}, subnet {lab['subnet']}, CA {lab['ca_cert']}"]
+    for kind, hosts in (("dc", lab["dcs"]), ("client", lab["clients"])):
+        for host in hosts:
+            state = "up" if pid_is_live(int(host.get("pid", 0))) else "DOWN (process gone)"
+            lines.append(f"  {kind:6} {host['name']:8} {host['ip']:15} {host['fqdn']:24} {state}")
+    return lines
+
+
 def main(argv: list[str]) -> int:
-    data = inventory(load_lab(os.environ.get("CREDROAM_LAB", "lab")))
+    name = os.environ.get("CREDROAM_LAB", "lab")
+    lab = load_lab(name)
+    if "--status" in argv:
+        print("\n".join(status(name, lab)))
+        return 0 if lab is not None else 1
+    data = inventory(lab, name)
     if "--host" in argv:
         host = argv[argv.index("--host") + 1]
         print(json.dumps(data["_meta"]["hostvars"].get(host, {})))

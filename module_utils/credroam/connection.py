@@ -12,23 +12,26 @@ caller's own credentials, see :func:`kerberos_credentials`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import ssl
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, NamedTuple
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPCertificateError, LDAPException
+from ldap3.core.tls import check_hostname
+
+from .errors import DirectoryError
+from .ldapresult import first
 
 TLS_MODES = ("ldaps", "starttls")
 BIND_METHODS = ("simple", "gssapi")
 DEFAULT_PORTS = {"ldaps": 636, "starttls": 389}
-
-
-class DirectoryError(Exception):
-    """A directory operation failed; the message names the DC and what was asked."""
+# OpenSSL's reason, as ldap3 passes it on in its exception text (LDAPS and StartTLS alike).
+_VERIFY_FAILED = re.compile(r"certificate verify failed: (?P<reason>[^(]+)")
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ def connect(target: LdapTarget) -> ldap3.Connection:
     """Open a TLS-protected, bound connection or raise :class:`DirectoryError`.
 
     Errors name the DC and the cause (unreachable, certificate rejected, bad credentials), since
-    that is what an operator needs to fix it.
+    that is what an operator needs to fix it. The certificate is checked before the bind, so a
+    password is never sent to a DC that failed it.
     """
     validate_target(target)
     try:
@@ -134,32 +138,88 @@ def connect(target: LdapTarget) -> ldap3.Connection:
         check_names=False,
         **bind.arguments,
     )
+    try:
+        _secure(conn, target)
+        _bind(conn, target, bind)
+    except BaseException:
+        close(conn)
+        raise
+    return conn
+
+
+def close(conn: ldap3.Connection) -> None:
+    """Unbind; a connection that is already broken (a failed TLS handshake leaves a closed
+    socket, so the unbind cannot be sent) is simply dropped, so cleanup never hides the cause."""
+    with contextlib.suppress(LDAPException):
+        conn.unbind()
+
+
+def _secure(conn: ldap3.Connection, target: LdapTarget) -> None:
+    """Connect and set up TLS (LDAPS, or StartTLS on the plain port), certificate checked."""
     where = target.describe()
     try:
         conn.open()
         if target.tls_mode == "starttls" and not conn.start_tls():
             raise DirectoryError(f"StartTLS refused by {where}: {conn.result}")
-        if not conn.bind():
-            result = conn.result or {}
-            raise DirectoryError(
-                f"bind as {bind.who} to {where} failed: "
-                f"{result.get('description')} {result.get('message', '')}".rstrip()
-            )
     except LDAPException as exc:
-        conn.unbind()
-        raise DirectoryError(f"cannot reach or trust the domain controller {where}: {exc}") from exc
-    except DirectoryError:
-        conn.unbind()
-        raise
+        raise _connect_error(exc, target) from exc
+    _check_tls_server_name(conn, target)
+
+
+def _connect_error(exc: LDAPException, target: LdapTarget) -> DirectoryError:
+    where = target.describe()
+    verify = _VERIFY_FAILED.search(str(exc))
+    if verify:
+        trusted = f"CA file {target.ca_cert}" if target.ca_cert else "the system trust store"
+        return DirectoryError(
+            f"certificate verification failed for the domain controller {where}: "
+            f"{verify.group('reason').strip()} (checked against {trusted})"
+        )
+    if isinstance(exc, LDAPCertificateError):
+        return DirectoryError(
+            f"certificate verification failed for the domain controller {where}: its "
+            f"certificate does not name {target.server}; give the name it carries as "
+            "tls_server_name"
+        )
+    return DirectoryError(f"cannot reach the domain controller {where}: {exc}")
+
+
+def _check_tls_server_name(conn: ldap3.Connection, target: LdapTarget) -> None:
+    """With ``tls_server_name``, the certificate must carry that name: ldap3 accepts the name
+    as an alternative to ``server``, which would let any certificate valid for the address
+    stand in for the DC the caller named."""
+    if not (target.validate_certs and target.tls_server_name):
+        return
+    try:
+        check_hostname(conn.socket, target.tls_server_name, None)
+    except LDAPCertificateError:
+        names = conn.socket.getpeercert().get("subjectAltName", ())
+        carried = ", ".join(f"{kind}:{value}" for kind, value in names) or "no names"
+        raise DirectoryError(
+            f"certificate verification failed for the domain controller {target.describe()}: "
+            f"it does not name {target.tls_server_name} (tls_server_name); it names {carried}"
+        ) from None
+
+
+def _bind(conn: ldap3.Connection, target: LdapTarget, bind: _Bind) -> None:
+    where = target.describe()
+    try:
+        bound = conn.bind()
+    except LDAPException as exc:
+        raise DirectoryError(f"bind as {bind.who} to {where} failed: {exc}") from exc
     except bind.errors as exc:
         # Kerberos failed after the ticket check: no ticket for the DC's service (unknown
         # name, KDC unreachable, clock skew). The GSSAPI message says which.
-        conn.unbind()
         raise DirectoryError(
             f"Kerberos bind as {bind.who} to {where} failed getting a ticket for "
             f"ldap/{kerberos_host(target)}: {_gss_message(exc)}"
         ) from exc
-    return conn
+    if not bound:
+        result = conn.result or {}
+        raise DirectoryError(
+            f"bind as {bind.who} to {where} failed: "
+            f"{result.get('description')} {result.get('message', '')}".rstrip()
+        )
 
 
 class _Bind(NamedTuple):
@@ -263,17 +323,6 @@ class RootDse:
         return ".".join(rdn.split("=", 1)[1] for rdn in self.default_naming_context.split(","))
 
 
-def first(entry: Mapping[str, Sequence], name: str, default=None):
-    """The first value of an attribute in an ldap3 ``attributes`` dict, case-insensitively."""
-    lowered = name.lower()
-    for key, values in entry.items():
-        if key.lower() == lowered:
-            if isinstance(values, list | tuple):
-                return values[0] if values else default
-            return values
-    return default
-
-
 def read_root_dse(conn: ldap3.Connection) -> RootDse:
     names = [
         "defaultNamingContext",
@@ -287,13 +336,3 @@ def read_root_dse(conn: ldap3.Connection) -> RootDse:
         raise DirectoryError(f"cannot read the rootDSE of {conn.server.host}: {conn.result}")
     attrs = conn.response[0]["attributes"]
     return RootDse(*(str(first(attrs, name, "")) for name in names))
-
-
-def check_result(conn: ldap3.Connection, what: str) -> None:
-    """Raise :class:`DirectoryError` naming ``what`` if the last operation failed."""
-    result = conn.result or {}
-    if result.get("result", 0) != 0:
-        raise DirectoryError(
-            f"{what} failed on {conn.server.host}: {result.get('description')} "
-            f"({result.get('result')}) {result.get('message', '')}".rstrip()
-        )

@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from .errors import CredroamError
+
 __all__ = [
     "FILETIME_EPOCH",
     "FILETIME_MAX",
@@ -42,7 +44,7 @@ _NS_PER_TICK = 100
 _TWO_FILETIMES = struct.Struct("<QQ")
 
 
-class TimestampError(ValueError):
+class TimestampError(CredroamError, ValueError):
     """A FILETIME or msPKIRoamingTimeStamp value is out of range or malformed."""
 
 

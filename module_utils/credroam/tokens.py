@@ -25,6 +25,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
+from .errors import CredroamError
+
 __all__ = [
     "DEFAULT_LIMITS",
     "HEADER_SIZE",
@@ -80,7 +82,7 @@ class TokenFlags(IntFlag):
     ENCRYPTION_KEY = 0x20
 
 
-class TokenError(ValueError):
+class TokenError(CredroamError, ValueError):
     """A token, identifier or DN-Binary value failed a check.
 
     ``check`` is a short machine name of the failed check: "marker", "type", "identifier",

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from credroam.connection import DirectoryError, connect
+from credroam.connection import connect
+from credroam.errors import DirectoryError
 from credroam.gpo.resolve import Denial
 from credroam_agent.policy import (
     PolicyUnavailableError,

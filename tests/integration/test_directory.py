@@ -9,7 +9,8 @@ import struct
 
 import pytest
 
-from credroam.connection import DirectoryError, connect
+from credroam.connection import connect
+from credroam.errors import DirectoryError
 from credroam.roaming.directory import (
     ACCOUNT_CREDENTIALS,
     KEY_ENVELOPES,

@@ -20,7 +20,8 @@ from typing import Any
 import ldap3
 import pytest
 
-from credroam.connection import DirectoryError, LdapTarget, connect
+from credroam.connection import LdapTarget, connect
+from credroam.errors import DirectoryError
 from tests.lab import REPO, Account, Lab
 
 pytestmark = pytest.mark.integration

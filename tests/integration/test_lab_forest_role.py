@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from credroam.connection import DirectoryError
+from credroam.errors import DirectoryError
 from tests.integration.conftest import CITEST
 from tests.lab import LAB_ROOT, Lab, companion_lab, lab_playbook, lab_traces, pid_is_live
 

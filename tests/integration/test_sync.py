@@ -10,7 +10,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from credroam.connection import DirectoryError, connect
+from credroam.connection import connect
+from credroam.errors import DirectoryError
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS, read_roaming
 from credroam.roaming.envelope import new_roaming_key
 from credroam.roaming.model import Policy

@@ -8,19 +8,20 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from ldap3.core.exceptions import LDAPSocketSendError
 
 from credroam import connection
 from credroam.connection import (
-    DirectoryError,
     LdapTarget,
     RootDse,
     _tls,
+    close,
     connect,
-    first,
     kerberos_host,
     kerberos_principal,
     validate_target,
 )
+from credroam.errors import DirectoryError
 
 
 def target(**overrides) -> LdapTarget:
@@ -89,12 +90,12 @@ def test_unreachable_dc_error_names_the_dc():
         connect(target(server="127.0.0.1", port=port, timeout=2))
 
 
-def test_first_is_case_insensitive_and_tolerates_scalars():
-    attrs = {"DnsHostName": ["dc1.lab.example"], "serverName": "CN=DC1", "empty": []}
-    assert first(attrs, "dnshostname") == "dc1.lab.example"
-    assert first(attrs, "SERVERNAME") == "CN=DC1"
-    assert first(attrs, "empty", "none") == "none"
-    assert first(attrs, "missing") is None
+def test_closing_a_broken_connection_does_not_hide_the_cause():
+    # A failed TLS handshake leaves a closed socket: the unbind cannot be sent.
+    def unbind():
+        raise LDAPSocketSendError("socket sending error[Errno 9] Bad file descriptor")
+
+    close(SimpleNamespace(unbind=unbind))
 
 
 def test_domain_dns_name_from_naming_context():

@@ -12,7 +12,7 @@ import uuid
 import ldap3
 import pytest
 
-from credroam.connection import DirectoryError
+from credroam.errors import DirectoryError
 from credroam.roaming.directory import (
     ACCOUNT_CREDENTIALS,
     KEY_ENVELOPES,
@@ -308,7 +308,7 @@ def test_read_roaming_follows_ad_ranged_retrieval():
 
 
 def test_read_roaming_of_a_missing_user_names_it():
-    with pytest.raises(DirectoryError, match=r"CN=Nobody.*no such object on dc1\.lab\.example"):
+    with pytest.raises(DirectoryError, match=r"CN=Nobody.*failed on dc1\.lab\.example: noSuchObj"):
         read_roaming(FakeConnection(), "CN=Nobody,DC=lab,DC=example")
 
 

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-import credroam.connection
+import credroam.errors
 import credroam.roaming.sync
 
 
@@ -15,16 +15,16 @@ def test_both_names_are_one_module_object() -> None:
     aliased = importlib.import_module("ansible.module_utils.credroam.roaming.sync")
     assert aliased is credroam.roaming.sync
     assert aliased.__spec__.name == "credroam.roaming.sync"  # its own spec, not the alias's
-    from ansible.module_utils.credroam.connection import DirectoryError
+    from ansible.module_utils.credroam.errors import DirectoryError
 
-    assert DirectoryError is credroam.connection.DirectoryError
+    assert DirectoryError is credroam.errors.DirectoryError
 
 
 def test_an_error_raised_under_one_name_is_caught_under_the_other() -> None:
     pytest.importorskip("ansible", reason="the Ansible name exists only where Ansible does")
     glue = importlib.import_module("ansible.module_utils.credroam_ansible")
     with pytest.raises(glue.DirectoryError):
-        raise credroam.connection.DirectoryError("raised through the core's own name")
+        raise credroam.errors.DirectoryError("raised through the core's own name")
 
 
 def test_a_monkeypatch_under_one_name_is_seen_under_the_other(

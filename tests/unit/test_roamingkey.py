@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from credroam.connection import DirectoryError
+from credroam.errors import DirectoryError
 from credroam.roaming.directory import ROAMING_KEYS, apply_changes, decode_record, read_roaming
 from credroam.roaming.envelope import (
     ScryptParams,

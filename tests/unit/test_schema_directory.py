@@ -12,7 +12,8 @@ from typing import Any
 import ldap3
 import pytest
 
-from credroam.connection import DirectoryError, LdapTarget, RootDse
+from credroam.connection import LdapTarget, RootDse
+from credroam.errors import DirectoryError
 from credroam.schema.definitions import guid_to_bytes, oid_to_ber
 from credroam.schema.directory import (
     apply_plan,

@@ -30,7 +30,8 @@ import ldap3
 from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
-from ..connection import RootDse, check_result, first
+from ..connection import RootDse
+from ..ldapresult import check_result, first
 from . import preg
 from .model import (
     FUNCTIONALITY_VERSION,
@@ -197,10 +198,8 @@ class GpoReader:
         self.conn.search(
             base, flt, search_scope=scope, attributes=list(attributes), controls=controls
         )
-        result = self.conn.result or {}
-        if result.get("result") == 32:  # noSuchObject
+        if not check_result(self.conn, f"search under {base}", missing_ok=True):
             return []
-        check_result(self.conn, f"search under {base}")
         return [r for r in self.conn.response or [] if r.get("type") == "searchResEntry"]
 
     @property

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..errors import CredroamError
 from .preg import PolEntry
 
 __all__ = [
@@ -55,7 +56,7 @@ FUNCTIONALITY_VERSION = 2
 _HALF_MAX = 0xFFFF
 
 
-class GpoError(ValueError):
+class GpoError(CredroamError, ValueError):
     """A GPO setting, file or attribute is invalid; the message names the thing at fault."""
 
 

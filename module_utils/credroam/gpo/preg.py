@@ -25,6 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from ..errors import CredroamError
+
 __all__ = [
     "DELETE_ALL_VALUES",
     "DELETE_KEYS",
@@ -77,7 +79,7 @@ _STRING_TYPES = (RegType.REG_SZ, RegType.REG_EXPAND_SZ, RegType.REG_LINK)
 _FIXED_SIZES = {RegType.REG_DWORD: 4, RegType.REG_DWORD_BIG_ENDIAN: 4, RegType.REG_QWORD: 8}
 
 
-class PolFormatError(ValueError):
+class PolFormatError(CredroamError, ValueError):
     """A Registry.pol buffer is malformed; ``offset`` is the byte where reading failed."""
 
     def __init__(self, reason: str, offset: int) -> None:
@@ -86,7 +88,7 @@ class PolFormatError(ValueError):
         self.offset = offset
 
 
-class PolValueError(ValueError):
+class PolValueError(CredroamError, ValueError):
     """A registry value given to :func:`make_entry` cannot be represented (names the value)."""
 
 

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..errors import CredroamError
+
 __all__ = [
     "APPLY_GROUP_POLICY",
     "AUTHENTICATED_USERS",
@@ -69,7 +71,7 @@ _FILE_ADD = 0x0002 | 0x0004  # add file, add subdirectory
 _FILE_DELETE_CHILD = 0x0040
 
 
-class SecurityDescriptorError(ValueError):
+class SecurityDescriptorError(CredroamError, ValueError):
     """A security descriptor or SID could not be parsed."""
 
 

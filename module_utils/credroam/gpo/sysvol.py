@@ -22,6 +22,8 @@ import ntpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..errors import CredroamError
+
 try:
     import smbclient
     import smbclient.path
@@ -55,7 +57,7 @@ __all__ = [
 OWNER_GROUP_DACL = 0x1 | 0x2 | 0x4
 
 
-class SysvolError(Exception):
+class SysvolError(CredroamError):
     """An SMB operation on SYSVOL failed; the message names the server and path."""
 
 

@@ -27,7 +27,8 @@ import ldap3
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from ..connection import DirectoryError
+from ..errors import DirectoryError
+from ..ldapresult import check_result, first
 from ..timestamps import (
     RoamingTimestamp,
     TimestampError,
@@ -247,7 +248,7 @@ def find_user(
             search_scope=ldap3.SUBTREE,
             attributes=attributes,
         )
-    _raise_on_search_error(conn, what, missing_ok=True)
+    check_result(conn, what, missing_ok=True)
     entries = _entries(conn)
     if not entries:
         raise DirectoryError(f"{what} not found on {conn.server.host}")
@@ -257,9 +258,9 @@ def find_user(
     raw = _lower_keys(entry["raw_attributes"])
     return UserEntry(
         dn=entry["dn"],
-        sam_account_name=_text(raw.get("samaccountname")),
-        user_principal_name=_text(raw.get("userprincipalname")),
-        object_guid=_guid(raw.get("objectguid")),
+        sam_account_name=_text(first(raw, "sAMAccountName")),
+        user_principal_name=_text(first(raw, "userPrincipalName")),
+        object_guid=_guid(first(raw, "objectGUID")),
     )
 
 
@@ -277,7 +278,7 @@ def read_roaming(
     conn.search(
         user_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=list(READ_ATTRIBUTES)
     )
-    _raise_on_search_error(conn, f"reading the roaming attributes of {user_dn}")
+    check_result(conn, f"reading the roaming attributes of {user_dn}")
     entries = _entries(conn)
     if len(entries) != 1:
         raise DirectoryError(f"reading {user_dn} returned {len(entries)} entries, expected 1")
@@ -317,7 +318,7 @@ def decode_record(
                     blobs.append(StoredBlob(attribute, blob, bytes(value)))
             except TokenError as exc:
                 rejected.append(RejectedValue(attribute, bytes(value), exc))
-    timestamp, timestamp_raw = None, _single(raw.get(ROAMING_TIMESTAMP.lower()))
+    timestamp, timestamp_raw = None, first(raw, ROAMING_TIMESTAMP)
     if timestamp_raw is not None:
         try:
             timestamp = decode_roaming_timestamp(timestamp_raw)
@@ -327,8 +328,8 @@ def decode_record(
     allowed = {name.decode("utf-8", "replace").lower() for name in raw.get(_ALLOWED.lower(), [])}
     return RoamingRecord(
         dn=dn,
-        object_guid=_guid(raw.get("objectguid")),
-        object_sid=_single(raw.get("objectsid")),
+        object_guid=_guid(first(raw, "objectGUID")),
+        object_sid=first(raw, "objectSid"),
         tokens=tuple(tokens),
         blobs=tuple(blobs),
         rejected=tuple(rejected),
@@ -359,7 +360,7 @@ def _collect_ranges(
                 search_scope=ldap3.BASE,
                 attributes=[f"{base};range={int(high) + 1}-*"],
             )
-            _raise_on_search_error(conn, f"reading further values of {base} of {dn}")
+            check_result(conn, f"reading further values of {base} of {dn}")
             entries = _entries(conn)
             part = _lower_keys(entries[0]["raw_attributes"]) if entries else {}
             found = [(k, v) for k, v in part.items() if _RANGED.fullmatch(k)]
@@ -587,29 +588,12 @@ def apply_changes(
                 f"were read ({_CONFLICT_RESULTS[code]}: {result.get('message', '')})".rstrip(),
                 applied=done,
             )
-        if code != 0:
-            raise DirectoryError(
-                f"writing {', '.join(sorted(modlist))} of {record.dn} on {conn.server.host} "
-                f"failed: {result.get('description')} ({code}) {result.get('message', '')}".rstrip()
-            )
+        check_result(conn, f"writing {', '.join(sorted(modlist))} of {record.dn}")
         done.append(modlist)
     return AppliedChanges(tuple(done), changes, stamp)
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _raise_on_search_error(conn: ldap3.Connection, what: str, missing_ok: bool = False) -> None:
-    result = conn.result or {}
-    code = result.get("result", 0)
-    if code == 0 or (missing_ok and code == 32):
-        return
-    if code == 32:
-        raise DirectoryError(f"{what}: no such object on {conn.server.host}")
-    raise DirectoryError(
-        f"{what} failed on {conn.server.host}: {result.get('description')} ({code}) "
-        f"{result.get('message', '')}".rstrip()
-    )
 
 
 def _entries(conn: ldap3.Connection) -> list[dict]:
@@ -623,17 +607,11 @@ def _lower_keys(raw: dict) -> dict[str, list[bytes]]:
     return merged
 
 
-def _single(values: list[bytes] | None) -> bytes | None:
-    return bytes(values[0]) if values else None
-
-
-def _text(values: list[bytes] | None) -> str | None:
-    value = _single(values)
+def _text(value: bytes | None) -> str | None:
     return value.decode("utf-8", "replace") if value is not None else None
 
 
-def _guid(values: list[bytes] | None) -> uuid.UUID | None:
-    value = _single(values)
+def _guid(value: bytes | None) -> uuid.UUID | None:
     return uuid.UUID(bytes_le=value) if value is not None and len(value) == 16 else None
 
 

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from ..errors import CredroamError
 from .fsutil import UnsafePath, read_private
 
 __all__ = [
@@ -86,7 +87,7 @@ _RECOVERY_HEADER = struct.Struct("<4sB8s32sH")  # magic, version, user fp, key i
 _CACHE_RECORD = struct.Struct("<4sB32s")
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(CredroamError, ValueError):
     """Base of every envelope failure."""
 
 

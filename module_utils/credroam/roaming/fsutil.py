@@ -15,6 +15,8 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 
+from ..errors import CredroamError
+
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
@@ -33,11 +35,11 @@ _TEMP_PREFIX = ".tmp-"
 _READ_CHUNK = 64 * 1024
 
 
-class UnsafePath(OSError):
+class UnsafePath(CredroamError, OSError):
     """A path is a symbolic link, not a regular file/directory, or escapes its folder."""
 
 
-class LockHeld(OSError):
+class LockHeld(CredroamError, OSError):
     """Another process (or thread) holds the lock file."""
 
 

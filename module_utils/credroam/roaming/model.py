@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
+from ..errors import CredroamError
 from ..timestamps import TICKS_PER_DAY, TICKS_PER_SECOND
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
 MAX_PLAN_AGE = 15 * 60 * TICKS_PER_SECOND
 
 
-class ReconcileError(ValueError):
+class ReconcileError(CredroamError, ValueError):
     """Inputs to ``reconcile`` are inconsistent (a caller bug, not a roaming conflict)."""
 
 

@@ -63,7 +63,7 @@ from enum import StrEnum
 import ldap3
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..connection import DirectoryError
+from ..errors import CredroamError, DirectoryError
 from .directory import (
     ROAMING_KEYS,
     ConcurrentModification,
@@ -125,7 +125,7 @@ _KEY_ID_CONTEXT = b"credroam-roaming-key-id\0"
 _ENVELOPE_KINDS = {b"CRPW": "password", b"CRRK": "recovery"}
 
 
-class RoamingKeyError(Exception):
+class RoamingKeyError(CredroamError):
     """The roaming key could not be obtained or recovered; the message names the user."""
 
 
@@ -510,7 +510,7 @@ def obtain_roaming_key(
     directory: the caller applies ``changes.changes`` with ``directory.apply_changes``). The
     cache at ``cache_path`` is written (0600) only with a key the directory holds, never in
     check mode. Raises :class:`RoamingKeyUnavailable` (nothing written) and
-    :class:`~.connection.DirectoryError` for a failed write.
+    :class:`~credroam.errors.DirectoryError` for a failed write.
     """
     problems: list[str] = []
     cached = _read_cache(cache_path, problems)

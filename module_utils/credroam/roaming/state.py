@@ -23,6 +23,7 @@ import json
 import os
 from typing import Any
 
+from ..errors import CredroamError
 from ..tokens import TokenType
 from .fsutil import atomic_write, ensure_private_dir, read_private
 from .model import Base, BaseEntry, ItemKind, StoreName
@@ -63,7 +64,7 @@ _STORES_OF_KIND = {
 _OWNER_TYPES = _TYPES_OF_KIND[ItemKind.CERTIFICATE] + _TYPES_OF_KIND[ItemKind.REQUEST]
 
 
-class StateError(ValueError):
+class StateError(CredroamError, ValueError):
     """The state file is unreadable or malformed; ``path`` names it."""
 
     def __init__(self, path: str, reason: str) -> None:

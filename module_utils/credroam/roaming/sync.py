@@ -29,7 +29,7 @@ from typing import Protocol
 
 import ldap3
 
-from ..connection import DirectoryError
+from ..errors import CredroamError
 from ..timestamps import TICKS_PER_DAY, to_filetime
 from ..tokens import (
     Token,
@@ -93,7 +93,7 @@ _KIND_OF_TYPE = {
 }
 
 
-class SyncError(DirectoryError):
+class SyncError(CredroamError):
     """A sync could not complete; the message says which step and why."""
 
 

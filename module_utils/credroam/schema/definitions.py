@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import CredroamError
+
 __all__ = [
     "CLASS_CATEGORIES",
     "CREDROAM_GUID",
@@ -61,7 +63,7 @@ SEARCH_FLAG_RODC_FILTERED = 0x200
 CLASS_CATEGORIES = {"structural": 1, "abstract": 2, "auxiliary": 3}
 
 
-class SchemaDefinitionError(ValueError):
+class SchemaDefinitionError(CredroamError, ValueError):
     """A definition given to credroam is invalid; the message names the definition and field."""
 
 

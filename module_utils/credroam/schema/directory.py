@@ -3,7 +3,7 @@ applying a plan, and waiting until every DC has it.
 
 Over ldap3 and :mod:`..connection`; ``ad_schema`` and the compliance run use the same steps. What
 to read and what to write is decided by the pure :mod:`.plan`; this module only moves it.
-Every error is a :class:`~..connection.DirectoryError` naming the DC and what was asked.
+Every error is a :class:`~..errors.DirectoryError` naming the DC and what was asked.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 
 import ldap3
 
-from ..connection import DirectoryError, LdapTarget, RootDse, check_result, first
+from ..connection import LdapTarget, RootDse
+from ..errors import DirectoryError
+from ..ldapresult import check_result, first
 from .definitions import SchemaDefinitions
 from .plan import (
     READ_ATTRIBUTES,

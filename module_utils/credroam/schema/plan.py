@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import CredroamError
+from ..ldapresult import first
 from .definitions import (
     CLASS_CATEGORIES,
     LINK_ID_AUTO_FORWARD,
@@ -57,7 +59,7 @@ __all__ = [
 ]
 
 
-class SchemaConflict(Exception):
+class SchemaConflict(CredroamError):
     """The live schema holds an object that clashes with one of our definitions."""
 
     def __init__(self, conflicts: Sequence[str]):
@@ -173,11 +175,6 @@ class SchemaPlan:
         return [p for p in (self.attribute_adds, self.class_adds, self.class_modifies) if p]
 
 
-def _one(entry: Mapping[str, Any], key: str) -> str | None:
-    values = entry.get(key.lower()) or []
-    return values[0] if values else None
-
-
 def _eq(a: str | None, b: str | None) -> bool:
     return (a or "").lower() == (b or "").lower()
 
@@ -189,39 +186,41 @@ def _is_class(entry: Mapping[str, Any], object_class: str) -> bool:
 def _live_attribute_summary(entry: Mapping[str, Any]) -> dict[str, Any]:
     if not _is_class(entry, "attributeSchema"):
         return {"dn": entry["dn"], "objectClass": entry.get("objectclass"),
-                "lDAPDisplayName": _one(entry, "lDAPDisplayName"),
-                "governsID": _one(entry, "governsID")}  # fmt: skip
-    om_syntax = _one(entry, "oMSyntax")
-    link_id = _one(entry, "linkID")
+                "lDAPDisplayName": first(entry, "lDAPDisplayName"),
+                "governsID": first(entry, "governsID")}  # fmt: skip
+    om_syntax = first(entry, "oMSyntax")
+    link_id = first(entry, "linkID")
     return {
         "dn": entry["dn"],
-        "lDAPDisplayName": _one(entry, "lDAPDisplayName"),
-        "cn": _one(entry, "cn"),
-        "attributeID": _one(entry, "attributeID"),
+        "lDAPDisplayName": first(entry, "lDAPDisplayName"),
+        "cn": first(entry, "cn"),
+        "attributeID": first(entry, "attributeID"),
         "syntax": syntax_name(
-            _one(entry, "attributeSyntax") or "", int(om_syntax or 0), _one(entry, "oMObjectClass")
+            first(entry, "attributeSyntax") or "",
+            int(om_syntax or 0),
+            first(entry, "oMObjectClass"),
         ),
-        "isSingleValued": _eq(_one(entry, "isSingleValued"), "TRUE"),
+        "isSingleValued": _eq(first(entry, "isSingleValued"), "TRUE"),
         "linkID": int(link_id) if link_id is not None else None,
-        "searchFlags": int(_one(entry, "searchFlags") or 0),
-        "attributeSecurityGUID": _one(entry, "attributeSecurityGUID"),
+        "searchFlags": int(first(entry, "searchFlags") or 0),
+        "attributeSecurityGUID": first(entry, "attributeSecurityGUID"),
     }
 
 
 def _live_class_summary(entry: Mapping[str, Any]) -> dict[str, Any]:
     if not _is_class(entry, "classSchema"):
         return {"dn": entry["dn"], "objectClass": entry.get("objectclass"),
-                "lDAPDisplayName": _one(entry, "lDAPDisplayName"),
-                "attributeID": _one(entry, "attributeID")}  # fmt: skip
-    category = int(_one(entry, "objectClassCategory") or 0)
+                "lDAPDisplayName": first(entry, "lDAPDisplayName"),
+                "attributeID": first(entry, "attributeID")}  # fmt: skip
+    category = int(first(entry, "objectClassCategory") or 0)
     names = {v: k for k, v in CLASS_CATEGORIES.items()}
     return {
         "dn": entry["dn"],
-        "lDAPDisplayName": _one(entry, "lDAPDisplayName"),
-        "cn": _one(entry, "cn"),
-        "governsID": _one(entry, "governsID"),
+        "lDAPDisplayName": first(entry, "lDAPDisplayName"),
+        "cn": first(entry, "cn"),
+        "governsID": first(entry, "governsID"),
         "objectClassCategory": names.get(category, category),
-        "subClassOf": _one(entry, "subClassOf"),
+        "subClassOf": first(entry, "subClassOf"),
         "mayContain": sorted({*entry.get("maycontain", []), *entry.get("systemmaycontain", [])}),
         "mustContain": sorted({*entry.get("mustcontain", []), *entry.get("systemmustcontain", [])}),
     }
@@ -285,8 +284,8 @@ def _conflict_message(kind: str, ours: dict[str, Any], live: dict[str, Any], why
 
 def _matches(entry: Mapping[str, Any], name: str, cn: str, oid: str) -> bool:
     return (
-        _eq(_one(entry, "lDAPDisplayName"), name)
-        or _eq(_one(entry, "cn"), cn)
+        _eq(first(entry, "lDAPDisplayName"), name)
+        or _eq(first(entry, "cn"), cn)
         or oid in entry.get("attributeid", [])
         or oid in entry.get("governsid", [])
     )
@@ -358,7 +357,7 @@ def _check_existing(
     for entry in found:
         live = summarize(entry)
         why = differences(ours, live)
-        if _eq(_one(entry, "isDefunct"), "TRUE"):
+        if _eq(first(entry, "isDefunct"), "TRUE"):
             why = [*why, "it is defunct"]
         if why:
             conflicts.append(
@@ -395,11 +394,11 @@ def _plan_extension(
     entries: Sequence[Mapping[str, Any]],
     our_classes: set[str],
 ) -> list[str]:
-    live_entries = [e for e in entries if not _eq(_one(e, "isDefunct"), "TRUE")]
+    live_entries = [e for e in entries if not _eq(first(e, "isDefunct"), "TRUE")]
     target = [
         e
         for e in live_entries
-        if _eq(_one(e, "lDAPDisplayName"), ext.class_name) and _is_class(e, "classSchema")
+        if _eq(first(e, "lDAPDisplayName"), ext.class_name) and _is_class(e, "classSchema")
     ]
     if not target:
         return [f"class {ext.class_name} to extend is not in the schema"]
@@ -412,7 +411,7 @@ def _plan_extension(
         a
         for a in missing
         if a.lower() not in our_classes
-        and not any(_eq(_one(e, "lDAPDisplayName"), a) for e in live_entries)
+        and not any(_eq(first(e, "lDAPDisplayName"), a) for e in live_entries)
     ]
     if unknown:
         return [
@@ -492,7 +491,7 @@ def plan_defunct(
     for ext in defs.extensions:
         ours = [a for a in ext.auxiliary if a.lower() in own_class_names]
         for entry in entries:
-            if _eq(_one(entry, "lDAPDisplayName"), ext.class_name):
+            if _eq(first(entry, "lDAPDisplayName"), ext.class_name):
                 present = [a for a in entry.get("auxiliaryclass", []) if a.lower() in
                            {o.lower() for o in ours}]  # fmt: skip
                 if present:
@@ -501,8 +500,8 @@ def plan_defunct(
     for defs_of_kind, oid_of in ((own_classes, "governs_id"), (own_attributes, "attribute_id")):
         for d in defs_of_kind:
             for entry in _find(entries, d.name, d.cn, getattr(d, oid_of)):
-                if _eq(_one(entry, "lDAPDisplayName"), d.name) and not _eq(
-                    _one(entry, "isDefunct"), "TRUE"
+                if _eq(first(entry, "lDAPDisplayName"), d.name) and not _eq(
+                    first(entry, "isDefunct"), "TRUE"
                 ):
                     modify = LdapModify(entry["dn"], {"isDefunct": ("replace", ["TRUE"])})
                     plan.class_modifies.append(modify)
@@ -537,7 +536,7 @@ def missing_on_dc(defs: SchemaDefinitions, entries: Sequence[Mapping[str, Any]])
             missing.append(c.name)
     for ext in defs.extensions:
         for entry in entries:
-            if _eq(_one(entry, "lDAPDisplayName"), ext.class_name):
+            if _eq(first(entry, "lDAPDisplayName"), ext.class_name):
                 have = {n.lower() for n in (*entry.get("auxiliaryclass", []),
                                             *entry.get("systemauxiliaryclass", []))}  # fmt: skip
                 missing += [

@@ -16,7 +16,9 @@ import sys
 
 import ldap3
 
-from credroam.connection import DirectoryError, LdapTarget, check_result, connect, read_root_dse
+from credroam.connection import LdapTarget, connect, read_root_dse
+from credroam.errors import DirectoryError
+from credroam.ldapresult import check_result
 
 PASSWORD_ENV = "CREDROAM_CHECK_BIND_PASSWORD"
 

@@ -26,27 +26,6 @@ description:
   - O(state=absent) stops the DC's processes (SIGTERM, then SIGKILL) and removes its namespace,
     veth and folder.
 options:
-  lab:
-    description: Lab name (C([a-z0-9]{1,8})); prefixes every kernel object name.
-    type: str
-    required: true
-  host:
-    description: DC host name, C(dc1), C(dc2). C(dc1) provisions, the others join it.
-    type: str
-    required: true
-  state:
-    description: Wanted state.
-    type: str
-    choices: [present, absent]
-    default: present
-  state_dir:
-    description: The lab's state folder; the DC lives in C(<state_dir>/<host>).
-    type: path
-    required: true
-  subnet:
-    description: The lab subnet (IPv4 CIDR).
-    type: str
-    required: true
   realm:
     description: AD realm, e.g. C(LAB.EXAMPLE).
     type: str
@@ -77,15 +56,6 @@ options:
         description: The user's password.
         type: str
         required: true
-  hosts:
-    description: Every lab host name to its IP, for the lab hosts file.
-    type: dict
-    required: true
-  nameservers:
-    description: Resolver IPs written to the DC's resolv.conf (lab DCs only).
-    type: list
-    elements: str
-    required: true
   ca_cert:
     description: Lab CA certificate (PEM) used for smb.conf and to validate LDAPS.
     type: path
@@ -94,7 +64,32 @@ options:
     description: Seconds to wait for LDAPS to answer after start.
     type: int
     default: 90
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - lab_forest
+  - lab_forest.host
+seealso:
+  - module: lab_forest_network
+  - module: lab_forest_pki
+  - module: lab_forest_host
 author: credroam contributors
+"""
+
+EXAMPLES = r"""
+- name: Provision the first DC of lab "mine" with one roaming user
+  lab_forest_dc:
+    lab: mine
+    host: dc1
+    state_dir: /srv/credroam/.lab/mine
+    subnet: 172.29.7.0/24
+    realm: LAB.EXAMPLE
+    domain: LAB
+    admin_password: "{{ lab_admin_password }}"
+    users:
+      - {name: alice, password: "{{ lab_alice_password }}"}
+    hosts: {dc1: 172.29.7.10, client1: 172.29.7.21}
+    nameservers: [172.29.7.10]
+    ca_cert: /srv/credroam/.lab/mine/ca.pem
 """
 
 RETURN = r"""
@@ -157,19 +152,13 @@ from ansible.module_utils.lab_forest_common import (
 
 try:
     import ldap3
-    from ansible.module_utils.credroam.connection import (
-        DirectoryError,
-        LdapTarget,
-        check_result,
-        connect,
-        first,
-    )
+    from ansible.module_utils.credroam.connection import LdapTarget, connect
+    from ansible.module_utils.credroam.errors import DirectoryError
+    from ansible.module_utils.credroam.ldapresult import check_result, first
 
     HAS_LDAP3 = True
 except ImportError:
     HAS_LDAP3 = False
-
-NO_SUCH_OBJECT = 32
 
 NO_FORWARDER = ("dns forwarder",)
 
@@ -381,8 +370,7 @@ class DomainController:
     def _ensure_roaming_ou(self, conn: ldap3.Connection) -> None:
         if conn.search(self._ou_dn(), "(objectClass=organizationalUnit)", ldap3.BASE):
             return
-        if (conn.result or {}).get("result") != NO_SUCH_OBJECT:
-            check_result(conn, f"reading {self._ou_dn()}")
+        check_result(conn, f"reading {self._ou_dn()}", missing_ok=True)
         self._do(f"create {self._ou_dn()}", lambda: self._add_ou(conn))
 
     def _add_ou(self, conn: ldap3.Connection) -> None:

@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: lab_forest_host
 short_description: One Linux client host of the embedded lab forest, reachable over SSH
 description:
-  - O(state=present) makes the host: its own network namespace with a veth on the lab bridge,
+  - O(state=present) makes the host - its own network namespace with a veth on the lab bridge,
     own mount and UTS namespaces with a per-host copy of /etc (resolv.conf to the lab DCs,
     hosts file with the lab names), own /home and /root, a tmpfs /run, its hostname, and a real
     sshd with its own host key listening only on the host's address (refused when something
@@ -15,39 +15,9 @@ description:
     Check mode starts nothing.
   - O(state=absent) stops the host's processes and removes its namespace, veth and folder.
 options:
-  lab:
-    description: Lab name (C([a-z0-9]{1,8})).
-    type: str
-    required: true
-  host:
-    description: Host name, C(client1), C(client2), ...
-    type: str
-    required: true
-  state:
-    description: Wanted state.
-    type: str
-    choices: [present, absent]
-    default: present
-  state_dir:
-    description: The lab's state folder; the host lives in C(<state_dir>/<host>).
-    type: path
-    required: true
-  subnet:
-    description: The lab subnet (IPv4 CIDR).
-    type: str
-    required: true
   realm:
     description: AD realm; the host's FQDN is C(<host>.<realm lowercased>).
     type: str
-    required: true
-  hosts:
-    description: Every lab host name to its IP, for the lab hosts file.
-    type: dict
-    required: true
-  nameservers:
-    description: Resolver IPs for the host's resolv.conf (the lab DCs).
-    type: list
-    elements: str
     required: true
   authorized_key:
     description: Public key line allowed to log in as root.
@@ -57,7 +27,27 @@ options:
     description: Seconds to wait for sshd to answer after start.
     type: int
     default: 30
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - lab_forest
+  - lab_forest.host
+seealso:
+  - module: lab_forest_network
+  - module: lab_forest_dc
 author: credroam contributors
+"""
+
+EXAMPLES = r"""
+- name: Start client1 of lab "mine", reachable over SSH as root with the lab key
+  lab_forest_host:
+    lab: mine
+    host: client1
+    state_dir: /srv/credroam/.lab/mine
+    subnet: 172.29.7.0/24
+    realm: LAB.EXAMPLE
+    hosts: {dc1: 172.29.7.10, client1: 172.29.7.21}
+    nameservers: [172.29.7.10]
+    authorized_key: "{{ lab_pki.ssh_public_key }}"
 """
 
 RETURN = r"""

@@ -16,23 +16,6 @@ description:
     the lab finished starting - every process started for the lab (SIGTERM, then SIGKILL),
     namespaces, veths, the bridge - and removes O(state_dir). Nothing existing is a no-op.
 options:
-  lab:
-    description: Lab name (C([a-z0-9]{1,8})); prefixes every kernel object name.
-    type: str
-    required: true
-  state:
-    description: Wanted state.
-    type: str
-    choices: [present, absent]
-    default: present
-  subnet:
-    description: The lab subnet (IPv4 CIDR); the bridge gets its first address.
-    type: str
-    required: true
-  state_dir:
-    description: The lab's state folder (holds lab.json once the lab is complete).
-    type: path
-    required: true
   dc_count:
     description: Number of DCs; names C(dc1), C(dc2) at .10, .11 of the subnet.
     type: int
@@ -54,7 +37,32 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - lab_forest
+seealso:
+  - module: lab_forest_pki
+  - module: lab_forest_dc
+  - module: lab_forest_host
 author: credroam contributors
+"""
+
+EXAMPLES = r"""
+- name: Check prerequisites and make the bridge of lab "mine" (one DC, two clients)
+  lab_forest_network:
+    lab: mine
+    subnet: 172.29.7.0/24
+    state_dir: /srv/credroam/.lab/mine
+    dc_count: 1
+    client_count: 2
+  register: lab_network
+
+- name: Tear lab "mine" down completely, whatever state it is in
+  lab_forest_network:
+    lab: mine
+    state: absent
+    subnet: 172.29.7.0/24
+    state_dir: /srv/credroam/.lab/mine
 """
 
 RETURN = r"""

@@ -26,7 +26,28 @@ options:
     type: list
     elements: dict
     required: true
+extends_documentation_fragment: [ansible.builtin.action_common_attributes]
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: lab_forest_network
+  - module: lab_forest_dc
 author: credroam contributors
+"""
+
+EXAMPLES = r"""
+- name: Issue the lab CA, the DC certificates and the lab SSH key
+  lab_forest_pki:
+    state_dir: /srv/credroam/.lab/mine
+    realm: LAB.EXAMPLE
+    dcs:
+      - {name: dc1, ip: 172.29.7.10}
+  register: lab_pki
 """
 
 RETURN = r"""

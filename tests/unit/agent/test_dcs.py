@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from credroam.connection import DirectoryError
+from credroam.errors import DirectoryError
 from credroam_agent.config import parse_config
 from credroam_agent.dcs import DirectoryUnreachable, bind_as_user, candidate_dcs
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 from typing import Protocol
 
+from ...errors import CredroamError
 from ...tokens import TokenError, TokenType, parse_key
 from ..model import Item
 
@@ -56,7 +57,7 @@ STORED_TYPES = frozenset(
 )
 
 
-class StoreError(Exception):
+class StoreError(CredroamError):
     """A store operation failed; the message names the item or file at fault."""
 
 
