@@ -335,7 +335,7 @@ def fast_path_size(lab: Lab, size: int, reps: int, key_type: str) -> dict[str, A
     return {
         "certificates": size,
         "tokens": 2 * size,
-        **{f"{name}_s": summary(samples) for name, samples in times.items()},
+        **{f"{name}_s": summary(samples, 6) for name, samples in times.items()},
         "ldap": {name: sorted(ops) for name, ops in operations.items()},
         "fast_over_mark_search": round(medians["fast"] / medians["mark"], 2),
         "fast_over_all_search": round(medians["fast"] / medians["all"], 4),
@@ -538,12 +538,12 @@ def removed_values_cost(lab: Lab, steps: int, batch: int) -> list[dict[str, Any]
 # --- output ----------------------------------------------------------------------------------
 
 
-def summary(samples: list[float]) -> dict[str, Any]:
+def summary(samples: list[float], digits: int = 3) -> dict[str, Any]:
     return {
-        "median_s": round(statistics.median(samples), 3),
-        "min_s": round(min(samples), 3),
-        "max_s": round(max(samples), 3),
-        "samples_s": [round(s, 3) for s in samples],
+        "median_s": round(statistics.median(samples), digits),
+        "min_s": round(min(samples), digits),
+        "max_s": round(max(samples), digits),
+        "samples_s": [round(s, digits) for s in samples],
     }
 
 
