@@ -209,11 +209,11 @@ def test_a_store_change_too_fresh_to_tell_means_a_full_sync(settled):
 def test_a_mirror_marker_that_changed_means_a_full_sync(tmp_path, certificate):
     dc, host = FakeDC(), Host(tmp_path)
     put(host.store, *certificate)
-    mirror = ["nss v1"]
+    mirror = [("cert9.db", 1, 2)]  # as a Mirror.change_marker gives it
     sync(dc, host, local_markers=[lambda: mirror[0]])
     sync(dc, host, local_markers=[lambda: mirror[0]])
     assert sync(dc, host, local_markers=[lambda: mirror[0]]).full_sync_reason is None
-    mirror[0] = "nss v2"
+    mirror[0] = ("cert9.db", 1, 3)
     report = sync(dc, host, local_markers=[lambda: mirror[0]])
     assert report.full_sync_reason == FullSyncReason.LOCAL
     assert sync(dc, host, local_markers=[lambda: None]).full_sync_reason == FullSyncReason.LOCAL

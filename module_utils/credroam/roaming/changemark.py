@@ -15,15 +15,17 @@ last one can leave every stat alike. As git does for its index ("racy git"), a m
 given (None) while any path changed less than ``SETTLE_TICKS`` ago: the sync is then a full
 one, and a later sync records the marker once it has settled.
 
-Anything else the agent keeps (the application-store mirrors) contributes its own marker, a
-callable returning text or None (see :func:`combine`).
+Anything else the agent keeps (the application-store mirrors, ``store.mirror.Mirror``)
+contributes its own marker: a callable returning text, any value with a stable ``repr`` (the
+mirrors' ``change_marker`` returns tuples of stat fields), or None for "cannot tell" (see
+:func:`combine`): ``sync_user(..., local_markers=[m.change_marker for m in mirrors])``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from ..timestamps import TICKS_PER_SECOND, filetime_from_unix_ns
 
@@ -33,7 +35,7 @@ __all__ = ["SETTLE_TICKS", "ChangeMarker", "combine", "stat_marker"]
 # few milliseconds; two seconds also covers file systems with coarse times).
 SETTLE_TICKS = 2 * TICKS_PER_SECOND
 
-ChangeMarker = Callable[[], "str | None"]
+ChangeMarker = Callable[[], "Hashable | None"]
 
 
 def stat_marker(paths: Iterable[str], now: int) -> str | None:
@@ -61,5 +63,5 @@ def combine(markers: Iterable[ChangeMarker]) -> str | None:
         part = marker()
         if part is None:
             return None
-        parts.append(part)
+        parts.append(part if isinstance(part, str) else repr(part))
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
