@@ -627,9 +627,7 @@ def _record_header(
     save = getattr(state, "save_header", None)
     if not callable(save) or record.usn_changed is None or marker_before is None:
         return
-    if plan.download or plan.delete_local or plan.archive_local:
-        return
-    if combine(markers) != marker_before:
+    if plan.changes_local or combine(markers) != marker_before:
         return
     dc = dc_identity(conn)
     save(
