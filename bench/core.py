@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from credroam.roaming.certelement import certificate_token, thumbprint
+from credroam.roaming.certelement import certificate_token, parse_certificate_token, thumbprint
 from credroam.roaming.directory import (
     ACCOUNT_CREDENTIALS,
     KEY_ENVELOPES,
@@ -67,7 +67,14 @@ from credroam.roaming.state import StateFile
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.sync import READ_LIMITS, map_record
 from credroam.timestamps import to_filetime
-from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
+from credroam.tokens import (
+    Token,
+    TokenFlags,
+    TokenType,
+    decode_token,
+    encode_token,
+    format_dn_binary,
+)
 
 USER_DN = "CN=alice,OU=RoamingUsers,DC=lab,DC=example"
 USER_GUID = uuid.UUID("6f1c9a52-0a5e-4d8b-9b1e-1d2c3b4a5f60")
@@ -383,6 +390,57 @@ def bench_record(rows: dict, rounds: int, credentials: list[Credential], now: in
     )
     rows["decode_record"]["value_bytes"] = value_bytes
 
+    # What a full sync with nothing to do spends on the CPU after its search, and what the
+    # fast path saves: decode, map and reconcile against a local side and base that agree.
+    local = dict(side.items)
+    base = _base_of(local, now)
+
+    def plan(_: object) -> None:
+        mapped = map_record(decode_record(USER_DN, raw, READ_LIMITS), roaming_key, local)
+        reconcile(local, mapped.items, base, Policy(), now)
+
+    steady = reconcile(local, side.items, base, Policy(), now)
+    _expect(steady.is_empty, "planning a user whose sides agree plans nothing")
+    rows["plan_no_change"] = {
+        "items": count,
+        "what": "a full sync's planning: decode_record + map_record + reconcile, nothing to do",
+        **measure(plan, rounds),
+    }
+
+
+NATIVE_FIXTURES = REPO.parent / "shared" / "fixtures" / "dsinternals-roaming-blobs.json"
+
+
+def token_sizes(credentials: list[Credential]) -> dict[str, Any]:
+    """Bytes per certificate and key: credroam's tokens against Windows' own (DSInternals).
+
+    Per token: its size, the payload inside (certificate DER, private key) and the overhead;
+    as stored, a token is hex text in a DN-Binary value with the user's DN (twice plus the DN).
+    """
+    sealed = directory_tokens(credentials, new_roaming_key(), 0)
+    ours_cert = [len(encode_token(t)) for t in sealed[ACCOUNT_CREDENTIALS]]
+    ours_key = [len(encode_token(t)) for t in sealed[KEY_ENVELOPES]]
+    sizes: dict[str, Any] = {
+        "credroam_certificate_token": round(statistics.mean(ours_cert)),
+        "credroam_certificate_der": round(statistics.mean(len(c.der) for c in credentials)),
+        "credroam_key_token": round(statistics.mean(ours_key)),
+        "credroam_key_pkcs8": round(statistics.mean(len(c.key) for c in credentials)),
+        "dn_binary_value_per_token_byte": 2,
+        "dn_binary_value_fixed": len(format_dn_binary(b"", USER_DN)),
+    }
+    if NATIVE_FIXTURES.exists():
+        native = {
+            name: decode_token(bytes.fromhex(text))
+            for name, text in json.loads(NATIVE_FIXTURES.read_text()).items()
+        }
+        certificate = native["RoamedCredential_ParseCertificate"]
+        key = native["RoamedCredential_ParseCNGPrivateKey"]
+        sizes["windows_certificate_token"] = len(encode_token(certificate))
+        sizes["windows_certificate_der"] = len(parse_certificate_token(certificate).der)
+        sizes["windows_cng_key_token"] = len(encode_token(key))
+        sizes["windows_cng_key_data"] = len(key.data)
+    return sizes
+
 
 def bench_reconcile(rows: dict, rounds: int, credentials: list[Credential], now: int) -> None:
     earlier = now - 10_000_000 * 3600
@@ -574,6 +632,7 @@ def main() -> None:
         "set_up_s": round(set_up_s, 2),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "operations": rows,
+        "token_sizes": token_sizes([c for c in credentials if len(c.der) < 10_000]),
     }
     out = REPO / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -585,6 +644,7 @@ def main() -> None:
         f"{args.large} near the 64 KB token limit); {args.rounds} rounds"
     )
     print(table(rows))
+    print("bytes per token:", json.dumps(result["token_sizes"]))
     print(
         f"scrypt (n=2^{DEFAULT_SCRYPT.log2_n}, r={DEFAULT_SCRYPT.r}, p={DEFAULT_SCRYPT.p}) also "
         f"needs {result['scrypt']['memory_mib']:.0f} MiB inside OpenSSL, not seen by tracemalloc"

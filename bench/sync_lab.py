@@ -34,7 +34,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +48,19 @@ sys.path[:0] = [str(REPO), str(REPO / "module_utils")]
 # After sys.path: the repository root and the core must be importable.
 from bench.core import KEY_TYPES, Credential, local_items, make_credentials
 from credroam.connection import connect
-from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
+from credroam.roaming.directory import (
+    ACCOUNT_CREDENTIALS,
+    KEY_ENVELOPES,
+    MARK_ATTRIBUTES,
+    READ_ATTRIBUTES,
+    ROAMING_TIMESTAMP,
+)
 from credroam.roaming.envelope import new_roaming_key
 from credroam.roaming.model import ItemKind, Policy
 from credroam.roaming.state import StateFile
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.sync import SyncReport, sync_user
-from credroam.timestamps import filetime_now
+from credroam.timestamps import TICKS_PER_SECOND, filetime_now
 from credroam.tokens import format_dn_binary, parse_dn_binary
 from tests.integration.roaming_lab import ALL_ATTRIBUTES, CountingConnection, target_for
 from tests.lab import Account, Lab, LabNotUpError, lab_playbook
@@ -255,6 +263,216 @@ def one_round(
     }
 
 
+# --- the fast path ---------------------------------------------------------------------------
+
+
+def settled_host(
+    lab: Lab, account: Account, credentials: list[Credential], scratch: str, roaming_key: bytes
+) -> tuple[FileStore, StateFile]:
+    """A host whose items are all in the directory and whose last full sync left a head.
+
+    Its store's clock runs a minute ahead: the files were just written, younger than the change
+    marker's settle time, and a real host syncs again minutes later, not milliseconds.
+    """
+    store = FileStore(scratch, clock=lambda: filetime_now() + 60 * TICKS_PER_SECOND)
+    state = StateFile(scratch + ".state")
+    _fill(store, credentials, filetime_now())
+    for _ in range(2):  # the upload, then the full sync that records the head
+        conn = bench_connection(lab, account)
+        try:
+            sync_user(conn, account.dn, store, state, Policy(), roaming_key, filetime_now)
+        finally:
+            conn.unbind()
+    _expect(state.load_header() is not None, "the settled host has a head")
+    return store, state
+
+
+def _bare_search(conn: Any, dn: str, attributes: tuple[str, ...]) -> None:
+    conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=list(attributes))
+    _expect(conn.result["result"] == 0, f"bare search of {dn}: {conn.result}")
+
+
+def fast_path_size(lab: Lab, size: int, reps: int, key_type: str) -> dict[str, Any]:
+    """A no-change sync against bare searches on one open connection, interleaved ``reps``
+    times: the fast path's attributes, all roaming attributes, and the full no-change sync."""
+    credentials = make_credentials(size, 0, key_type)
+    account = fresh_user(lab, f"benchfast{size}")
+    roaming_key = new_roaming_key()
+    try:
+        with tempfile.TemporaryDirectory(prefix="credroam-bench-") as scratch:
+            store, state = settled_host(
+                lab, account, credentials, os.path.join(scratch, "h"), roaming_key
+            )
+            conn = bench_connection(lab, account)
+            times: dict[str, list[float]] = {k: [] for k in ("mark", "all", "fast", "full")}
+            operations: dict[str, set[tuple[int, int]]] = {"fast": set(), "full": set()}
+
+            def run_sync(force_full: bool) -> None:
+                report = sync_user(conn, account.dn, store, state, Policy(), roaming_key,
+                                   filetime_now, force_full=force_full)  # fmt: skip
+                _expect(not report.changed, "the no-change sync changes nothing")
+                _expect((report.full_sync_reason is None) != force_full, "the path taken")
+
+            run_sync(False)  # the connection learns its DC (two searches, once)
+            for _ in range(reps):
+                for name, action in (
+                    ("mark", lambda: _bare_search(conn, account.dn, MARK_ATTRIBUTES)),
+                    ("all", lambda: _bare_search(conn, account.dn, READ_ATTRIBUTES)),
+                    ("fast", lambda: run_sync(False)),
+                    ("full", lambda: run_sync(True)),
+                ):
+                    searches, writes = conn.searches, conn.writes
+                    start = time.perf_counter()
+                    action()
+                    times[name].append(time.perf_counter() - start)
+                    if name in operations:
+                        operations[name].add((conn.searches - searches, conn.writes - writes))
+            conn.unbind()
+        clear_user(lab, account)
+    finally:
+        delete_user(lab, account)
+    medians = {name: statistics.median(samples) for name, samples in times.items()}
+    return {
+        "certificates": size,
+        "tokens": 2 * size,
+        **{f"{name}_s": summary(samples, 6) for name, samples in times.items()},
+        "ldap": {name: sorted(ops) for name, ops in operations.items()},
+        "fast_over_mark_search": round(medians["fast"] / medians["mark"], 2),
+        "fast_over_all_search": round(medians["fast"] / medians["all"], 4),
+        "full_over_fast": round(medians["full"] / medians["fast"], 1),
+    }
+
+
+def first_sync_vs_modify(lab: Lab, size: int, key_type: str) -> dict[str, Any]:
+    """The first sync of ``size`` certificates with keys against one bare LDAP modify adding
+    the same values (re-linked to a second user's DN) and a timestamp."""
+    credentials = make_credentials(size, 0, key_type)
+    syncing, bare = fresh_user(lab, "benchfirst"), fresh_user(lab, "benchbare")
+    try:
+        with tempfile.TemporaryDirectory(prefix="credroam-bench-") as scratch:
+            store = FileStore(os.path.join(scratch, "h"))
+            state = StateFile(os.path.join(scratch, "h.state"))
+            _fill(store, credentials, filetime_now())
+            conn = bench_connection(lab, syncing)
+            first_s, report = _timed_sync(conn, syncing, store, state, new_roaming_key())
+            conn.unbind()
+            _expect(len(report.uploaded) == 2 * size, f"the first sync uploads {2 * size}")
+        conn = bench_connection(lab, syncing)
+        attributes = [ACCOUNT_CREDENTIALS, KEY_ENVELOPES, ROAMING_TIMESTAMP]
+        conn.search(syncing.dn, "(objectClass=*)", ldap3.BASE, attributes=attributes)
+        raw = {k.lower(): v for k, v in conn.response[0]["raw_attributes"].items()}
+        conn.unbind()
+        modlist = {
+            attribute: [(ldap3.MODIFY_ADD, [
+                format_dn_binary(parse_dn_binary(v)[0], bare.dn).encode() for v in values
+            ])]
+            for attribute in (ACCOUNT_CREDENTIALS, KEY_ENVELOPES)
+            if (values := raw.get(attribute.lower()))
+        }  # fmt: skip
+        modlist[ROAMING_TIMESTAMP] = [(ldap3.MODIFY_ADD, raw[ROAMING_TIMESTAMP.lower()])]
+        conn = bench_connection(lab, bare)
+        start = time.perf_counter()
+        done = conn.modify(bare.dn, modlist)
+        modify_s = time.perf_counter() - start
+        _expect(done, f"the bare modify: {conn.result}")
+        conn.unbind()
+        sent = sum(len(v) for ops in modlist.values() for _, values in ops for v in values)
+        clear_user(lab, syncing)
+        clear_user(lab, bare)
+    finally:
+        delete_user(lab, syncing)
+        delete_user(lab, bare)
+    return {
+        "certificates": size,
+        "tokens": 2 * size,
+        "first_sync_s": round(first_s, 4),
+        "first_sync_modifies": len(report.operations),
+        "bare_modify_s": round(modify_s, 4),
+        "bare_modify_bytes": sent,
+        "first_over_modify": round(first_s / modify_s, 2),
+    }
+
+
+# --- a logon storm -----------------------------------------------------------------------------
+
+
+def dc_cpu_seconds(lab: Lab, dc: int = 0) -> float:
+    """User + system CPU of every process in the DC's network namespace (Samba's), so far."""
+    pids = subprocess.run(
+        ["ip", "netns", "pids", f"cr-{lab.name}-{lab.dc(dc).name}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def storm(lab: Lab, ks: list[int], key_type: str) -> list[dict[str, Any]]:
+    """K concurrent logons of K hosts of one user (10 certificates with keys), each with its
+    own connection (TLS + bind), in threads: a fast no-change sync, a full one (force_full),
+    and, as the DC's own figure, a bare search of the fast path's attributes."""
+    credentials = make_credentials(10, 0, key_type)
+    account = fresh_user(lab, "benchstorm")
+    roaming_key = new_roaming_key()
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="credroam-bench-") as scratch:
+            hosts = [
+                settled_host(lab, account, credentials, os.path.join(scratch, "h0"), roaming_key)
+            ]
+            for index in range(1, max(ks)):
+                hosts.append(
+                    settled_host(lab, account, [], os.path.join(scratch, f"h{index}"), roaming_key)
+                )
+
+            def logon(index: int, kind: str, start: threading.Barrier) -> None:
+                start.wait()
+                conn = connect(target_for(lab, account, timeout=LDAP_TIMEOUT))
+                try:
+                    if kind == "bare":
+                        _bare_search(conn, account.dn, MARK_ATTRIBUTES)
+                        return
+                    store, state = hosts[index]
+                    report = sync_user(conn, account.dn, store, state, Policy(), roaming_key,
+                                       filetime_now, force_full=kind == "full")  # fmt: skip
+                    _expect((report.full_sync_reason is None) == (kind == "fast"), "path")
+                finally:
+                    conn.unbind()
+
+            for k in ks:
+                row: dict[str, Any] = {"k": k}
+                for kind in ("bare", "fast", "full"):
+                    barrier = threading.Barrier(k)
+                    cpu = dc_cpu_seconds(lab)
+                    start = time.perf_counter()
+                    with ThreadPoolExecutor(max_workers=k) as pool:
+                        list(pool.map(lambda i, b=barrier, n=kind: logon(i, n, b), range(k)))
+                    elapsed = time.perf_counter() - start
+                    used = dc_cpu_seconds(lab) - cpu
+                    row[kind] = {
+                        "wall_s": round(elapsed, 3),
+                        "per_second": round(k / elapsed, 1),
+                        "dc_cpu_ms_each": round(1000 * used / k, 2),
+                    }
+                row["fast_over_bare_throughput"] = round(
+                    row["fast"]["per_second"] / row["bare"]["per_second"], 2
+                )
+                rows.append(row)
+                print(f"  K={k}: " + ", ".join(
+                    f"{kind} {row[kind]['per_second']}/s, DC {row[kind]['dc_cpu_ms_each']} ms each"
+                    for kind in ("bare", "fast", "full")
+                ), flush=True)  # fmt: skip
+        clear_user(lab, account)
+    finally:
+        delete_user(lab, account)
+    return rows
+
+
 # --- removed values ----------------------------------------------------------------------------
 
 SMALL_WRITE = 20  # values in the "small write" probe (a sync that changes a few items)
@@ -320,12 +538,12 @@ def removed_values_cost(lab: Lab, steps: int, batch: int) -> list[dict[str, Any]
 # --- output ----------------------------------------------------------------------------------
 
 
-def summary(samples: list[float]) -> dict[str, Any]:
+def summary(samples: list[float], digits: int = 3) -> dict[str, Any]:
     return {
-        "median_s": round(statistics.median(samples), 3),
-        "min_s": round(min(samples), 3),
-        "max_s": round(max(samples), 3),
-        "samples_s": [round(s, 3) for s in samples],
+        "median_s": round(statistics.median(samples), digits),
+        "min_s": round(min(samples), digits),
+        "max_s": round(max(samples), digits),
+        "samples_s": [round(s, digits) for s in samples],
     }
 
 
@@ -388,6 +606,13 @@ def main() -> None:
         help="also time small writes as removed values pile up (STEPS steps; slow, off by default)",
     )
     parser.add_argument("--removed-batch", type=int, default=1000, help="values removed per step")
+    parser.add_argument(
+        "--fast-sizes", default="10,200,1000", help="certificates per user for the fast path; none"
+    )
+    parser.add_argument("--reps", type=int, default=15, help="interleaved repetitions (fast path)")
+    parser.add_argument("--first-vs-modify", type=int, default=200, help="certificates; 0: skip")
+    parser.add_argument("--storm", default="1,10,100", help="concurrent logons K; none: skip")
+    parser.add_argument("--lab", help="use this running lab (e.g. an integration lab) as it is")
     args = parser.parse_args()
     try:
         sizes = [] if args.sizes == "none" else [int(size) for size in args.sizes.split(",")]
@@ -396,11 +621,34 @@ def main() -> None:
     if not all(1 <= size <= Policy().max_tokens // 2 for size in sizes):
         parser.error(f"each size must be 1..{Policy().max_tokens // 2} (2 tokens per certificate)")
 
-    lab = bring_up(args.keep_lab)
+    fast_sizes = [] if args.fast_sizes == "none" else [int(n) for n in args.fast_sizes.split(",")]
+    ks = [] if args.storm == "none" else [int(k) for k in args.storm.split(",")]
+    lab = Lab.load(args.lab) if args.lab else bring_up(args.keep_lab)
     results = []
     removed: list[dict[str, Any]] = []
+    fast: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    storms: list[dict[str, Any]] = []
     try:
         apply_schema(lab)
+        for size in fast_sizes:
+            fast.append(fast_path_size(lab, size, args.reps, args.key_type))
+            row = fast[-1]
+            print(
+                f"{2 * size} tokens, no-change sync on one connection ({args.reps} reps): fast "
+                f"{row['fast_s']['median_s'] * 1000:.2f} ms = {row['fast_over_mark_search']} x "
+                f"the bare search of {', '.join(MARK_ATTRIBUTES)} "
+                f"({row['mark_s']['median_s'] * 1000:.2f} ms), {row['fast_over_all_search']} x "
+                f"the bare search of all roaming attributes ({row['all_s']['median_s']:.4f} s); "
+                f"full {row['full_s']['median_s']:.4f} s; LDAP {row['ldap']}",
+                flush=True,
+            )
+        if args.first_vs_modify:
+            first = first_sync_vs_modify(lab, args.first_vs_modify, args.key_type)
+            print(f"first sync vs one bare modify: {first}", flush=True)
+        if ks:
+            print("logon storm (K concurrent connections):", flush=True)
+            storms = storm(lab, ks, args.key_type)
         for size in sizes:
             results.append(run_size(lab, size, args.rounds, args.large, args.key_type))
             row = results[-1]
@@ -425,7 +673,7 @@ def main() -> None:
             print(f"small writes as removed values pile up ({args.removed_batch} per step):")
             removed = removed_values_cost(lab, args.removed_history, args.removed_batch)
     finally:
-        if not args.keep_lab:
+        if not args.keep_lab and not args.lab:
             _playbook("absent")
     result = {
         "lab": BENCH_LAB,
@@ -435,6 +683,9 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "sizes": results,
         "removed_values": removed,
+        "fast_path": fast,
+        "first_sync_vs_modify": first,
+        "storm": storms,
     }
     out = REPO / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)

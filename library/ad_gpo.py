@@ -99,6 +99,11 @@ options:
           C(RecoveryRetentionDays), 1-3650: days a recovery copy is kept (unset: the tombstone
           days).
         type: int
+      full_sync_interval_hours:
+        description: >-
+          C(FullSyncIntervalHours), 1-168: a full sync at least this often, even when the fast
+          check finds nothing changed (default 4).
+        type: int
       recovery_key_fingerprint:
         description: C(RecoveryKeyFingerprint), SHA-256 hex of the recovery public key.
         type: str

@@ -193,6 +193,17 @@ AGENT_POLICY = PolicyTable(
             default=None,  # the tombstone days (Policy.recovery_retention_ticks)
         ),
         PolicySetting(
+            "full_sync_interval_hours",
+            "FullSyncIntervalHours",
+            "int",
+            "Full synchronisation interval (hours)",
+            "A sync first checks whether anything changed and stops there when nothing did; a "
+            "full comparison of every credential still runs at least this often.",
+            minimum=1,
+            maximum=168,
+            default=4,
+        ),
+        PolicySetting(
             "recovery_key_fingerprint",
             "RecoveryKeyFingerprint",
             "text",

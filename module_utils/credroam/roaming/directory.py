@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -58,6 +59,8 @@ __all__ = [
     "TOKEN_ATTRIBUTES",
     "AppliedChanges",
     "ConcurrentModification",
+    "DcIdentity",
+    "DirectoryMark",
     "RejectedValue",
     "RoamingRecord",
     "StoredBlob",
@@ -66,11 +69,13 @@ __all__ = [
     "ValueChange",
     "apply_changes",
     "build_modifications",
+    "dc_identity",
     "describe_changes",
     "find_user",
     "modify_operations",
     "put_blob",
     "put_token",
+    "read_mark",
     "read_roaming",
     "remove_token",
 ]
@@ -87,7 +92,19 @@ CREDROAM_ATTRIBUTES = (KEY_ENVELOPES, ROAMING_KEYS)
 _VALUE_ATTRIBUTES = TOKEN_ATTRIBUTES + BLOB_ATTRIBUTES
 _IDENTITY_ATTRIBUTES = ("objectGUID", "objectSid")
 _ALLOWED = "allowedAttributes"  # constructed: the attributes the object's classes allow
-READ_ATTRIBUTES = (*_VALUE_ATTRIBUTES, ROAMING_TIMESTAMP, *_IDENTITY_ATTRIBUTES, _ALLOWED)
+# The DC's local change counter of the object. Samba 4.17 moves it on the DC read also when
+# linked token values arrive by replication (added or removed through another DC), which the
+# single-valued msPKIRoamingTimeStamp does not show (README, "Measured figures").
+USN_CHANGED = "uSNChanged"
+READ_ATTRIBUTES = (
+    *_VALUE_ATTRIBUTES,
+    ROAMING_TIMESTAMP,
+    USN_CHANGED,
+    *_IDENTITY_ATTRIBUTES,
+    _ALLOWED,
+)
+# What the sync's fast path reads: the least that proves the user's roaming values unchanged.
+MARK_ATTRIBUTES = (USN_CHANGED, ROAMING_TIMESTAMP)
 
 # Result codes that mean "the values we read are no longer there": someone wrote in between.
 # (constraintViolation is not one: Samba answers it for a DN-Binary naming a missing object.)
@@ -174,6 +191,8 @@ class RoamingRecord:
     # credroam's schema (credroamKeyEnvelopes, credroamRoamingKeys) is present on this object.
     credroam_schema: bool
     limits: TokenLimits = field(default=DEFAULT_LIMITS, repr=False)
+    # uSNChanged as read in the same search as the values (None: not returned).
+    usn_changed: int | None = None
 
     def stored(self, attribute: str) -> dict[str, StoredToken]:
         """One token per key in ``attribute``: the newest in reconcile's version order.
@@ -267,6 +286,72 @@ def find_user(
 # --- reading roaming values ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DcIdentity:
+    """Which DC (and which life of it) answered: its USNs mean something only on it."""
+
+    service_name: str  # dsServiceName: the DN of the DC's NTDS Settings object
+    invocation_id: str  # hex; a DC restored from a backup gets a new one (its USNs restart)
+    host_name: str  # dnsHostName, for messages
+
+
+@dataclass(frozen=True)
+class DirectoryMark:
+    """What the fast path compares: the object's uSNChanged on one DC and its timestamp."""
+
+    dc: DcIdentity
+    usn_changed: int | None
+    timestamp_raw: bytes | None
+
+
+# Read once per connection: a connection stays on the DC it was opened to (ldap3 may move a
+# server pool's connection to another server, hence the host check in dc_identity).
+_DC_OF_CONNECTION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def dc_identity(conn: ldap3.Connection) -> DcIdentity:
+    """The DC behind ``conn``: rootDSE then its NTDS Settings, two small searches, once."""
+    host = str(conn.server.host)
+    cached = _DC_OF_CONNECTION.get(conn)
+    if cached is not None and cached[0] == host:
+        return cached[1]
+    conn.search("", "(objectClass=*)", ldap3.BASE, attributes=["dsServiceName", "dnsHostName"])
+    _raise_on_search_error(conn, "reading the rootDSE")
+    root = _lower_keys(_entries(conn)[0]["raw_attributes"]) if _entries(conn) else {}
+    service_name = _text(root.get("dsservicename"))
+    if not service_name:
+        raise DirectoryError(f"the rootDSE of {host} names no dsServiceName")
+    conn.search(service_name, "(objectClass=*)", ldap3.BASE, attributes=["invocationId"])
+    _raise_on_search_error(conn, f"reading the invocationId of {service_name}")
+    settings = _lower_keys(_entries(conn)[0]["raw_attributes"]) if _entries(conn) else {}
+    invocation = _single(settings.get("invocationid"))
+    if not invocation:
+        raise DirectoryError(f"{service_name} on {host} has no readable invocationId")
+    identity = DcIdentity(service_name, invocation.hex(), _text(root.get("dnshostname")) or host)
+    _DC_OF_CONNECTION[conn] = (host, identity)
+    return identity
+
+
+def read_mark(conn: ldap3.Connection, user_dn: str) -> DirectoryMark:
+    """One BASE search of ``MARK_ATTRIBUTES`` (after :func:`dc_identity`, once per connection).
+
+    No token is read: the answer is a few dozen bytes whatever the user holds.
+    """
+    identity = dc_identity(conn)
+    conn.search(user_dn, "(objectClass=*)", ldap3.BASE, attributes=list(MARK_ATTRIBUTES))
+    _raise_on_search_error(conn, f"reading the change marks of {user_dn}")
+    entries = _entries(conn)
+    if len(entries) != 1:
+        raise DirectoryError(f"reading {user_dn} returned {len(entries)} entries, expected 1")
+    raw = _lower_keys(entries[0]["raw_attributes"])
+    return DirectoryMark(identity, _usn(raw), _single(raw.get(ROAMING_TIMESTAMP.lower())))
+
+
+def _usn(raw: dict[str, list[bytes]]) -> int | None:
+    value = _single(raw.get(USN_CHANGED.lower()))
+    return int(value) if value is not None and value.isdigit() else None
+
+
 def read_roaming(
     conn: ldap3.Connection, user_dn: str, limits: TokenLimits = DEFAULT_LIMITS
 ) -> RoamingRecord:
@@ -337,6 +422,7 @@ def decode_record(
         timestamp_raw=timestamp_raw,
         credroam_schema=all(name.lower() in allowed for name in CREDROAM_ATTRIBUTES),
         limits=limits,
+        usn_changed=_usn(raw),
     )
 
 

@@ -142,12 +142,16 @@ class Policy:
     # Days a recovery copy of an ordinary deletion is kept (None: the tombstone days); copies
     # of deletions whose order could not be decided (R18) are kept until resolved.
     recovery_retention_days: int | None = None
+    # A sync whose fast check proves nothing changed stops there; a full sync (every item
+    # compared) still runs at least this often (agent setting FullSyncIntervalHours).
+    full_sync_interval_hours: int = 4
 
     def __post_init__(self) -> None:
         for name, low, high in (
             ("tombstone_days", 1, 3650),
             ("max_tokens", 1, 10000),
             ("max_token_size", 1, 100000),
+            ("full_sync_interval_hours", 1, 168),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -165,6 +169,10 @@ class Policy:
     @property
     def tombstone_ticks(self) -> int:
         return self.tombstone_days * TICKS_PER_DAY
+
+    @property
+    def full_sync_interval_ticks(self) -> int:
+        return self.full_sync_interval_hours * 3600 * TICKS_PER_SECOND
 
     @property
     def recovery_retention_ticks(self) -> int:

@@ -15,12 +15,27 @@ Format, version 1::
                   "modified": <FILETIME>, "content_hash": "<hex>", "tombstone": false,
                   "archived": false, "last_seen_in_directory": <FILETIME>,
                   "owner": "<key>" | null}, ...]}
+
+Beside it, ``<name>.head`` (:class:`SyncHeader`) holds only what the sync's fast path compares,
+so that a sync with nothing to do reads a few hundred bytes instead of the whole base::
+
+    {"format": "credroam-state-head", "version": 1, "state_file": [<dev>, <ino>, <size>,
+     <mtime_ns>], "user_dn": "...", "settings": "<hex>", "dc": {"service_name": "...",
+     "invocation_id": "<hex>", "host_name": "..."}, "usn_changed": <int>,
+     "directory_timestamp": "<hex of the raw msPKIRoamingTimeStamp>" | null,
+     "local_marker": "<text>", "last_full_sync": <FILETIME>, "due": <FILETIME> | null}
+
+It describes one state file (``state_file``, its identity when the head was written): a state
+file replaced, restored or rewritten since no longer matches, and the next sync is a full one.
+A damaged or missing head only costs that full sync; it is never used to plan anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CredroamError
@@ -31,10 +46,13 @@ from .store import StoreError, split_item_key
 
 __all__ = [
     "FORMAT",
+    "HEAD_FORMAT",
+    "HEAD_VERSION",
     "MAX_STATE_SIZE",
     "VERSION",
     "StateError",
     "StateFile",
+    "SyncHeader",
     "decode_state",
     "encode_state",
     "load_state",
@@ -49,6 +67,10 @@ _MAX_KEY = 200
 _MAX_HASH = 128
 _FILETIME_MAX = 0xFFFFFFFFFFFFFFFF
 _PREV_SUFFIX = ".prev"
+HEAD_FORMAT = "credroam-state-head"
+HEAD_VERSION = 1
+_HEAD_SUFFIX = ".head"
+_MAX_HEAD_SIZE = 16 * 1024
 # The token types each kind of item is held as, and the stores it may be filed in (a private
 # key is filed with its owner, a certificate or a request).
 _TYPES_OF_KIND = {
@@ -268,16 +290,142 @@ def save_state(path: str, base: Base) -> None:
     atomic_write(path, encode_state(base))
 
 
+@dataclass(frozen=True)
+class SyncHeader:
+    """What the last full sync proved, for the next sync's "nothing changed" check.
+
+    ``dc`` (service_name, invocation_id, host_name), ``usn_changed`` and
+    ``directory_timestamp`` (the raw msPKIRoamingTimeStamp) are the directory as read by a full
+    sync that wrote nothing there; ``local_marker`` the local stores' change marker, unchanged
+    across that sync; ``settings`` a digest of what else the plan depended on (policy, roaming
+    key); ``due`` the earliest time at which the same inputs would give another plan (the next
+    certificate to expire), or None.
+    """
+
+    user_dn: str
+    settings: str
+    dc: tuple[str, str, str]
+    usn_changed: int
+    directory_timestamp: bytes | None
+    local_marker: str
+    last_full_sync: int
+    due: int | None
+
+
+_HEAD_FIELDS = frozenset(
+    {
+        "format",
+        "version",
+        "state_file",
+        "user_dn",
+        "settings",
+        "dc",
+        "usn_changed",
+        "directory_timestamp",
+        "local_marker",
+        "last_full_sync",
+        "due",
+    }
+)
+_DC_FIELDS = ("service_name", "invocation_id", "host_name")
+
+
+def _file_identity(path: str) -> list[int] | None:
+    """What changes whenever ``path`` is replaced or rewritten (atomic_write makes a new inode)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns]
+
+
+def encode_header(header: SyncHeader, state_file: list[int]) -> bytes:
+    document = {
+        "format": HEAD_FORMAT,
+        "version": HEAD_VERSION,
+        "state_file": state_file,
+        "user_dn": header.user_dn,
+        "settings": header.settings,
+        "dc": dict(zip(_DC_FIELDS, header.dc, strict=True)),
+        "usn_changed": header.usn_changed,
+        "directory_timestamp": (
+            header.directory_timestamp.hex() if header.directory_timestamp is not None else None
+        ),
+        "local_marker": header.local_marker,
+        "last_full_sync": header.last_full_sync,
+        "due": header.due,
+    }
+    return json.dumps(document, sort_keys=True).encode("utf-8") + b"\n"
+
+
+def decode_header(data: bytes) -> tuple[SyncHeader, list[int]]:
+    """The header and the state file identity it was written for; ValueError if malformed."""
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(document, dict) or set(document) != _HEAD_FIELDS:
+        raise ValueError(f"fields must be exactly {sorted(_HEAD_FIELDS)}")
+    if document["format"] != HEAD_FORMAT or document["version"] != HEAD_VERSION:
+        raise ValueError(f"not a {HEAD_FORMAT} of version {HEAD_VERSION}")
+    identity = document["state_file"]
+    if not isinstance(identity, list) or len(identity) != 4:
+        raise ValueError("state_file is not [dev, ino, size, mtime_ns]")
+    for number in identity:
+        _filetime(number, "state_file")
+    dc = document["dc"]
+    if not isinstance(dc, dict) or set(dc) != set(_DC_FIELDS):
+        raise ValueError(f"dc must have exactly {list(_DC_FIELDS)}")
+    stamp = _text(document["directory_timestamp"], "directory_timestamp", 64, nullable=True)
+    try:
+        raw_stamp = bytes.fromhex(stamp) if stamp is not None else None
+    except ValueError:
+        raise ValueError("directory_timestamp is not hex") from None
+    header = SyncHeader(
+        user_dn=_text(document["user_dn"], "user_dn", 2048),  # type: ignore[arg-type]
+        settings=_text(document["settings"], "settings", _MAX_HASH),  # type: ignore[arg-type]
+        dc=tuple(_text(dc[name], f"dc.{name}", 2048) for name in _DC_FIELDS),  # type: ignore[arg-type]
+        usn_changed=_filetime(document["usn_changed"], "usn_changed"),  # type: ignore[arg-type]
+        directory_timestamp=raw_stamp,
+        local_marker=_text(document["local_marker"], "local_marker", 4096),  # type: ignore[arg-type]
+        last_full_sync=_filetime(document["last_full_sync"], "last_full_sync"),  # type: ignore[arg-type]
+        due=_filetime(document["due"], "due", nullable=True),
+    )
+    return header, identity
+
+
 class StateFile:
-    """The state file of one user, as the sync engine's ``BaseStore`` (load/save).
+    """The state file of one user, as the sync engine's ``BaseStore`` (load/save), and its
+    head (load_header/save_header/clear_header) for the fast path.
 
     ``load`` never raises for a damaged file: it returns None (base lost, handled safely by
-    reconciliation) and keeps the reason in ``problems`` for the report.
+    reconciliation) and keeps the reason in ``problems`` for the report. ``load_header``
+    returns None for a missing, damaged or outdated head: the sync is then a full one.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.head_path = path + _HEAD_SUFFIX
         self.problems: list[str] = []
+
+    def load_header(self) -> SyncHeader | None:
+        try:
+            header, identity = decode_header(read_private(self.head_path, _MAX_HEAD_SIZE))
+        except (OSError, ValueError):
+            return None  # missing or damaged: a full sync, which writes a new one
+        return header if identity == _file_identity(self.path) else None
+
+    def save_header(self, header: SyncHeader) -> None:
+        """Write the head for the state file as it is now (call after ``save``)."""
+        identity = _file_identity(self.path)
+        if identity is None:
+            raise StateError(self.path, "no state file to describe in its head")
+        atomic_write(self.head_path, encode_header(header, identity))
+
+    def clear_header(self) -> None:
+        """Forget the head (before a sync writes anything): the next sync is a full one."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.head_path)
 
     def load(self) -> Base | None:
         try:

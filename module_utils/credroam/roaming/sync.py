@@ -14,7 +14,13 @@ chosen so that a sync interrupted anywhere leaves both sides valid and the next 
    and with the old base an item both sides already agree on is simply left alone);
 5. save the new base last, and only when every write succeeded.
 
-A sync with nothing to do costs exactly one LDAP search and no LDAP write.
+A sync first takes the fast path (:func:`_fast_check`): when the state file's head proves that
+nothing changed since the last full sync (same DC, same uSNChanged and msPKIRoamingTimeStamp of
+the user object, same local change marker, same policy and roaming key, the full sync interval
+not yet over, no certificate due to expire), it stops after one small LDAP search (plus two
+once per connection: which DC answers), without listing the store, reading the base or any
+token. Otherwise it is a full sync, which with nothing to do costs one LDAP search of all
+roaming values and no LDAP write, and records a new head when it can prove what it saw.
 
 The whole sync runs under the local store's lock (:meth:`.store.CertificateStore.lock`), so
 two syncs of one user on one host never interleave; a held lock raises :class:`SyncBusy`.
@@ -23,7 +29,8 @@ two syncs of one user on one host never interleave; a held lock raises :class:`S
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection, Iterable, Mapping
+import hashlib
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -41,6 +48,7 @@ from ..tokens import (
     validate_identifier,
 )
 from .certelement import certificate_token, parse_certificate_token
+from .changemark import ChangeMarker, combine
 from .directory import (
     ACCOUNT_CREDENTIALS,
     KEY_ENVELOPES,
@@ -51,9 +59,11 @@ from .directory import (
     ValueChange,
     apply_changes,
     build_modifications,
+    dc_identity,
     describe_changes,
     modify_operations,
     put_token,
+    read_mark,
     read_roaming,
     remove_token,
 )
@@ -62,6 +72,7 @@ from .fsutil import LockHeld
 from .model import Base, Item, ItemKind, Plan, Policy, StoreName, content_hash, newest
 from .reconcile import reconcile
 from .roamingkey import RoamingKeyError, sealing_user_id
+from .state import HEAD_VERSION, SyncHeader
 from .store import CertificateStore
 
 __all__ = [
@@ -70,6 +81,7 @@ __all__ = [
     "READ_LIMITS",
     "BaseStore",
     "DirectorySide",
+    "FullSyncReason",
     "SyncBusy",
     "SyncError",
     "SyncReport",
@@ -102,11 +114,30 @@ class SyncBusy(SyncError):
 
 
 class BaseStore(Protocol):
-    """Where the last-synced base of one user on this host is kept (the state file)."""
+    """Where the last-synced base of one user on this host is kept (the state file).
+
+    A base store may also keep a :class:`~.state.SyncHeader` (``load_header``,
+    ``save_header``, ``clear_header``, as :class:`~.state.StateFile` does); without them every
+    sync is a full one.
+    """
 
     def load(self) -> Base | None: ...
 
     def save(self, base: Base) -> None: ...
+
+
+class FullSyncReason:
+    """Why a sync was a full one (``SyncReport.full_sync_reason``); None: the fast path."""
+
+    FORCED = "forced"  # the caller asked (force_full), e.g. a file watch saw a change
+    NO_HEADER = "no header"  # first sync, a damaged head, or a base store without one
+    INTERVAL = "full sync interval over"
+    DUE = "a certificate is due to expire"
+    SETTINGS = "policy or roaming key changed"
+    USER = "another user's head"
+    LOCAL = "local change"  # or the local stores cannot give a marker now
+    OTHER_DC = "another DC"
+    DIRECTORY = "directory change"
 
 
 @dataclass(frozen=True)
@@ -129,6 +160,9 @@ class SyncReport:
     operations: tuple[dict, ...] = ()
     directory_changes: tuple[str, ...] = ()  # readable form of the modifies
     check_mode: bool = False
+    # Why the sync compared every item (a FullSyncReason); None: the fast path proved that
+    # nothing changed and the sync stopped after its small search.
+    full_sync_reason: str | None = FullSyncReason.NO_HEADER
 
     @property
     def changed(self) -> bool:
@@ -377,6 +411,8 @@ def sync_user(
     check_mode: bool = False,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     lock_timeout: float | None = 0,
+    force_full: bool = False,
+    local_markers: Sequence[ChangeMarker] = (),
 ) -> SyncReport:
     """Sync one user's roaming items between ``store`` and the directory.
 
@@ -391,6 +427,11 @@ def sync_user(
     modifies that would be sent. The sync holds ``store.lock(lock_timeout)`` from the first
     read of the store to the save of the base (0: fail at once when another sync holds it,
     None: wait); a held lock raises :class:`SyncBusy` and nothing is read or written.
+
+    ``force_full`` skips the fast path (the agent passes it when a file watch saw a store
+    change, which a marker of folders may not). ``local_markers`` are the change markers of
+    the other local stores the agent keeps (application-store mirrors): the fast path is taken
+    only when the file store's and each of these are as the last full sync recorded them.
     """
     with contextlib.ExitStack() as held:
         try:
@@ -400,9 +441,16 @@ def sync_user(
                 f"another credroam sync of {user_dn} is running on this host "
                 f"(lock {exc.filename} held); nothing was synced, try again when it ends"
             ) from exc
-        return _sync_locked(
-            conn, user_dn, store, state, policy, roaming_key, clock, check_mode, max_attempts
-        )
+        markers = _local_markers(store, local_markers)
+        head = None if force_full else _load_header(state)
+        reason = _fast_check(conn, user_dn, head, markers, policy, roaming_key, clock)
+        if reason is None:
+            return SyncReport(user_dn=user_dn, check_mode=check_mode, full_sync_reason=None)
+        report = _sync_locked(
+            conn, user_dn, store, state, policy, roaming_key, clock, check_mode, max_attempts,
+            markers,
+        )  # fmt: skip
+        return replace(report, full_sync_reason=FullSyncReason.FORCED if force_full else reason)
 
 
 def _unsealable(local: Mapping[str, Item], roaming_key: bytes | None) -> dict[str, str]:
@@ -423,7 +471,11 @@ def _sync_locked(
     clock: Callable[[], int],
     check_mode: bool,
     max_attempts: int,
+    markers: Sequence[ChangeMarker] = (),
 ) -> SyncReport:
+    marker_before = combine(markers) if markers else None
+    if not check_mode:
+        _clear_header(state)  # whatever this sync writes, the old head no longer proves it
     local = dict(store.items())
     base = state.load()
     for attempt in range(1, max_attempts + 1):
@@ -465,10 +517,131 @@ def _sync_locked(
         if applied.timestamp is not None:
             new_base = replace(new_base, directory_timestamp=applied.timestamp.last_change)
         state.save(new_base)
+        if not applied.changed:
+            _record_header(state, user_dn, record, conn, markers, marker_before, plan, side,
+                           local, policy, roaming_key, now)  # fmt: skip
     report = _report(
         user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False
     )
     return replace(report, recovery=recovery)
+
+
+# --- the fast path ---------------------------------------------------------------------------
+
+
+def _local_markers(
+    store: CertificateStore, extra: Sequence[ChangeMarker]
+) -> tuple[ChangeMarker, ...]:
+    """Every local store's marker; empty (no fast path) when the store cannot give one."""
+    own = getattr(store, "change_marker", None)
+    return (own, *extra) if callable(own) else ()
+
+
+def _load_header(state: BaseStore) -> SyncHeader | None:
+    load = getattr(state, "load_header", None)
+    return load() if callable(load) else None
+
+
+def _clear_header(state: BaseStore) -> None:
+    clear = getattr(state, "clear_header", None)
+    if callable(clear):
+        clear()
+
+
+def _settings_digest(user_dn: str, policy: Policy, roaming_key: bytes | None) -> str:
+    """What a plan depends on besides the two sides: the policy and the roaming key (its hash
+    only: the head is no place for the key)."""
+    digest = hashlib.sha256(f"credroam-head {HEAD_VERSION}\0{user_dn}\0{policy!r}\0".encode())
+    digest.update(hashlib.sha256(roaming_key).digest() if roaming_key is not None else b"-")
+    return digest.hexdigest()
+
+
+def _fast_check(
+    conn: ldap3.Connection,
+    user_dn: str,
+    head: SyncHeader | None,
+    markers: Sequence[ChangeMarker],
+    policy: Policy,
+    roaming_key: bytes | None,
+    clock: Callable[[], int],
+) -> str | None:
+    """None when ``head`` proves that nothing changed; else why a full sync must run.
+
+    The cheap local checks come first; the directory is asked last, with one small search.
+    """
+    if head is None or not markers:
+        return FullSyncReason.NO_HEADER
+    if head.user_dn != user_dn:
+        return FullSyncReason.USER
+    now = clock()
+    if now >= head.last_full_sync + policy.full_sync_interval_ticks or now < head.last_full_sync:
+        return FullSyncReason.INTERVAL  # (a clock set back: the interval cannot be trusted)
+    if head.due is not None and now >= head.due:
+        return FullSyncReason.DUE
+    if head.settings != _settings_digest(user_dn, policy, roaming_key):
+        return FullSyncReason.SETTINGS
+    if combine(markers) != head.local_marker:
+        return FullSyncReason.LOCAL
+    mark = read_mark(conn, user_dn)
+    if (mark.dc.service_name, mark.dc.invocation_id, mark.dc.host_name) != head.dc:
+        return FullSyncReason.OTHER_DC
+    if mark.usn_changed != head.usn_changed or mark.timestamp_raw != head.directory_timestamp:
+        return FullSyncReason.DIRECTORY
+    return None
+
+
+def _next_due(items: Iterable[Item], policy: Policy) -> int | None:
+    """The first expiry among live certificates, when reconcile would archive it (R-expiry)."""
+    if not policy.archive_expired:
+        return None
+    expiries = [
+        item.expires
+        for item in items
+        if item.expires is not None and not item.archived and not item.tombstone
+    ]
+    return min(expiries, default=None)
+
+
+def _record_header(
+    state: BaseStore,
+    user_dn: str,
+    record: RoamingRecord,
+    conn: ldap3.Connection,
+    markers: Sequence[ChangeMarker],
+    marker_before: str | None,
+    plan: Plan,
+    side: DirectorySide,
+    local: Mapping[str, Item],
+    policy: Policy,
+    roaming_key: bytes | None,
+    now: int,
+) -> None:
+    """Write the head when this sync can prove what it saw, else leave none.
+
+    Only a sync that wrote nothing to the directory records one: its uSNChanged came in the
+    same search as the values it planned with (after a write the object's new uSNChanged
+    could also cover another writer's values that replicated in meanwhile). The local marker
+    must be the same before the listing and now (nothing changed locally while the sync ran,
+    the sync's own local writes included), and settled.
+    """
+    save = getattr(state, "save_header", None)
+    if not callable(save) or record.usn_changed is None or marker_before is None:
+        return
+    if plan.changes_local or combine(markers) != marker_before:
+        return
+    dc = dc_identity(conn)
+    save(
+        SyncHeader(
+            user_dn=user_dn,
+            settings=_settings_digest(user_dn, policy, roaming_key),
+            dc=(dc.service_name, dc.invocation_id, dc.host_name),
+            usn_changed=record.usn_changed,
+            directory_timestamp=record.timestamp_raw,
+            local_marker=marker_before,
+            last_full_sync=now,
+            due=_next_due((*local.values(), *side.items.values()), policy),
+        )
+    )
 
 
 def _tend_recovery(

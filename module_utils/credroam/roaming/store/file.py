@@ -64,6 +64,7 @@ from ...cryptocompat import (
 from ...timestamps import filetime_from_unix_ns, filetime_now, to_filetime
 from ...tokens import TokenType
 from ..certelement import thumbprint
+from ..changemark import stat_marker
 from ..fsutil import (
     append_durably,
     atomic_write,
@@ -633,6 +634,22 @@ class FileStore:
             listed = [self._listed[key]] if key in self._listed else []
             for entry in [*batch.records.get(key, []), *listed]:
                 entry["archived"] = True  # same content, now in the archive
+
+    def change_marker(self) -> str | None:
+        """The store's local change marker (:mod:`..changemark`): the root, the item folders
+        (active and archived) and the index with its journal; None while one of them is too
+        fresh to tell. Recovery copies are left out: no plan depends on them."""
+        folders = [
+            self._folder(store, archived) for archived in (False, True) for store in StoreName
+        ]
+        paths = [
+            self.root,
+            os.path.join(self.root, "archive"),
+            *folders,
+            self._index_path(),
+            self._journal_path(),
+        ]
+        return stat_marker(paths, self.clock())
 
     def tend_recovery(
         self, roaming_key: bytes | None, user_id: str | None, retention_ticks: int, now: int
