@@ -316,18 +316,18 @@ def dc_identity(conn: ldap3.Connection) -> DcIdentity:
     if cached is not None and cached[0] == host:
         return cached[1]
     conn.search("", "(objectClass=*)", ldap3.BASE, attributes=["dsServiceName", "dnsHostName"])
-    _raise_on_search_error(conn, "reading the rootDSE")
+    check_result(conn, "reading the rootDSE")
     root = _lower_keys(_entries(conn)[0]["raw_attributes"]) if _entries(conn) else {}
-    service_name = _text(root.get("dsservicename"))
+    service_name = _text(first(root, "dsServiceName"))
     if not service_name:
         raise DirectoryError(f"the rootDSE of {host} names no dsServiceName")
     conn.search(service_name, "(objectClass=*)", ldap3.BASE, attributes=["invocationId"])
-    _raise_on_search_error(conn, f"reading the invocationId of {service_name}")
+    check_result(conn, f"reading the invocationId of {service_name}")
     settings = _lower_keys(_entries(conn)[0]["raw_attributes"]) if _entries(conn) else {}
-    invocation = _single(settings.get("invocationid"))
+    invocation = first(settings, "invocationId")
     if not invocation:
         raise DirectoryError(f"{service_name} on {host} has no readable invocationId")
-    identity = DcIdentity(service_name, invocation.hex(), _text(root.get("dnshostname")) or host)
+    identity = DcIdentity(service_name, invocation.hex(), _text(first(root, "dnsHostName")) or host)
     _DC_OF_CONNECTION[conn] = (host, identity)
     return identity
 
@@ -339,16 +339,16 @@ def read_mark(conn: ldap3.Connection, user_dn: str) -> DirectoryMark:
     """
     identity = dc_identity(conn)
     conn.search(user_dn, "(objectClass=*)", ldap3.BASE, attributes=list(MARK_ATTRIBUTES))
-    _raise_on_search_error(conn, f"reading the change marks of {user_dn}")
+    check_result(conn, f"reading the change marks of {user_dn}")
     entries = _entries(conn)
     if len(entries) != 1:
         raise DirectoryError(f"reading {user_dn} returned {len(entries)} entries, expected 1")
     raw = _lower_keys(entries[0]["raw_attributes"])
-    return DirectoryMark(identity, _usn(raw), _single(raw.get(ROAMING_TIMESTAMP.lower())))
+    return DirectoryMark(identity, _usn(raw), first(raw, ROAMING_TIMESTAMP))
 
 
 def _usn(raw: dict[str, list[bytes]]) -> int | None:
-    value = _single(raw.get(USN_CHANGED.lower()))
+    value = first(raw, USN_CHANGED)
     return int(value) if value is not None and value.isdigit() else None
 
 
