@@ -32,7 +32,9 @@ Conventions (decided here, used by every caller):
   re-plans with the current time.
 
 The rules are listed as a table in the README ("Reconciliation rules"); ``_decide``
-implements them in the same order.
+implements them in the same order, each key on its own. ``_follow_owners`` then makes each
+private key follow its certificate or request (R35, R36), and the limits refuse whole groups
+(R25, R26).
 """
 
 from __future__ import annotations
