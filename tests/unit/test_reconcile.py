@@ -541,9 +541,22 @@ EXPIRED_GROUP_REFUSED = (
 )
 
 
+# Found by make hunt: a key (not on the card) of a smart-card certificate, which never roams,
+# was uploaded while the directory held a tombstone of that certificate.
+KEY_OF_A_SMARTCARD_CERTIFICATE = (
+    {
+        CERT: item(CERT, T0, "a", size=10, smartcard=True),
+        KEY: item(KEY, T0, "a", size=10, owner=CERT),
+    },
+    {CERT: tomb(CERT, T0)},
+    None,
+)
+
+
 @settings(max_examples=examples(300))
 @given(states(), st.sampled_from([Policy(), Policy(max_tokens=2)]))
 @example(EXPIRED_GROUP_REFUSED, Policy())
+@example(KEY_OF_A_SMARTCARD_CERTIFICATE, Policy())
 def test_r30_applying_a_plan_then_reconciling_again_changes_nothing(state, policy) -> None:
     before, directory, base = state
     plan = reconcile(before, directory, base, policy, NOW)
@@ -680,6 +693,13 @@ def test_r36_key_without_its_certificate_is_never_downloaded() -> None:
     assert any(KEY in warning and CERT in warning for warning in plan.warnings)
     # Its certificate replicates in later: both are downloaded together.
     only(run(directory=[orphan, item()]), download=[CERT, KEY])
+
+
+def test_r36_key_of_a_certificate_that_does_not_roam_does_not_roam_either() -> None:
+    local, directory, base = KEY_OF_A_SMARTCARD_CERTIFICATE
+    plan = reconcile(local, directory, base, POLICY, NOW)
+    only(plan)
+    assert any(KEY in warning and "does not roam" in warning for warning in plan.warnings)
 
 
 def test_r36_key_without_its_certificate_is_never_uploaded_alone() -> None:

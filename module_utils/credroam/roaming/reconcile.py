@@ -311,14 +311,19 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             d.deletion_reason = f"deleted with its certificate or request {owner}"
         elif owner_gone and not d.unusable and kept_here:
             _delete_with_owner(d, owner, policy, now)
-        elif (
-            not owner_gone
-            and not d.hold
-            and kept_here
-            and (owner_decision is None or not _live_locally_after(owner_decision))
-        ):
-            d.hold = True
-            d.warning = f"{d.key} left alone: its certificate or request {owner} is not here"
+        elif not owner_gone and not d.hold and kept_here:
+            why = _why_key_cannot_roam(owner, owner_decision, policy)
+            if why:
+                d.hold, d.warning = True, f"{d.key} left alone: {why}"
+
+
+def _why_key_cannot_roam(owner: str, d: _Decision | None, policy: Policy) -> str:
+    """Why a key whose owner is not deleted must not roam now (R36), or "" if it may."""
+    if d is None or not _live_locally_after(d):
+        return f"its certificate or request {owner} is not here"
+    if _never_roams(d.local, policy) or _never_roams(d.directory, policy):
+        return f"its certificate or request {owner} does not roam (smart card)"
+    return ""
 
 
 # --- limits ----------------------------------------------------------------------------------
