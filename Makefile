@@ -93,9 +93,9 @@ agent: deps  ## Build dist/credroam-agent.pyz, the sync agent as one reproducibl
 	$(BIN)/python agent/build_zipapp.py dist/credroam-agent.pyz
 
 # Property tests in CI are derandomized (tests/hypothesis_profiles.py); a hunt draws fresh ones.
-HUNT_EXAMPLES ?= 5000
+HUNT_EXAMPLES ?= 2000
 
-hunt: deps  ## Bug hunt: every property test with HUNT_EXAMPLES fresh random examples (default 5000).
+hunt: deps  ## Bug hunt: every property test with HUNT_EXAMPLES fresh random examples (default 2000).
 	HYPOTHESIS_PROFILE=hunt HYPOTHESIS_HUNT_EXAMPLES=$(HUNT_EXAMPLES) $(BIN)/pytest -q \
 	    -p no:cacheprovider -m hypothesis --hypothesis-show-statistics tests/unit
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 
 __all__ = ["HUNT_EXAMPLES", "PROFILE", "examples"]
 
-HUNT_EXAMPLES = int(os.environ.get("HYPOTHESIS_HUNT_EXAMPLES", "5000"))
+HUNT_EXAMPLES = int(os.environ.get("HYPOTHESIS_HUNT_EXAMPLES", "2000"))
 
 settings.register_profile(
     "ci",
