@@ -552,11 +552,20 @@ KEY_OF_A_SMARTCARD_CERTIFICATE = (
     None,
 )
 
+# Found by make hunt: the directory's value of the key claims a smart card, so the key was held
+# and stayed here when its certificate was deleted (R11).
+KEY_CLAIMED_BY_A_SMARTCARD_VALUE = (
+    {CERT: item(CERT, T0, "a", size=10), KEY: item(KEY, T0, "a", size=10, owner=CERT)},
+    {CERT: tomb(CERT, T0), KEY: item(KEY, T0, "a", size=10, owner=CERT, smartcard=True)},
+    None,
+)
+
 
 @settings(max_examples=examples(300))
 @given(states(), st.sampled_from([Policy(), Policy(max_tokens=2)]))
 @example(EXPIRED_GROUP_REFUSED, Policy())
 @example(KEY_OF_A_SMARTCARD_CERTIFICATE, Policy())
+@example(KEY_CLAIMED_BY_A_SMARTCARD_VALUE, Policy())
 def test_r30_applying_a_plan_then_reconciling_again_changes_nothing(state, policy) -> None:
     before, directory, base = state
     plan = reconcile(before, directory, base, policy, NOW)
@@ -670,6 +679,12 @@ def test_r35_key_in_replication_lag_goes_with_its_certificate() -> None:
     """The key is held by its own rule (R14, the DC lags) but its certificate is deleted."""
     plan = run(local=[SYNCED_CERT, SYNCED_KEY], directory=[tomb(modified=T0 + 5)], base=BOTH_SYNCED)
     only(plan, delete_local=[CERT, KEY], tombstone_directory=[KEY])
+
+
+def test_r35_key_whose_directory_value_claims_a_smart_card_is_removed_locally_only() -> None:
+    local, directory, base = KEY_CLAIMED_BY_A_SMARTCARD_VALUE
+    plan = reconcile(local, directory, base, POLICY, NOW)
+    only(plan, delete_local=[CERT, KEY])
 
 
 def test_r35_unusable_key_value_is_removed_locally_only() -> None:

@@ -300,16 +300,18 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
     """
     for d in decisions.values():
         owner = _owner_of(d)
-        if owner is None or _never_roams(d.local, policy) or _never_roams(d.directory, policy):
-            continue
+        if owner is None or _never_roams(d.local, policy):
+            continue  # a key on a smart card is the card's, never the store's (R27)
         owner_decision = decisions.get(owner)
         owner_gone = owner_decision is not None and _is_gone(owner_decision)
         kept_here = d.local is not None if d.hold else not _is_gone(d)
-        if owner_gone and d.unusable and d.local is not None:
-            # The local copy goes; the directory value nobody can read is left alone (R34).
+        # A directory value sync cannot use (R34) or must not touch (a smart-card key, R27).
+        untouchable = d.unusable or _never_roams(d.directory, policy)
+        if owner_gone and untouchable and d.local is not None:
+            # The local copy goes; the directory value is left alone.
             d.hold, d.target, d.hold_directory, d.keep_copy = False, None, True, True
             d.deletion_reason = f"deleted with its certificate or request {owner}"
-        elif owner_gone and not d.unusable and kept_here:
+        elif owner_gone and not untouchable and kept_here:
             _delete_with_owner(d, owner, policy, now)
         elif not owner_gone and not d.hold and kept_here:
             why = _why_key_cannot_roam(owner, owner_decision, policy)
