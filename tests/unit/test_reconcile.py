@@ -1,4 +1,4 @@
-"""Reconciliation rules R1..R33: one test (at least) per row of the README's table."""
+"""Reconciliation rules R1..R36: one test (at least) per row of the README's table."""
 
 from __future__ import annotations
 
