@@ -27,7 +27,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The inventory script (inventories/lab) describes the lab named here.
 export CREDROAM_LAB := $(LAB)
 
-.PHONY: help deps run test lint unit unit-system integration molecule lab-up lab-down lab-status bench clean agent
+.PHONY: help deps run test lint unit unit-system integration molecule lab-up lab-down lab-status bench hunt clean agent
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -94,6 +94,13 @@ test: deps  ## Everything CI runs: lint, the Molecule scenario, unit and integra
 
 agent: deps  ## Build dist/credroam-agent.pyz, the sync agent as one reproducible zipapp.
 	$(BIN)/python agent/build_zipapp.py dist/credroam-agent.pyz
+
+# Property tests in CI are derandomized (tests/hypothesis_profiles.py); a hunt draws fresh ones.
+HUNT_EXAMPLES ?= 2000
+
+hunt: deps  ## Bug hunt: every property test with HUNT_EXAMPLES fresh random examples (default 2000).
+	HYPOTHESIS_PROFILE=hunt HYPOTHESIS_HUNT_EXAMPLES=$(HUNT_EXAMPLES) $(BIN)/pytest -q \
+	    -p no:cacheprovider -m hypothesis --hypothesis-show-statistics tests/unit
 
 bench: deps  ## Benchmarks (core, sync on a lab DC, lab up/down; bench/README.md), to bench/out/.
 	$(BIN)/python bench/core.py

@@ -23,6 +23,8 @@ import types
 from collections.abc import Sequence
 from pathlib import Path
 
+import tests.hypothesis_profiles  # noqa: F401  (registers and loads the hypothesis profile)
+
 CORE = "credroam"
 ALIAS = "ansible.module_utils.credroam"
 MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")

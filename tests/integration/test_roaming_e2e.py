@@ -195,6 +195,36 @@ def test_a_deletion_on_one_host_becomes_a_tombstone_and_removes_it_on_the_other(
     assert b.store.items() == {}
 
 
+def test_a_key_replaced_after_its_certificate_was_deleted_elsewhere_goes_with_it(
+    schema_lab, alice, hosts
+):
+    """Issue 8: a deletes a certificate and its key; b then replaces the key (newer than the
+    deletion). b's sync deletes both, uploads nothing, and no plaintext key stays in MY/."""
+    lab, (a, b) = schema_lab, hosts
+    certificate, pkcs8 = self_signed("alice")
+    thumb = install(a.root, certificate, pkcs8)
+    now = filetime_now()
+    roam(lab, alice, a, dc=0, now=now)
+    roam(lab, alice, b, dc=0, now=now + 1)
+    a.path(thumb, "cert.pem").unlink()
+    a.path(thumb, "key.pem").unlink()
+    assert set(roam(lab, alice, a, dc=0, now=now + 2).tombstoned) == {
+        f"%3\\{thumb}",
+        f"%9\\{thumb}",
+    }
+
+    install(b.root, certificate, self_signed("alice")[1])  # by hand, after a's deletion
+    replaced = roam(lab, alice, b, dc=0, now=now + HOUR)
+    assert replaced.uploaded == ()
+    assert set(replaced.deleted_local) == {f"%3\\{thumb}", f"%9\\{thumb}"}
+    assert [key for key, _ in replaced.conflicts] == [f"%9\\{thumb}"]
+    assert not b.path(thumb, "key.pem").exists() and not b.path(thumb, "cert.pem").exists()
+    record = read_roaming(connect_as(lab, alice), alice.dn)
+    keys = record.stored(KEY_ENVELOPES).values()
+    assert [s.token.is_tombstone for s in keys] == [True]  # the key did not roam alone
+    assert not roam(lab, alice, b, dc=0, now=now + HOUR + 1).changed
+
+
 def test_an_expired_certificate_is_archived_on_both_hosts(schema_lab, alice, hosts):
     lab, (a, b) = schema_lab, hosts
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)

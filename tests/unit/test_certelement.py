@@ -30,6 +30,7 @@ from credroam.roaming.certelement import (
     thumbprint,
 )
 from credroam.tokens import Token, TokenError, TokenFlags, TokenType, decode_token, encode_token
+from tests.hypothesis_profiles import examples
 
 FIXTURE_THUMBPRINT = "3B83BFA7037F6A79B3F3D17D229E1BC097F35B51"
 MakeDer = Callable[..., bytes]
@@ -220,7 +221,7 @@ def fuzzed_element(make_certificate_der: MakeDer) -> bytes:
 
 # Mutated certificates may carry a serial number cryptography accepts with a deprecation warning.
 @pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.data())
 def test_mutated_elements_raise_only_element_errors(
     fuzzed_element: bytes, data: st.DataObject

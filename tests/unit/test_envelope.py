@@ -39,6 +39,7 @@ from credroam.roaming.envelope import (
     wrap_with_recovery_key,
     write_key_cache,
 )
+from tests.hypothesis_profiles import examples
 
 FAST = ScryptParams(log2_n=4, r=1, p=1)  # tests only: derivation in microseconds
 USER = "6f1c1f5e-4b7a-4d0e-9f57-2a1d5c0e3b11"
@@ -476,7 +477,7 @@ _CHANGES = st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_siz
 _CUT = st.none() | st.integers(0, 600)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(changes=_CHANGES, cut=_CUT)
 def test_fuzzed_sealed_keys_fail_only_with_envelope_errors(changes, cut) -> None:
     """Fuzz: a sealed key from the directory, changed or cut anywhere."""
@@ -485,7 +486,7 @@ def test_fuzzed_sealed_keys_fail_only_with_envelope_errors(changes, cut) -> None
         assert open_private_key(ROAMING_KEY, sealed, AAD) == PRIVATE_KEY
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(changes=_CHANGES, cut=_CUT)
 def test_fuzzed_password_records_fail_only_with_envelope_errors(changes, cut) -> None:
     """Fuzz: a password record, changed or cut anywhere (its cost bytes capped to stay fast)."""

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from credroam.gpo import preg
 from credroam.gpo.preg import PolEntry, PolFormatError, PolValueError, RegType
+from tests.hypothesis_profiles import examples
 
 samba_ndr = pytest.importorskip("samba.ndr", reason="python3-samba is the independent reader")
 import contextlib
@@ -220,7 +221,7 @@ typed_entries = st.one_of(
 
 
 @given(st.lists(typed_entries, max_size=6))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 def test_round_trip_and_samba_agrees(entries):
     blob = preg.encode(entries)
     assert preg.decode(blob) == entries
@@ -228,14 +229,14 @@ def test_round_trip_and_samba_agrees(entries):
 
 
 @given(st.binary(max_size=200))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400))
 def test_decode_of_arbitrary_bytes_raises_only_format_errors(blob):
     with contextlib.suppress(PolFormatError):
         preg.decode(blob)
 
 
 @given(st.lists(typed_entries, min_size=1, max_size=3), st.data())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 def test_decode_of_damaged_files_raises_only_format_errors(entries, data):
     blob = bytearray(preg.encode(entries))
     index = data.draw(st.integers(0, len(blob) - 1))

@@ -1,11 +1,11 @@
-"""Reconciliation rules R1..R33: one test (at least) per row of the README's table."""
+"""Reconciliation rules R1..R36: one test (at least) per row of the README's table."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from credroam.roaming.model import (
@@ -22,6 +22,7 @@ from credroam.roaming.model import (
     newest,
 )
 from credroam.roaming.reconcile import reconcile
+from tests.hypothesis_profiles import examples
 
 T0 = 133_000_000_000_000_000
 DAY = TICKS_PER_DAY
@@ -179,10 +180,17 @@ def test_r9_local_deletion_while_the_dc_lags_writes_a_tombstone() -> None:
     only(plan, tombstone_directory=[CERT])
 
 
-def test_r10_local_deletion_of_an_item_purged_long_ago_is_forgotten() -> None:
+def test_r10_local_deletion_of_an_item_purged_long_ago_still_writes_a_tombstone() -> None:
+    """The item may have been deleted elsewhere and purged, or edited on a host that has not
+    synced yet (older than this deletion, noticed now): only a tombstone makes that edit lose."""
     synced = item()
     plan = run(base=base_of((synced, NOW - 61 * DAY)))
-    assert plan.is_empty and CERT not in plan.base.entries
+    only(plan, tombstone_directory=[CERT])
+    assert plan.tombstone_directory[0].modified == NOW
+    edit_elsewhere = item(modified=NOW - DAY, content="edited on a host away since")
+    later = run([edit_elsewhere], plan.tombstone_directory, base_of((synced, NOW - 61 * DAY)))
+    only(later, delete_local=[CERT])  # the deletion noticed now beats the older edit
+    assert later.delete_local[0].keep_copy and later.conflicts
 
 
 # --- R11..R13: tombstone in the directory -----------------------------------------------------
@@ -383,6 +391,16 @@ def test_r25_item_over_the_size_limit_is_refused_with_its_key_and_the_rest_roams
     assert plan.warnings and plan.is_empty is False
 
 
+def test_r25_refused_group_is_left_as_it_is_on_both_sides() -> None:
+    """Nothing is written for a refused item, not even locally (R30): archiving the expired
+    certificate here while keeping its old base entry changed what the next sync saw."""
+    local, directory, base = EXPIRED_GROUP_REFUSED
+    plan = reconcile(local, directory, base, POLICY, NOW)
+    only(plan)
+    assert sorted(r.item.key for r in plan.refused) == [CERT, KEY]
+    assert plan.base.entries == base.entries
+
+
 def test_r25_refused_update_keeps_the_old_base_and_retries() -> None:
     synced = item()
     grown = item(modified=T0 + 5, content="grown", size=70000)
@@ -510,15 +528,199 @@ def states(draw) -> tuple[dict, dict, Base | None]:
     return local, directory, base
 
 
-@settings(max_examples=300, deadline=None)
+# Issue 8: an expired certificate whose key is over max_token_size, last agreed (archived) more
+# than TD ago: the first sync refused the group but archived the certificate locally, so the
+# second saw it unchanged since the base (R16) and deleted it.
+EXPIRED_GROUP_REFUSED = (
+    {
+        CERT: item(CERT, NOW - DAY, "a", expires=NOW - DAY),
+        KEY: item(KEY, NOW - DAY, "k", size=70000, owner=CERT, expires=NOW - DAY),
+    },
+    {},
+    base_of((item(CERT, NOW - DAY, "a", expires=NOW - DAY, archived=True), NOW - 61 * DAY)),
+)
+
+
+# Found by make hunt: a key (not on the card) of a smart-card certificate, which never roams,
+# was uploaded while the directory held a tombstone of that certificate.
+KEY_OF_A_SMARTCARD_CERTIFICATE = (
+    {
+        CERT: item(CERT, T0, "a", size=10, smartcard=True),
+        KEY: item(KEY, T0, "a", size=10, owner=CERT),
+    },
+    {CERT: tomb(CERT, T0)},
+    None,
+)
+
+# Found by make hunt: the directory's value of the key claims a smart card, so the key was held
+# and stayed here when its certificate was deleted (R11).
+KEY_CLAIMED_BY_A_SMARTCARD_VALUE = (
+    {CERT: item(CERT, T0, "a", size=10), KEY: item(KEY, T0, "a", size=10, owner=CERT)},
+    {CERT: tomb(CERT, T0), KEY: item(KEY, T0, "a", size=10, owner=CERT, smartcard=True)},
+    None,
+)
+
+
+@settings(max_examples=examples(300))
 @given(states(), st.sampled_from([Policy(), Policy(max_tokens=2)]))
+@example(EXPIRED_GROUP_REFUSED, Policy())
+@example(KEY_OF_A_SMARTCARD_CERTIFICATE, Policy())
+@example(KEY_CLAIMED_BY_A_SMARTCARD_VALUE, Policy())
 def test_r30_applying_a_plan_then_reconciling_again_changes_nothing(state, policy) -> None:
-    local, directory, base = state
-    plan = reconcile(local, directory, base, policy, NOW)
-    local, directory = apply(local, directory, plan)
+    before, directory, base = state
+    plan = reconcile(before, directory, base, policy, NOW)
+    local, directory = apply(before, directory, plan)
     again = reconcile(local, directory, plan.base, policy, NOW)
     assert again.is_empty, again
     assert not again.conflicts
+    assert not _orphaned_key(before, local, directory, plan)  # R35, R36
+
+
+# --- siblings of R30: a refused group combined with every other rule --------------------------
+
+
+def _situations(key: str, size: int) -> list[tuple[Item | None, Item | None, BaseEntry | None]]:
+    """(local, directory, base) of one item, covering the rows R1..R24 of the README."""
+    owner = CERT if key == KEY else None
+    expiry = NOW - DAY if key == KEY else NOW - 2 * DAY  # keys expire with their certificate
+
+    def live(modified: int, content: str, **extra) -> Item:
+        return item(key, modified, content, size=size, owner=owner, **extra)
+
+    old, new = live(T0, "a"), live(NOW - DAY, "b")
+    expired = live(T0, "a", expires=expiry)
+    locals_ = [None, old, new, expired]
+    directories = [None, old, new, tomb(key, T0 + 1), tomb(key, NOW - 61 * DAY)]
+    directories = [replace(d, owner=owner) if d is not None else None for d in directories]
+    bases = [
+        None,
+        BaseEntry.of(old, NOW - DAY),
+        BaseEntry.of(old, NOW - 61 * DAY),
+        BaseEntry.of(replace(expired, archived=True), NOW - 61 * DAY),
+        BaseEntry.of(replace(tomb(key, T0 + 1), owner=owner), NOW - DAY),
+    ]
+    return [(lo, di, ba) for lo in locals_ for di in directories for ba in bases]
+
+
+@pytest.mark.parametrize("big", [CERT, KEY])
+def test_r30_a_refused_group_with_every_other_rule_settles_in_one_sync(big: str) -> None:
+    """Every combination of a certificate's and its key's situations, with one of the pair
+    over max_token_size (so any upload of the pair is refused): the plan, once applied, is
+    final (R30), and it never leaves a key without its certificate locally nor uploads one
+    alone (R35, R36)."""
+    failures = []
+    for cert_state in _situations(CERT, 70000 if big == CERT else 10):
+        for key_state in _situations(KEY, 70000 if big == KEY else 10):
+            local, directory, entries = {}, {}, {}
+            for (lo, di, ba), key in ((cert_state, CERT), (key_state, KEY)):
+                if lo is not None:
+                    local[key] = lo
+                if di is not None:
+                    directory[key] = di
+                if ba is not None:
+                    entries[key] = ba
+            base = Base(entries=entries) if entries else None
+            plan = reconcile(local, directory, base, POLICY, NOW)
+            after_local, after_directory = apply(local, directory, plan)
+            again = reconcile(after_local, after_directory, plan.base, POLICY, NOW)
+            if not again.is_empty or again.conflicts:
+                failures.append((cert_state, key_state, plan, again))
+            elif orphaned := _orphaned_key(local, after_local, after_directory, plan):
+                failures.append((cert_state, key_state, plan, orphaned))
+    assert not failures, f"{len(failures)} combinations, first: {failures[0]}"
+
+
+def _orphaned_key(before: dict, after: dict, directory: dict, plan: Plan) -> str:
+    """What the plan did to KEY that it must not do without CERT, if anything."""
+    if KEY in before and before[KEY].smartcard:
+        return ""  # on its card: credroam never touches it (R27)
+    if KEY in after and CERT in before and CERT not in after:
+        return "the certificate was deleted locally, its key kept"
+    if any(i.key == KEY for i in plan.download) and CERT not in after:
+        return "key downloaded without its certificate"
+    if any(i.key == KEY for i in plan.upload) and (
+        CERT not in after or (CERT in directory and directory[CERT].tombstone)
+    ):
+        return "key uploaded without its certificate"
+    return ""
+
+
+# --- R35, R36: a private key follows its certificate -------------------------------------------
+
+SYNCED_CERT, SYNCED_KEY = item(), item(KEY, owner=CERT, content="k1")
+BOTH_SYNCED = base_of((SYNCED_CERT, T0), (SYNCED_KEY, T0))
+
+
+def test_r35_key_replaced_here_is_deleted_with_its_certificate_deleted_elsewhere() -> None:
+    """Issue 8: the key, newer than the deletion, must not be uploaded alone (R12) while its
+    certificate is deleted here (R11): it goes too, kept aside as a copy, and it is reported."""
+    replaced = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
+    deleted = [tomb(modified=T0 + 5), replace(tomb(KEY, T0 + 5), owner=CERT)]
+    plan = run(local=[SYNCED_CERT, replaced], directory=deleted, base=BOTH_SYNCED)
+    only(plan, delete_local=[CERT, KEY])
+    key_deletion = plan.delete_local[1]
+    assert key_deletion.keep_copy and CERT in key_deletion.reason
+    assert [c.key for c in plan.conflicts] == [KEY]
+    assert plan.base.entries[KEY].tombstone
+
+
+def test_r35_a_key_uploaded_alone_elsewhere_is_tombstoned_with_its_certificate() -> None:
+    """A host without this rule uploaded the key alone over its tombstone: the next host that
+    deletes the certificate deletes the key in the directory too."""
+    alone = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
+    plan = run(
+        local=[SYNCED_CERT, SYNCED_KEY], directory=[tomb(modified=T0 + 5), alone], base=BOTH_SYNCED
+    )
+    only(plan, delete_local=[CERT, KEY], tombstone_directory=[KEY])
+    assert plan.tombstone_directory[0].modified == NOW
+
+
+def test_r35_key_in_replication_lag_goes_with_its_certificate() -> None:
+    """The key is held by its own rule (R14, the DC lags) but its certificate is deleted."""
+    plan = run(local=[SYNCED_CERT, SYNCED_KEY], directory=[tomb(modified=T0 + 5)], base=BOTH_SYNCED)
+    only(plan, delete_local=[CERT, KEY], tombstone_directory=[KEY])
+
+
+def test_r35_key_whose_directory_value_claims_a_smart_card_is_removed_locally_only() -> None:
+    local, directory, base = KEY_CLAIMED_BY_A_SMARTCARD_VALUE
+    plan = reconcile(local, directory, base, POLICY, NOW)
+    only(plan, delete_local=[CERT, KEY])
+
+
+def test_r35_unusable_key_value_is_removed_locally_only() -> None:
+    plan = reconcile(
+        {CERT: SYNCED_CERT, KEY: SYNCED_KEY},
+        {CERT: tomb(modified=T0 + 5)},
+        BOTH_SYNCED,
+        POLICY,
+        NOW,
+        hold_keys={KEY},
+    )
+    only(plan, delete_local=[CERT, KEY])
+    assert plan.base.entries[KEY] == BOTH_SYNCED.entries[KEY]  # R34: the directory untouched
+
+
+def test_r36_key_without_its_certificate_is_never_downloaded() -> None:
+    orphan = item(KEY, owner=CERT)
+    plan = run(directory=[orphan])
+    only(plan)
+    assert KEY not in plan.base.entries
+    assert any(KEY in warning and CERT in warning for warning in plan.warnings)
+    # Its certificate replicates in later: both are downloaded together.
+    only(run(directory=[orphan, item()]), download=[CERT, KEY])
+
+
+def test_r36_key_of_a_certificate_that_does_not_roam_does_not_roam_either() -> None:
+    local, directory, base = KEY_OF_A_SMARTCARD_CERTIFICATE
+    plan = reconcile(local, directory, base, POLICY, NOW)
+    only(plan)
+    assert any(KEY in warning and "does not roam" in warning for warning in plan.warnings)
+
+
+def test_r36_key_without_its_certificate_is_never_uploaded_alone() -> None:
+    plan = run(local=[item(KEY, owner=CERT)])
+    only(plan)
+    assert plan.warnings
 
 
 # --- R34: a directory value that exists but cannot be used ------------------------------------

@@ -22,6 +22,7 @@ from credroam.roaming.state import (
     load_state,
     save_state,
 )
+from tests.hypothesis_profiles import examples
 
 T0 = 133_000_000_000_000_000
 
@@ -241,7 +242,7 @@ def test_crash_while_saving_leaves_the_old_state(tmp_path, monkeypatch) -> None:
     assert sorted(os.listdir(tmp_path)) == ["state.json"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     changes=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
     cut=st.none() | st.integers(0, 10**6),

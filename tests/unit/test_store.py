@@ -30,6 +30,7 @@ from credroam.roaming.store import StoreError
 from credroam.roaming.store import file as store_module
 from credroam.roaming.store.file import FileStore
 from credroam.timestamps import to_filetime
+from tests.hypothesis_profiles import examples
 
 T0 = 133_000_000_000_000_000
 NOT_AFTER = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
@@ -886,7 +887,9 @@ def _decoded_and_mutated(pem: bytes, changes: list[tuple[int, int]], base64: boo
 
 
 @hypothesis.settings(
-    max_examples=150, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+    max_examples=examples(150),
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 @hypothesis.given(data=st.data())
 def test_fuzzed_store_files_never_break_a_listing_or_a_write(

@@ -86,6 +86,7 @@ class FakeStore:
         self.writes, self.fail_on = [], set()
         self.locked = False
         self.lock_timeouts = []
+        self.problems = []
 
     def _check_locked(self):
         assert self.locked, "store used outside its lock"

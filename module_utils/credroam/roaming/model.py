@@ -82,8 +82,9 @@ class Item:
 
     ``key`` is ``%<token type>\\<identifier>`` (as in Windows' state file), unique across hosts
     and the directory. ``owner`` is, for a private key, the key of the certificate or request it
-    belongs to: a key and its owner roam together (a refusal of one refuses both). A key carries
-    its owner's ``expires``, so both are archived together. ``size`` is the payload size in
+    belongs to: a key follows its owner (a refusal of one refuses both, a key is deleted with its
+    owner and never roams without it). A key carries its owner's ``expires``, so both are
+    archived together. ``size`` is the payload size in
     bytes (0 for a tombstone). ``smartcard`` items are backed by a card or HSM.
     """
 

@@ -32,7 +32,9 @@ Conventions (decided here, used by every caller):
   re-plans with the current time.
 
 The rules are listed as a table in the README ("Reconciliation rules"); ``_decide``
-implements them in the same order.
+implements them in the same order, each key on its own. ``_follow_owners`` then makes each
+private key follow its certificate or request (R35, R36), and the limits refuse whole groups
+(R25, R26).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class _Decision:
     undecided: bool = False  # R18: the copy stays until resolved
     deletion_reason: str = ""
     conflict: str = ""
+    unusable: bool = False  # the directory value exists but cannot be used (R34)
+    warning: str = ""
 
 
 def _tombstone_after(base: BaseEntry, now: int) -> Item:
@@ -90,7 +94,7 @@ def _never_roams(item: Item | None, policy: Policy) -> bool:
 def _decide_absent_locally(d: _Decision, policy: Policy, now: int) -> None:
     directory, base = d.directory, d.base
     if base is not None and not base.tombstone:
-        _decide_deleted_here(d, base, policy, now)
+        _decide_deleted_here(d, base, now)
         return
     if directory is None:
         # Keep a tombstone in the base while lagging DCs may still show the old copy.
@@ -104,7 +108,7 @@ def _decide_absent_locally(d: _Decision, policy: Policy, now: int) -> None:
         d.hold, d.target = True, None  # a lagging DC still shows what was deleted
 
 
-def _decide_deleted_here(d: _Decision, base: BaseEntry, policy: Policy, now: int) -> None:
+def _decide_deleted_here(d: _Decision, base: BaseEntry, now: int) -> None:
     """The item was synced and is gone from the local store: a local deletion, noticed now.
 
     Its tombstone competes like any version with what the directory holds, a tombstone
@@ -114,10 +118,11 @@ def _decide_deleted_here(d: _Decision, base: BaseEntry, policy: Policy, now: int
     directory = d.directory
     tombstone = _tombstone_after(base, now)
     if directory is None:
-        if now - base.last_seen_in_directory <= policy.tombstone_ticks:
-            d.target = tombstone  # the DC we read has not got the item yet (replication lag)
-        else:
-            d.target = None  # deleted elsewhere too and purged since; nothing left to do
+        # Either the DC we read has not got the item yet (R9), or it was deleted elsewhere
+        # too and that tombstone is purged (R10). Either way the tombstone is written: an edit
+        # made elsewhere that has not reached the directory yet may be older than this
+        # deletion, and only a visible tombstone makes it lose.
+        d.target = tombstone
     elif directory.tombstone:
         d.target = newest((directory, tombstone))  # deleted on both sides: the later deletion
     elif directory.version > tombstone.version:
@@ -221,6 +226,106 @@ def _only_archived(before: Item, after: Item) -> bool:
         and before.modified == after.modified
         and before.content_hash == after.content_hash
     )
+
+
+# --- a private key follows its certificate or request (R35, R36) ------------------------------
+
+
+def _is_gone(d: _Decision) -> bool:
+    """The plan removes the item (deleted, tombstoned or purged), as decided on its own."""
+    return not d.hold and (d.target is None or d.target.tombstone)
+
+
+def _live_locally_after(d: _Decision) -> bool:
+    """The local store holds a live copy once the plan is applied.
+
+    A refused upload leaves the local copy as it is (R25), like a hold: both are decided
+    before limits are applied, from the local copy's presence alone.
+    """
+    if d.hold:
+        return d.local is not None
+    return d.target is not None and not d.target.tombstone
+
+
+def _owner_of(d: _Decision) -> str | None:
+    for side in (d.local, d.directory, d.base):
+        if side is not None and side.kind is ItemKind.KEY:
+            return side.owner
+    return None
+
+
+def _tombstone_of(item: Item, modified: int) -> Item:
+    return replace(
+        item,
+        modified=modified,
+        content_hash="",
+        size=0,
+        tombstone=True,
+        archived=False,
+        expires=None,
+    )
+
+
+def _delete_with_owner(d: _Decision, owner: str, policy: Policy, now: int) -> None:
+    """R35: the key goes with its deleted certificate, whatever its own version says."""
+    own = d.target if d.target is not None and not d.target.tombstone else None
+    directory, base, local = d.directory, d.base, d.local
+    if directory is not None and directory.tombstone:
+        d.target = directory  # already deleted in the directory: nothing to write there
+    elif directory is not None or (base is not None and not base.tombstone):
+        live = [v.modified for v in (local, directory, base) if v is not None]
+        template = local or directory
+        assert template is not None  # a live target with no local copy is a download
+        d.target = _tombstone_of(template, max(now, max(live) + 1))
+    else:
+        d.target = None  # never roamed: only the local copy goes
+    changed = local is not None and (base is None or local.version != base.version)
+    d.hold = d.hold_directory = False
+    d.keep_copy = policy.keep_deleted_copy or changed
+    d.deletion_reason = f"deleted with its certificate or request {owner}"
+    if own is not None and (base is None or own.version != base.version):
+        d.conflict = f"changed, but {owner} was deleted: the key follows it (copy kept aside)"
+        d.keep_copy = d.keep_copy or local is not None
+    _finish_target(d, policy, now)
+
+
+def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int) -> None:
+    """Keys never outlive their certificate or request, nor roam without it.
+
+    R35: when the plan removes the owner, the key is removed with it on both sides (a key
+    whose directory value is unusable is removed locally only, R34 still holds there).
+    R36: a key is downloaded, kept or uploaded only while the local store keeps its owner;
+    a key whose owner is absent locally and not deleted (not yet replicated, unusable, or
+    never roamed) is left alone on both sides and reported.
+    """
+    for d in decisions.values():
+        owner = _owner_of(d)
+        if owner is None or _never_roams(d.local, policy):
+            continue  # a key on a smart card is the card's, never the store's (R27)
+        owner_decision = decisions.get(owner)
+        owner_gone = owner_decision is not None and _is_gone(owner_decision)
+        kept_here = d.local is not None if d.hold else not _is_gone(d)
+        # A directory value sync cannot use (R34) or must not touch (a smart-card key, R27).
+        untouchable = d.unusable or _never_roams(d.directory, policy)
+        if owner_gone and untouchable and d.local is not None:
+            # The local copy goes; the directory value is left alone.
+            d.hold, d.target, d.hold_directory, d.keep_copy = False, None, True, True
+            d.deletion_reason = f"deleted with its certificate or request {owner}"
+        elif owner_gone and not untouchable and kept_here:
+            _delete_with_owner(d, owner, policy, now)
+        elif not owner_gone and not d.hold and kept_here:
+            why = _why_key_cannot_roam(owner, owner_decision, policy)
+            if why:
+                d.hold, d.warning = True, f"{d.key} left alone: {why}"
+
+
+def _why_key_cannot_roam(owner: str, d: _Decision | None, policy: Policy) -> str:
+    """Why a key whose owner is not deleted must not roam now (R36), or "" if it may."""
+    if d is None or not _live_locally_after(d):
+        return f"its certificate or request {owner} is not here"
+    if _never_roams(d.local, policy) or _never_roams(d.directory, policy):
+        return f"its certificate or request {owner} does not roam (smart card)"
+    return ""
 
 
 # --- limits ----------------------------------------------------------------------------------
@@ -328,7 +433,7 @@ def reconcile(
     for key in sorted(set(local) | set(directory) | set(entries) | held):
         d = _Decision(key, local.get(key), directory.get(key), entries.get(key))
         if key in held:
-            d.hold = True
+            d.hold = d.unusable = True
             warnings.append(f"{key} left alone on both sides: its directory value is unusable")
         elif _never_roams(d.local, policy) or _never_roams(d.directory, policy):
             d.hold = True
@@ -337,6 +442,7 @@ def reconcile(
             if not d.hold:
                 _finish_target(d, policy, now)
         decisions.append(d)
+    _follow_owners({d.key: d for d in decisions}, policy, now)
 
     uploads: dict[str, Item] = {}
     new_other = 0
@@ -387,13 +493,21 @@ def _emit(
     out: dict[str, list],
     new_entries: dict[str, BaseEntry],
 ) -> None:
-    if d.hold:
+    if d.warning:
+        out["warnings"].append(d.warning)
+    refused = d.key in refusals
+    if d.hold or refused:
+        # Nothing is written on either side and the old base entry stays, so the next sync
+        # decides exactly as this one did (R30); a refused item is reported, unresolved (R25).
+        if refused:
+            assert d.target is not None  # only uploads of live items are refused
+            out["refused"].append(Refusal(d.target, refusals[d.key]))
+            out["warnings"].append(f"{d.key} not roamed: {refusals[d.key]}")
         if d.base is not None:
             new_entries[d.key] = d.base
         return
     target, local, directory = d.target, d.local, d.directory
-    refused = d.key in refusals
-    if d.conflict and not refused:  # a refused item is reported as refused, unresolved
+    if d.conflict:
         out["conflicts"].append(Conflict(d.key, local, directory, target, d.conflict))
 
     # Local side.
@@ -408,11 +522,7 @@ def _emit(
         )
 
     # Directory side.
-    if refused:
-        assert target is not None  # only uploads of live items are refused
-        out["refused"].append(Refusal(target, refusals[d.key]))
-        out["warnings"].append(f"{d.key} not roamed: {refusals[d.key]}")
-    elif d.hold_directory:
+    if d.hold_directory:
         pass
     elif target is None:
         if directory is not None:
@@ -426,7 +536,7 @@ def _emit(
             out["upload"].append(target)
 
     # The new base: what both sides agree on after the plan.
-    if refused or d.hold_directory:
+    if d.hold_directory:
         if d.base is not None:
             new_entries[d.key] = d.base
     elif target is not None:

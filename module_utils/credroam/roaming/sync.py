@@ -155,6 +155,8 @@ class SyncReport:
     conflicts: tuple[tuple[str, str], ...] = ()  # (item key, how it was resolved)
     local_errors: tuple[tuple[str, str], ...] = ()  # (item key, error); base not saved
     recovery: tuple[str, ...] = ()  # what was done to the store's recovery copies, and problems
+    warnings: tuple[str, ...] = ()  # what reconcile left alone or refused, and why
+    store_problems: tuple[str, ...] = ()  # local files the store skipped, and why
     attempts: int = 1  # reads needed (more than one when another writer raced us)
     # The LDAP modifies sent (or, in check mode, planned), as modify_operations() shows them.
     operations: tuple[dict, ...] = ()
@@ -477,6 +479,7 @@ def _sync_locked(
     if not check_mode:
         _clear_header(state)  # whatever this sync writes, the old head no longer proves it
     local = dict(store.items())
+    problems = tuple(store.problems)  # what that listing skipped (read before any write)
     base = state.load()
     for attempt in range(1, max_attempts + 1):
         now = clock()
@@ -496,7 +499,9 @@ def _sync_locked(
         changes = directory_changes(plan, record, store, roaming_key)
         if check_mode:
             modifications, _ = build_modifications(record, changes, now)
-            return _report(user_dn, plan, side, attempt, tuple(modifications), changes, (), True)
+            return _report(
+                user_dn, plan, side, attempt, tuple(modifications), changes, (), True, problems
+            )
         if not plan.is_current(clock()):
             continue  # too long since the read (R32): re-read and re-plan
         try:
@@ -521,7 +526,7 @@ def _sync_locked(
             _record_header(state, user_dn, record, conn, markers, marker_before, plan, side,
                            local, policy, roaming_key, now)  # fmt: skip
     report = _report(
-        user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False
+        user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False, problems
     )
     return replace(report, recovery=recovery)
 
@@ -670,6 +675,7 @@ def _report(
     changes: list[ValueChange],
     local_errors: tuple[tuple[str, str], ...],
     check_mode: bool,
+    store_problems: tuple[str, ...],
 ) -> SyncReport:
     def keys(items) -> tuple[str, ...]:
         return tuple(item.key for item in items)
@@ -687,6 +693,8 @@ def _report(
         held=tuple(sorted(side.unusable_keys)),
         conflicts=tuple((c.key, c.reason) for c in plan.conflicts),
         local_errors=local_errors,
+        warnings=plan.warnings,
+        store_problems=store_problems,
         attempts=attempts,
         operations=modify_operations(user_dn, modifications),
         directory_changes=tuple(describe_changes(changes)),

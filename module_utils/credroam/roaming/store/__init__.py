@@ -20,6 +20,8 @@
   it did and reports what it could not do (the file store's ``recovery`` module).
 - ``archive(item)`` marks a live item archived (expired certificates), keeping it.
 - ``lock(timeout)`` is a context manager giving one sync of one user exclusive use.
+- ``problems`` lists what the last ``items()`` skipped and why (a file that fails its checks, a
+  private key without its certificate): sync puts it in its report.
 - ``batch()`` is a context manager, used under the lock, for a run of writes, deletions and
   archivings: the store may record their bookkeeping once, at its end (the file store writes
   its index once). Each operation is still complete, or not done, when its call returns, and a
@@ -63,6 +65,8 @@ class StoreError(CredroamError):
 
 class CertificateStore(Protocol):
     """A user's local MY and REQUEST stores (contract in the module docstring)."""
+
+    problems: list[str]
 
     def items(self) -> dict[str, Item]: ...
 
