@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 
 import atheris
 import harness
@@ -140,21 +141,20 @@ def _lay_out(fdp: atheris.FuzzedDataProvider) -> None:
     _metadata(fdp, files)
 
 
-def _snapshot() -> dict[str, tuple[int, int, bytes | str]]:
-    """Every path under the scratch folder: its mode, size and content (or link target)."""
+def _snapshot() -> dict[str, tuple[int, bytes | str]]:
+    """Every path under the scratch folder: its mode and content (or link target)."""
     found = {}
     for folder, dirs, names in os.walk(harness.scratch()):
         for name in dirs + names:
             path = os.path.join(folder, name)
-            info = os.lstat(path)
-            if os.path.islink(path):
-                content: bytes | str = os.readlink(path)
-            elif os.path.isfile(path):
+            mode = os.lstat(path).st_mode
+            content: bytes | str = b""
+            if stat.S_ISLNK(mode):
+                content = os.readlink(path)
+            elif stat.S_ISREG(mode):
                 with open(path, "rb") as handle:
                     content = handle.read()
-            else:
-                content = b""
-            found[path] = (info.st_mode, info.st_size, content)
+            found[path] = (mode, content)
     return found
 
 

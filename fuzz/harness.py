@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,8 @@ def fuzz(
     if os.environ.get(_CHILD) == "1":
         atheris.Setup(sys.argv, one_input)
         atheris.Fuzz()  # does not return
+    # Stopped from outside (make interrupted, a timeout): end the child, remove the folders.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     sys.exit(_supervise(seeds, dictionary))
 
 
