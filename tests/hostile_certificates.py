@@ -37,11 +37,17 @@ def with_unknown_version(der: bytes) -> bytes:
     return der.replace(_V3, b"\xa0\x03\x02\x01\x3d")
 
 
-def expired_before_1601() -> bytes:
-    """A certificate that expired in 1500, before the FILETIME epoch. X.509 can say so
-    (GeneralizedTime) and cryptography reads it; its builder refuses such dates, so the year
-    of one it accepts is overwritten (the signature no longer matches: nothing checks it)."""
+def expiring_in_year(year: bytes) -> bytes:
+    """A certificate whose expiry says ``year`` (four digits). X.509 can write any year as
+    GeneralizedTime, and cryptography reads the certificate; its builder refuses dates before
+    1950, so the year of one it accepts is overwritten (the signature no longer matches:
+    nothing checks it). b"1500" is before the FILETIME epoch (1601); b"0000", found by
+    fuzz_certelement, is no year Python's datetime can hold."""
     der = certificate_der()
-    written = _NOT_AFTER.strftime("%Y%m%d").encode()
-    assert der.count(written) == 1
-    return der.replace(written, b"15000101")
+    written = str(_NOT_AFTER.year).encode()
+    assert len(year) == 4 and der.count(written + b"0101") == 1
+    return der.replace(written + b"0101", year + b"0101")
+
+
+def expired_before_1601() -> bytes:
+    return expiring_in_year(b"1500")
