@@ -128,9 +128,9 @@ def _lay_out(fdp: atheris.FuzzedDataProvider) -> None:
         content, der = _content(fdp)
         name = _name(fdp, der)
         path = folder / name
-        if path.is_dir() or path.is_symlink():
-            continue
         try:
+            if path.is_dir() or path.is_symlink():
+                continue
             if fdp.ConsumeIntInRange(0, 7) == 0:
                 path.symlink_to(harness.scratch() / "outside.pem")
             else:
