@@ -11,10 +11,11 @@ import harness
 
 with harness.instrumented():
     from credroam.roaming.certelement import (
+        CERT_ARCHIVED_PROP_ID,
+        CertElement,
         CertElementError,
         parse_cert_element,
         serialize_cert_element,
-        set_archived,
     )
     from credroam.timestamps import to_filetime
 
@@ -27,8 +28,12 @@ def one_input(data: bytes) -> None:
     assert serialize_cert_element(element) == data, "parse/serialize is not a round trip"
     element.friendly_name  # noqa: B018 -- checked when parsed: must not raise now
     to_filetime(element.not_valid_after)
-    for archived in (True, False):
-        assert parse_cert_element(set_archived(data, archived)).archived is archived
+    for archived in (True, False):  # the flag set or cleared, every other record kept
+        properties = {k: v for k, v in element.properties.items() if k != CERT_ARCHIVED_PROP_ID}
+        if archived:
+            properties[CERT_ARCHIVED_PROP_ID] = b""
+        changed = serialize_cert_element(CertElement(der=element.der, properties=properties))
+        assert parse_cert_element(changed).archived is archived
 
 
 def seeds() -> list[bytes]:

@@ -1,8 +1,9 @@
 """Fuzz the native token codec: decode_token, then encode_token must give the same bytes back.
 
 Valid outcome: a Token (whose identifier passes its type's pattern, whose key parses back and
-which re-encodes byte for byte), or TokenError. A certificate or request token's element is
-parsed as the sync parses it: an element or CertElementError (a TokenError).
+which re-encodes byte for byte, but for the hash field of a token without data), or TokenError.
+A certificate or request token's element is parsed as the sync parses it: an element or
+CertElementError (a TokenError).
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ with harness.instrumented():
     from credroam.roaming.certelement import CERTIFICATE_TOKEN_TYPES, parse_certificate_token
     from credroam.tokens import TokenError, decode_token, encode_token, parse_key
 
+_SHA1_START = 108  # offset of the data's SHA-1 in the header (credroam.tokens' module doc)
+
 
 def one_input(data: bytes) -> None:
     try:
         token = decode_token(data)
     except TokenError:
         return
-    assert encode_token(token) == data, "decode/encode is not a round trip"
+    expected = data
+    if not token.data:  # an empty token's hash may be zeros or SHA-1(b""); encode writes zeros
+        expected = data[:_SHA1_START] + bytes(20) + data[_SHA1_START + 20 :]
+    assert encode_token(token) == expected, "decode/encode is not a round trip"
     assert parse_key(token.key) == (token.type, token.identifier)
     if token.type in CERTIFICATE_TOKEN_TYPES and not token.is_tombstone:
         try:
