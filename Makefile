@@ -27,7 +27,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The inventory script (inventories/lab) describes the lab named here.
 export CREDROAM_LAB := $(LAB)
 
-.PHONY: help deps run test lint unit unit-system integration molecule lab-up lab-down lab-status bench hunt clean agent
+.PHONY: help deps run test lint unit unit-system integration molecule lab-up lab-down lab-status bench \
+        hunt fuzz fuzz-short clean agent
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -107,5 +108,30 @@ bench: deps  ## Benchmarks (core, sync on a lab DC, lab up/down; bench/README.md
 	$(BIN)/python bench/sync_lab.py
 	$(BIN)/python bench/lab_updown.py --rounds 1 --clients 1
 
+# Coverage-guided fuzzing (atheris, libFuzzer inside): one target per parser of hostile input,
+# fuzz/fuzz_<name>.py. atheris is kept out of the project's venv: pip installs its wheel into
+# .fuzzdeps/ and the targets run on the project's Python with it on PYTHONPATH. A fixed seed
+# makes a run repeatable; a crash stops `make` and leaves the input in fuzz/crashes/.
+FUZZ_DEPS    := .fuzzdeps
+FUZZ_TARGETS := tokens dn_binary preg certelement state store
+# The store target lays out and lists a store folder per input, about 100 times the cost of
+# a parser's input: it runs a tenth of the count.
+FUZZ_RUNS    ?= 200000
+FUZZ_SHORT_RUNS ?= 3000
+FUZZ_FLAGS   := -seed=1 -timeout=60 -rss_limit_mb=2048
+
+$(FUZZ_DEPS)/.installed: fuzz/requirements.txt | $(VENV)/.installed
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade --target $(FUZZ_DEPS) -r $<
+	@touch $@
+
+fuzz: deps $(FUZZ_DEPS)/.installed  ## Fuzz each parser for FUZZ_RUNS inputs (200000; the store a tenth).
+	@for target in $(FUZZ_TARGETS); do \
+	  runs=$(FUZZ_RUNS); [ $$target != store ] || runs=$$(( $(FUZZ_RUNS) / 10 )); \
+	  PYTHONPATH=$(FUZZ_DEPS) $(BIN)/python fuzz/fuzz_$$target.py -atheris_runs=$$runs \
+	    $(FUZZ_FLAGS); done
+
+fuzz-short: deps $(FUZZ_DEPS)/.installed  ## The CI fuzz run: FUZZ_SHORT_RUNS (3000) inputs each.
+	@$(MAKE) --no-print-directory fuzz FUZZ_RUNS=$(FUZZ_SHORT_RUNS)
+
 clean:  ## Remove the venv and stamps (the lab is removed by lab-down).
-	rm -rf $(VENV) .stamps .pytest_cache .ruff_cache
+	rm -rf $(VENV) .stamps .pytest_cache .ruff_cache $(FUZZ_DEPS)
