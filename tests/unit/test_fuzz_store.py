@@ -1,7 +1,7 @@
 """Reproducers of what fuzz/fuzz_store.py found in the file store's listing.
 
-A defect not fixed yet is marked ``xfail(strict=True, raises=<what escapes now>)``: the test
-fails the moment the store is fixed, so the marker goes with the fix (the store's owner).
+An index entry with a negative time stopped the whole listing (ReconcileError) until damaged
+entries were ignored.
 """
 
 from __future__ import annotations
@@ -9,21 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from credroam.roaming.certelement import thumbprint
-from credroam.roaming.model import ReconcileError
 from credroam.roaming.store.file import FileStore
 from tests.hostile_certificates import certificate_der
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ReconcileError,
-    reason="found by fuzz_store: an index entry's negative time escapes items() (owner: store)",
-)
 def test_an_index_entry_with_a_negative_time_does_not_stop_the_listing(tmp_path) -> None:
     der = certificate_der()
     pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)

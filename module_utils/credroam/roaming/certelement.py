@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..cryptocompat import load_der_certificate, not_valid_after
+from ..timestamps import TimestampError, to_filetime
 from ..tokens import Token, TokenError, TokenFlags, TokenType
 
 __all__ = [
@@ -79,6 +80,7 @@ class CertElement:
     der: bytes
     properties: Mapping[int, bytes] = field(default_factory=dict)
     not_valid_after: datetime = field(init=False)  # aware UTC, read from the certificate
+    expires: int = field(init=False)  # the same as a FILETIME, the unit of every item time
 
     def __post_init__(self) -> None:
         if CERT_CERT_PROP_ID in self.properties:
@@ -87,7 +89,13 @@ class CertElement:
             certificate = load_der_certificate(self.der)
         except ValueError as exc:  # cryptocompat turns every refusal into ValueError
             raise CertElementError(str(exc)) from None
-        object.__setattr__(self, "not_valid_after", not_valid_after(certificate))
+        expiry = not_valid_after(certificate)
+        try:
+            expires = to_filetime(expiry)
+        except TimestampError as exc:  # X.509 allows years a FILETIME cannot hold (before 1601)
+            raise CertElementError(f"the certificate's expiry: {exc}") from None
+        object.__setattr__(self, "not_valid_after", expiry)
+        object.__setattr__(self, "expires", expires)
 
     @property
     def thumbprint(self) -> str:

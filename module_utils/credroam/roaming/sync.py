@@ -37,7 +37,7 @@ from typing import Protocol
 import ldap3
 
 from ..errors import CredroamError
-from ..timestamps import TICKS_PER_DAY, to_filetime
+from ..timestamps import TICKS_PER_DAY
 from ..tokens import (
     Token,
     TokenError,
@@ -200,7 +200,7 @@ def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
         content_hash=content_hash(element.der),
         size=len(element.der),
         archived=element.archived,
-        expires=to_filetime(element.not_valid_after),
+        expires=element.expires,
     )
     return item, element.der
 

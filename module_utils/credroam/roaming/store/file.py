@@ -205,6 +205,7 @@ def _is_entry(entry: object) -> bool:
     return (
         isinstance(entry, dict)
         and type(entry.get("modified")) is int
+        and entry["modified"] >= 0  # an item time is a FILETIME; a damaged entry is ignored
         and isinstance(entry.get("content_hash"), str)
         and (entry.get("expires") is None or type(entry.get("expires")) is int)
     )
