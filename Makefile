@@ -87,10 +87,11 @@ integration: deps  ## Integration tests; the session brings up and tears down it
 molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml twice, verify, down.
 	$(BIN)/molecule test
 
-test: deps  ## Everything CI runs: lint, the Molecule scenario, unit and integration tests.
+test: deps  ## Everything CI runs: lint, Molecule, the core on Debian's Python, a short fuzz, pytest.
 	$(MAKE) --no-print-directory lint
 	$(BIN)/molecule test
 	$(MAKE) --no-print-directory unit-system
+	$(MAKE) --no-print-directory fuzz-short
 	$(BIN)/pytest -q tests
 
 agent: deps  ## Build dist/credroam-agent.pyz, the sync agent as one reproducible zipapp.
