@@ -50,9 +50,16 @@ class FastWorld(World):
                 self.usn[d] += 1
                 self._seen[d] = now
 
-    def add(self, h: int, store: StoreName, expires_hours: int | None, smartcard: bool) -> None:
+    def add(
+        self,
+        h: int,
+        store: StoreName,
+        expires_hours: int | None,
+        smartcard: bool,
+        with_key: bool = False,
+    ) -> None:
         before = dict(self.hosts[h].local)
-        super().add(h, store, expires_hours, smartcard)
+        super().add(h, store, expires_hours, smartcard, with_key)
         self.local_version[h] += self.hosts[h].local != before
 
     def modify(self, h: int, index: int, expires_hours: int | None) -> None:
