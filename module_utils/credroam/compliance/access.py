@@ -34,6 +34,7 @@ EVERYONE = "S-1-1-0"
 AUTHENTICATED_USERS = "S-1-5-11"
 SELF = "S-1-5-10"  # stands for the object's own account in its ACEs
 _ALLOWED, _DENIED, _ALLOWED_OBJECT, _DENIED_OBJECT = 0x00, 0x01, 0x05, 0x06
+_ACE_TYPES = (_ALLOWED, _DENIED, _ALLOWED_OBJECT, _DENIED_OBJECT)
 _INHERIT_ONLY = 0x08
 _OBJECT_TYPE_PRESENT = 0x1
 _INHERITED_OBJECT_TYPE_PRESENT = 0x2
@@ -64,8 +65,7 @@ def confidential_readable(
     types = set(object_types)
     decided = granted = 0
     for ace in descriptor.aces:
-        if ace.flags & _INHERIT_ONLY or ace.type not in (_ALLOWED, _DENIED, _ALLOWED_OBJECT,
-                                                          _DENIED_OBJECT):  # fmt: skip
+        if ace.flags & _INHERIT_ONLY or ace.type not in _ACE_TYPES:
             continue
         object_type, sid_offset = _object_fields(ace.type, ace.body)
         if object_type is not None and object_type not in types:

@@ -61,17 +61,19 @@ def _der_length(buffer: bytes, offset: int) -> int:
 
 
 def _der_keys(buffer: bytes) -> Iterator[str]:
+    found_end = 0  # a key inside a key found (PKCS#1 inside PKCS#8) is the same key
     for number, match in enumerate(_DER_START.finditer(buffer)):
         if number >= _MAX_CANDIDATES:
             return
         start = match.start()
         length = _der_length(buffer, start)
-        if start + length > len(buffer):
+        if start < found_end or start + length > len(buffer):
             continue
         try:
             load_der_private_key(buffer[start : start + length], password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
             continue
+        found_end = start + length
         after_version = buffer[match.end() : match.end() + 1]
         yield f"{_DER_FORMS.get(after_version[0] if after_version else 0, 'DER')} DER"
 
