@@ -265,9 +265,9 @@ class Run:
         self.module = module
         self.params = module.params
         self.conn = conn
-        self.root = read_root_dse(conn)
         self.base = target_from_params(self.params)
-        self.dcs = read.forest_dcs(conn, self.root.configuration_naming_context)
+        self.root = None
+        self.dcs: list[str] = []
         self.dc_conns: dict[str, object] = {}
         self.dc_errors: dict[str, str] = {}
         self.results: list[Result] = []
@@ -275,6 +275,10 @@ class Run:
         self.user_dns: dict[str, str] = {}  # lower-cased DN -> DN as the search returned it
 
     def open_dcs(self) -> None:
+        """Find the forest's DCs and connect to each; a DC that cannot be reached makes its
+        results "could not read", not the run fail."""
+        self.root = read_root_dse(self.conn)
+        self.dcs = read.forest_dcs(self.conn, self.root.configuration_naming_context)
         for fqdn in self.dcs:
             try:
                 target = read.dc_target(self.base, fqdn, self.params["dc_addresses"])
