@@ -124,6 +124,17 @@ def test_a_healthy_rollout_passes_with_every_output_valid(healthy, rolled_out):
     assert junit.get("failures") == "0" and junit.get("errors") == "0"
 
 
+def test_check_mode_and_one_user_a_page_give_the_same_results(healthy, compliance):
+    """The paged search really pages (three users over three pages), and --check, which the
+    module supports by never writing, still writes the report files."""
+    run = compliance("--check", "-e", "compliance_page_size=1")
+    assert run.returncode == 0, run.output[-3000:]
+    outcome = {(r["check"], r["subject"]["name"], r["status"]) for r in run.report["results"]}
+    assert outcome == {
+        (r["check"], r["subject"]["name"], r["status"]) for r in healthy.report["results"]
+    }
+
+
 def test_the_html_report_renders_in_headless_chromium_with_its_chart_and_no_console_error(
     healthy, tmp_path
 ):

@@ -28,6 +28,7 @@ from credroam.compliance.checks import (
     user_stats,
 )
 from credroam.compliance.keyscan import scan_values
+from credroam.compliance.read import PAGE_SIZE, USER_FILTER, users
 from credroam.gpo.secdesc import Ace, SecurityDescriptor, sid_bytes
 from credroam.gpo.settings import CREDENTIAL_ROAMING, policy_entries
 from credroam.roaming.certelement import certificate_token
@@ -373,3 +374,36 @@ def test_a_deny_before_the_allow_wins_and_inherit_only_aces_do_not_count():
     assert not confidential_readable(descriptor(inherit_only), {ADMINS}, {PI})
     other_set = object_ace(0x05, ADMINS, CONFIDENTIAL_READ, uuid.UUID(int=1))
     assert not confidential_readable(descriptor(other_set), {ADMINS}, {PI})
+
+
+# --- the paged read ----------------------------------------------------------------------------
+
+
+class FakePagedConnection:
+    """Records how users() asks for pages and how far it has pulled the generator."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.pulled = 0
+        self.calls: list[dict] = []
+        self.result = {"result": 0}
+        self.extend = self
+        self.standard = self
+
+    def paged_search(self, base, search_filter, **kwargs):
+        self.calls.append({"base": base, "filter": search_filter, **kwargs})
+        for index in range(self.count):
+            self.pulled += 1
+            dn = f"CN=u{index},OU=Roaming,DC=lab,DC=example"
+            yield {"type": "searchResEntry", "dn": dn, "raw_attributes": {"cn": [b"u"]}}
+
+
+def test_users_are_read_lazily_through_the_paged_generator_1000_a_page():
+    conn = FakePagedConnection(2500)
+    found = users(conn, "OU=Roaming,DC=lab,DC=example", USER_FILTER, lambda *_: (True, ""))
+    first = next(found)
+    assert first.dn.startswith("CN=u0,") and conn.pulled == 1, "one entry at a time, not all"
+    assert sum(1 for _ in found) == 2499
+    [call] = conn.calls
+    assert call["paged_size"] == PAGE_SIZE == 1000 and call["generator"] is True
+    assert "nTSecurityDescriptor" in call["attributes"] and "*" in call["attributes"]
