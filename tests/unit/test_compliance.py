@@ -229,6 +229,7 @@ def test_sealed_keys_without_a_password_wrapped_roaming_key_fail_only_that_check
 def test_a_user_whose_confidential_attributes_are_unreadable_is_unknown_never_passed():
     results = user_results(user({}, readable=False), POLICY, SIZING, NOW, False)
     assert {r.status for r in results} == {"unknown"}
+    assert {r.check for r in results} == {c for c in CHECKS if c.startswith("user.")}
     assert all("could not read the confidential roaming attributes" in r.message for r in results)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from ..roaming.directory import KEY_ENVELOPES, TOKEN_ATTRIBUTES, RoamingRecord
 from ..roaming.model import ItemKind, Policy
 from ..roaming.roamingkey import RecordKind, parse_wrapped_keys
-from ..roaming.sync import map_record
+from ..roaming.sync import DirectorySide, map_record
 from ..timestamps import TICKS_PER_DAY
 from .keyscan import scan_values
 
@@ -437,15 +437,7 @@ class UserFacts:
     why_unreadable: str = ""
 
 
-_USER_CHECKS = (
-    "user.limits",
-    "user.sizing",
-    "user.tokens",
-    "user.tombstones",
-    "user.expired",
-    "user.plaintext_keys",
-    "user.roaming_key",
-)
+_USER_CHECKS = tuple(check for check in CHECKS if check.startswith("user."))
 
 
 def user_stats(record: RoamingRecord) -> dict[str, int]:
@@ -456,8 +448,7 @@ def user_stats(record: RoamingRecord) -> dict[str, int]:
     return {"tokens": len(record.tokens) + len(rejected), "bytes": total}
 
 
-def _limit_problems(record: RoamingRecord, policy: Policy) -> list[str]:
-    stats = user_stats(record)
+def _limit_problems(record: RoamingRecord, stats: dict[str, int], policy: Policy) -> list[str]:
     problems = []
     if stats["tokens"] > policy.max_tokens:
         problems.append(
@@ -477,8 +468,7 @@ def _limit_problems(record: RoamingRecord, policy: Policy) -> list[str]:
     return problems
 
 
-def _sizing_problems(record: RoamingRecord, sizing: Sizing) -> list[str]:
-    stats = user_stats(record)
+def _sizing_problems(stats: dict[str, int], sizing: Sizing) -> list[str]:
     problems = []
     if stats["tokens"] > sizing.tokens:
         problems.append(f"{stats['tokens']} tokens, over the sizing estimate of {sizing.tokens}")
@@ -487,12 +477,11 @@ def _sizing_problems(record: RoamingRecord, sizing: Sizing) -> list[str]:
     return problems
 
 
-def _malformed(record: RoamingRecord, now: int) -> list[str]:
+def _malformed(side: DirectorySide) -> list[str]:
     """Values that do not decode, and certificate tokens whose element fails its checks.
 
     Sealed keys cannot be opened without the user's roaming key, which the compliance account
     does not have: their envelopes are not judged here (the agent reports them)."""
-    side = map_record(record, None, now=now)
     found = []
     for rejected in side.rejected:
         if rejected.check == "size-limit":
@@ -513,8 +502,7 @@ def _old_tombstones(record: RoamingRecord, policy: Policy, now: int) -> list[str
     ]
 
 
-def _unarchived_expired(record: RoamingRecord, now: int) -> list[str]:
-    side = map_record(record, None, now=now)
+def _unarchived_expired(side: DirectorySide, now: int) -> list[str]:
     return [
         f"{item.key} expired and is not archived"
         for item in side.items.values()
@@ -550,54 +538,28 @@ def user_results(
         )
         return [Result(check, subject, UNKNOWN, why, user.dn) for check in _USER_CHECKS]
     record = user.record
-    limits = _limit_problems(record, policy)
     stats = user_stats(record)
-    hits = scan_values(user.values)
-    return [
-        _result(
-            "user.limits",
-            subject,
-            limits,
-            f"{stats['tokens']} tokens, {stats['bytes']} bytes",
-            user.dn,
-        ),
-        # Over the policy limits, user.limits speaks; the estimate is for users within them.
-        _result(
-            "user.sizing",
-            subject,
-            [] if limits else _sizing_problems(record, sizing),
-            "within the sizing estimate",
-            user.dn,
-        ),
-        _result("user.tokens", subject, _malformed(record, now), "every value decodes", user.dn),
-        _result(
-            "user.tombstones",
-            subject,
-            _old_tombstones(record, policy, now),
-            "no tombstone past its days",
-            user.dn,
-        ),
-        _result(
-            "user.expired",
-            subject,
-            _unarchived_expired(record, now),
-            "no expired certificate unarchived",
-            user.dn,
-        ),
-        _result(
-            "user.plaintext_keys",
-            subject,
-            [h.describe() for h in hits],
+    side = map_record(record, None, now=now)  # certificates only: keys stay sealed
+    limits = _limit_problems(record, stats, policy)
+    # Over the policy limits, user.limits speaks; the estimate is for users within them.
+    sizing_problems = [] if limits else _sizing_problems(stats, sizing)
+    checked = {
+        "user.limits": (limits, f"{stats['tokens']} tokens, {stats['bytes']} bytes"),
+        "user.sizing": (sizing_problems, "within the sizing estimate"),
+        "user.tokens": (_malformed(side), "every value decodes"),
+        "user.tombstones": (_old_tombstones(record, policy, now), "no tombstone past its days"),
+        "user.expired": (_unarchived_expired(side, now), "no expired certificate unarchived"),
+        "user.plaintext_keys": (
+            [hit.describe() for hit in scan_values(user.values)],
             "no plaintext private key",
-            user.dn,
         ),
-        _result(
-            "user.roaming_key",
-            subject,
+        "user.roaming_key": (
             _roaming_key_problems(record, require_recovery),
             "roaming-key envelopes as required",
-            user.dn,
         ),
+    }
+    return [
+        _result(check, subject, problems, ok, user.dn) for check, (problems, ok) in checked.items()
     ]
 
 
