@@ -5,9 +5,10 @@ delegated right to read confidential attributes; without that right the users ar
 unreadable, never passed. Each broken state is caught by exactly the check meant for it and by
 no other. The HTML report is opened in a real headless Chromium.
 
-Not covered here (left for later): an attribute missing on one DC (the lab's DCs replicate the
-schema within seconds, and Samba refuses schema writes that would make one lag on purpose) and
-a stale agent (host checks wait for the agent).
+Not covered here (left for later): an attribute missing on one DC (it needs one DC's schema
+held behind the other's; the lab's DCs replicate schema changes within seconds, and pausing one
+DC's inbound replication was not tried; the check itself is unit-tested) and a stale agent (the
+host checks wait for the agent).
 """
 
 from __future__ import annotations
