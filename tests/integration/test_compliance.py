@@ -38,7 +38,7 @@ from credroam.schema.definitions import PRIVATE_INFORMATION
 from credroam.timestamps import filetime_now
 from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
 from tests.integration.roaming_lab import clear_everywhere, plant, replicate, self_signed
-from tests.integration.test_gpo import sysvol_dir
+from tests.integration.test_gpo import samba_tool, sysvol_dir
 from tests.integration.test_site import roaming_gpo, site
 from tests.lab import ANSIBLE_PLAYBOOK, REPO, Account, Lab
 
@@ -213,6 +213,24 @@ def test_gpo_versions_out_of_sync_fail_only_gpo_version_on_that_dc(rolled_out, c
     assert run.failing() == {("gpo.version", rolled_out.dc(1).fqdn)}
     assert "in AD" in run.result("gpo.version", rolled_out.dc(1).fqdn)["message"]
     assert run.returncode != 0, "gpo.version is high: the run fails"
+
+
+def test_acl_drift_fails_only_gpo_acl_and_samba_aclcheck_agrees(rolled_out, compliance):
+    """The folder ACL read over SMB is judged as Samba's own `gpo aclcheck` judges it."""
+    lab = rolled_out
+    guid = roaming_gpo(lab.ldap_connection(), lab)["guid"]
+    assert guid not in samba_tool(lab, "aclcheck"), "aclcheck agrees the healthy folder is right"
+    folder = str(sysvol_dir(lab, 0) / guid)
+    original = lab.dc(0).run("samba-tool", "ntacl", "get", "--as-sddl", folder).stdout.strip()
+    lab.dc(0).run("samba-tool", "ntacl", "set", "O:BAG:DUD:(A;OICI;FA;;;BA)", folder)
+    try:
+        run = compliance()
+        aclcheck = samba_tool(lab, "aclcheck")
+    finally:
+        lab.dc(0).run("samba-tool", "ntacl", "set", original, folder)
+    assert run.failing() == {("gpo.acl", lab.dc(0).fqdn)}
+    assert guid in aclcheck, "and aclcheck names the same GPO"
+    assert run.returncode == 0, "gpo.acl is medium, below the default threshold"
 
 
 @pytest.fixture
