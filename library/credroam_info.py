@@ -30,6 +30,17 @@ description:
 version_added: "0.1.0"
 author: credroam
 extends_documentation_fragment: [credroam_ldap, credroam_sysvol]
+attributes:
+  check_mode:
+    support: full
+    details: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: ad_gpo_info
+  - module: ad_schema
 options:
   dc_addresses:
     description: DC DNS name to address, for DCs the controller cannot resolve.

@@ -19,7 +19,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
-from ..connection import DirectoryError, LdapTarget, check_result, first
+from ..errors import DirectoryError
 from ..gpo import preg
 from ..gpo.engine import GpoReader
 from ..gpo.model import GpoError, parse_gpt_ini_version
@@ -31,55 +31,14 @@ from ..gpo.secdesc import (
     same_access,
 )
 from ..gpo.sysvol import SysvolError
+from ..ldapresult import check_result
 from ..roaming.directory import ROAMING_TIMESTAMP, decode_record, read_roaming
 from ..roaming.sync import READ_LIMITS
 from ..schema.definitions import PRIVATE_INFORMATION, SchemaDefinitions
+from ..schema.directory import dc_target, forest_dcs, read_schema
+from ..schema.plan import SchemaConflict, missing_on_dc, plan_present
 from .access import AUTHENTICATED_USERS, EVERYONE, SELF, confidential_readable
 from .checks import GpoFacts, SysvolFacts, UserFacts
-
-try:  # the schema's directory steps, shared with ad_schema (schema/plan.py, schema/directory.py)
-    from ..schema.directory import dc_target, forest_dcs, read_schema
-    from ..schema.plan import SchemaConflict, missing_on_dc, plan_present
-except ImportError:  # pragma: no cover - until they move out of library/ad_schema.py
-    from ..schema.definitions import (
-        READ_ATTRIBUTES,
-        SchemaConflict,
-        missing_on_dc,
-        normalize_entry,
-        plan_present,
-        read_filter,
-    )
-
-    def dc_target(base: LdapTarget, fqdn: str, dc_addresses: Mapping[str, str]) -> LdapTarget:
-        address = next((a for n, a in dc_addresses.items() if n.lower() == fqdn.lower()), None)
-        if address is None:
-            return base.with_server(fqdn, base.tls_server_name if fqdn == base.server else None)
-        return base.with_server(address, tls_server_name=fqdn)
-
-    def forest_dcs(conn: ldap3.Connection, configuration_dn: str) -> list[str]:
-        sites = f"CN=Sites,{configuration_dn}"
-        ok = conn.search(sites, "(objectClass=nTDSDSA)", attributes=["objectClass"])
-        check_result(conn, f"listing nTDSDSA objects under {sites}")
-        servers = {e["dn"].split(",", 1)[1].lower() for e in conn.response if ok and "dn" in e}
-        conn.search(sites, "(objectClass=server)", attributes=["dNSHostName"])
-        check_result(conn, f"listing servers under {sites}")
-        return sorted(
-            str(first(e["attributes"], "dNSHostName"))
-            for e in conn.response
-            if e.get("dn", "").lower() in servers and first(e["attributes"], "dNSHostName")
-        )
-
-    def read_schema(conn: ldap3.Connection, schema_dn: str, defs: SchemaDefinitions) -> list:
-        conn.search(
-            schema_dn, read_filter(defs), search_scope=ldap3.LEVEL, attributes=list(READ_ATTRIBUTES)
-        )
-        check_result(conn, f"reading schema objects under {schema_dn}")
-        return [
-            normalize_entry(e["dn"], e["raw_attributes"])
-            for e in conn.response
-            if e.get("type") == "searchResEntry"
-        ]
-
 
 __all__ = [
     "PAGE_SIZE",
