@@ -14,7 +14,8 @@ SYSTEM_PY   := /usr/bin/python3
 # The core also runs on Debian's own Python libraries (what the agent's hosts have): python3-ldap3,
 # -gssapi and -dnspython beside python3-cryptography, with -pytest and -hypothesis to test it so.
 # libnss3-tools (certutil, pk12util) drive the NSS database mirror; chromium is the real
-# application its tests authenticate with (tests/integration/test_app_stores.py).
+# application its tests authenticate with (tests/integration/test_app_stores.py), and the
+# compliance HTML report is rendered in it, headless (tests/integration/test_compliance.py).
 APT_PACKAGES := samba-ad-dc samba-ad-provision openssh-server python3-venv iproute2 smbclient ldb-tools util-linux \
                 libkrb5-dev krb5-user gcc python3-dev libxml2-utils \
                 python3-ldap3 python3-pytest python3-hypothesis python3-gssapi python3-dnspython \
