@@ -218,17 +218,33 @@ def test_a_mistyped_link_target_fails_before_anything_is_written(empty_directory
     assert empty_directory.writes == [] and dc1.writes == []
 
 
-def test_a_sysvol_without_the_policies_folder_fails_before_anything_is_written(empty_directory):
-    class NoPolicies(WritableSysvol):
-        policies_root = "\\\\dc1\\sysvol\\lab.example\\Policies"
+def test_a_sysvol_without_the_domain_folder_fails_before_anything_is_written(empty_directory):
+    class WrongDomain(WritableSysvol):
+        domain_root = "\\\\dc1\\sysvol\\lab.exmaple"
 
         def exists(self, *parts: str) -> bool:
             return False
 
-    dc1 = NoPolicies({}, None)
-    with pytest.raises(GpoError, match="Policies does not exist on dc1"):
+        def domain_exists(self) -> bool:
+            return False
+
+    dc1 = WrongDomain({}, None)
+    with pytest.raises(GpoError, match=r"lab\.exmaple does not exist on dc1"):
         applier({"dc1": dc1}, empty_directory).apply(new_gpo())
-    assert empty_directory.writes == []
+    assert empty_directory.writes == [] and dc1.writes == []
+
+
+def test_a_joined_dc_without_a_policies_folder_gets_the_gpo_folder():
+    class NoPolicies(WritableSysvol):  # a Samba DC just joined: SYSVOL is not replicated
+        def exists(self, *parts: str) -> bool:
+            return bool(parts) and super().exists(*parts)
+
+    dc2 = NoPolicies({}, None)
+    repaired = applier({"dc1": healthy(), "dc2": dc2}).apply(
+        GpoRequest(guid=GUID, repair_version_mismatch=True)
+    )
+    assert repaired["changed"] and repaired["sysvol_versions"]["dc2"] == V2.number
+    assert dc2.writes[0] == ("mkdir", GUID)  # made with its parent, Policies
 
 
 def test_a_write_that_fails_reports_what_was_done_and_what_was_left():

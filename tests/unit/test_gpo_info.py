@@ -131,6 +131,9 @@ class FakeSysvol:
     def exists(self, *parts: str) -> bool:
         return not parts or self.read_security(*parts) is not None or parts in self.files
 
+    def domain_exists(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 

@@ -237,12 +237,15 @@ class GpoReader:
             raise GpoError(f"nTSecurityDescriptor of {dn}: {exc}") from None
 
     def read_gpt(self, guid: str, server: str) -> GptState:
-        """One SYSVOL's copy; a missing copy is only accepted where the Policies folder is."""
+        """One SYSVOL's copy; a missing copy is accepted where the share has the domain folder."""
         sysvol = self.sysvol(server)
         raw_acl = sysvol.read_security(guid)
         if raw_acl is None:
-            if not sysvol.exists():
-                raise GpoError(f"{sysvol.policies_root} does not exist on {server}")
+            # A joined Samba DC starts with no Policies folder (Samba does not replicate
+            # SYSVOL): the GPO's folder is then made with its parent. A share without the
+            # domain's folder means a wrong server or domain name, and nothing is written.
+            if not sysvol.exists() and not sysvol.domain_exists():
+                raise GpoError(f"{sysvol.domain_root} does not exist on {server}")
             return GptState(server, None, [], None)
         gpt_ini = sysvol.read(guid, GPT_INI)
         raw_pol = sysvol.read(guid, *REGISTRY_POL)

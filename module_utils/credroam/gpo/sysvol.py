@@ -117,8 +117,12 @@ class Sysvol:
 
     # Paths ------------------------------------------------------------------------------------
     @property
+    def domain_root(self) -> str:
+        return f"\\\\{self.target.server}\\sysvol\\{self.target.domain_dns_name}"
+
+    @property
     def policies_root(self) -> str:
-        return f"\\\\{self.target.server}\\sysvol\\{self.target.domain_dns_name}\\Policies"
+        return f"{self.domain_root}\\Policies"
 
     def path(self, *parts: str) -> str:
         """``path("{GUID}", "User", "Registry.pol")`` -> full UNC path under Policies."""
@@ -161,6 +165,13 @@ class Sysvol:
             return smbclient.path.exists(path, **self._kw())
         except (SMBException, OSError) as exc:
             raise self._fail("checking", path, exc) from exc
+
+    def domain_exists(self) -> bool:
+        """Whether the share holds the domain's folder (a wrong domain name or share does not)."""
+        try:
+            return smbclient.path.isdir(self.domain_root, **self._kw())
+        except (SMBException, OSError) as exc:
+            raise self._fail("checking", self.domain_root, exc) from exc
 
     def makedirs(self, *parts: str) -> None:
         path = self.path(*parts)
