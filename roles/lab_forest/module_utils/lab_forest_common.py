@@ -523,8 +523,8 @@ def check_ports_free(names: LabNames, host: str, ip: str, tcp_ports: Iterable[in
 
 
 # The folder the sync agent is installed into on lab hosts (agent/ and bin/ below it:
-# sync_agent_prefix and sync_agent_command in the lab inventory): each host has its own, so installing on one host touches no other. /usr itself
-# is the machine's, shared by every host.
+# sync_agent_prefix and sync_agent_command in the lab inventory). Each host has its own, so
+# installing on one host touches no other; /usr itself is the machine's, shared by every host.
 AGENT_DIR = "/usr/local/lib/credroam"
 
 
