@@ -60,6 +60,7 @@ $(VENV)/.installed: requirements.txt
 run: deps  ## The main job: bring up the embedded lab forest and roll credential roaming out on it.
 	$(PLAYBOOK) playbooks/lab.yml -e lab_forest_name=$(LAB) -e lab_forest_state=present
 	$(PLAYBOOK) playbooks/site.yml
+	$(PLAYBOOK) playbooks/summary.yml
 
 lab-up: deps  ## Bring up the lab forest only (LAB=name for another lab).
 	$(PLAYBOOK) playbooks/lab.yml -e lab_forest_name=$(LAB) -e lab_forest_state=present

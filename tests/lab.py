@@ -261,11 +261,12 @@ class PlaybookRun:
 
     @property
     def changed(self) -> int:
-        """The `changed=` count of the play recap."""
-        match = re.search(r"changed=(\d+)", self.output.rsplit("PLAY RECAP", 1)[-1])
-        if match is None:
+        """The `changed=` counts of the play recap, summed over its hosts (the controller's
+        directory work and each agent host's)."""
+        counts = re.findall(r"changed=(\d+)", self.output.rsplit("PLAY RECAP", 1)[-1])
+        if not counts:
             raise AssertionError(f"no play recap in ansible-playbook output:\n{self.output}")
-        return int(match.group(1))
+        return sum(int(count) for count in counts)
 
 
 def lab_playbook(

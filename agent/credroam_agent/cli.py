@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from . import operations
+from . import __version__, operations
 from .config import ConfigError, load_config
 from .events import EventLog
 from .identity import IdentityError, become_user
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 done with problems, 2 configuration error, "
         "3 directory unreachable.",
     )
+    parser.add_argument("--version", action="version", version=f"credroam-agent {__version__}")
     _common_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -374,3 +374,18 @@ def test_new_users_are_enabled_with_a_password_that_does_not_expire() -> None:
     assert attributes["sAMAccountName"] == "alice"
     assert int(attributes["userAccountControl"]) == 0x0200 | 0x10000
     assert attributes["unicodePwd"] == '"Pass-1!"'.encode("utf-16-le")
+
+
+def test_a_hosts_home_is_0755_so_its_local_users_reach_their_homes(tmp_path):
+    sandbox = lf.Sandbox(lf.LabNames("t"), "client1", tmp_path / "client1")
+    sandbox.etc.mkdir(parents=True)  # an existing copy of /etc: the machine's is not copied
+    sandbox.create_files("hosts\n", "resolv\n", "client1.lab.example")
+    modes = {sub: (sandbox.root / sub).stat().st_mode & 0o777 for sub in ("home", "root", "agent")}
+    assert modes == {"home": 0o755, "root": 0o700, "agent": 0o755}
+
+
+def test_each_host_mounts_its_own_agent_folder_over_the_shared_usr(tmp_path):
+    sandbox = lf.Sandbox(lf.LabNames("t"), "client2", tmp_path / "client2")
+    script = sandbox.wrap(["true"])[-3]
+    assert f'mount --bind "{sandbox.root}/agent" "{lf.AGENT_DIR}"' in script
+    assert lf.AGENT_DIR == "/usr/local/lib/credroam"  # inventories/lab's sync_agent_prefix

@@ -522,10 +522,17 @@ def check_ports_free(names: LabNames, host: str, ip: str, tcp_ports: Iterable[in
 # --- per-host sandbox --------------------------------------------------------------------
 
 
+# The folder the sync agent is installed into on lab hosts (agent/ and bin/ below it:
+# sync_agent_prefix and sync_agent_command in the lab inventory). Each host has its own, so
+# installing on one host touches no other; /usr itself is the machine's, shared by every host.
+AGENT_DIR = "/usr/local/lib/credroam"
+
+
 @dataclass(frozen=True)
 class Sandbox:
-    """A host's own files under the state dir, bind-mounted over /etc, /home and /root in
-    its private mount namespace; /run is a fresh tmpfs there."""
+    """A host's own files under the state dir, bind-mounted over /etc, /home, /root and the
+    agent's folder (AGENT_DIR) in its private mount namespace; /run is a fresh tmpfs there.
+    /home is 0755, as on any Linux host, so local users reach their own homes."""
 
     names: LabNames
     host: str
@@ -549,8 +556,9 @@ class Sandbox:
             shutil.copytree("/etc", self.etc, symlinks=True)
             for key in self.etc.glob("ssh/ssh_host_*"):
                 key.unlink()  # never hand out the machine's own host keys
-        for sub in ("home", "root"):
-            (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+        for sub, mode in (("home", 0o755), ("root", 0o700), ("agent", 0o755)):
+            (self.root / sub).mkdir(mode=mode, exist_ok=True)
+            (self.root / sub).chmod(mode)  # mkdir's mode is cut by the umask
         _write(self.etc / "hostname", self.host + "\n")
         _write(self.etc / "hosts", hosts_text)
         _write(self.etc / "resolv.conf", resolv_text)
@@ -565,6 +573,8 @@ class Sandbox:
             f'mount --bind "{self.etc}" /etc; '
             f'mount --bind "{self.root}/home" /home; '
             f'mount --bind "{self.root}/root" /root; '
+            f'mkdir -p "{AGENT_DIR}"; '  # an empty mount point on the machine's /usr
+            f'mount --bind "{self.root}/agent" "{AGENT_DIR}"; '
             "mount -t tmpfs -o mode=0755 tmpfs /run; "
             "mkdir -p /run/samba /run/sshd; "
             'exec "$@"'

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import credroam_agent
 from credroam.timestamps import to_filetime
 
 REPO = Path(__file__).resolve().parents[3]
@@ -104,3 +105,10 @@ print(cryptography.__version__, certificate.expires, len(items))
     assert done.returncode == 0, done.stderr
     expiry = to_filetime(datetime.datetime(2034, 1, 1, tzinfo=datetime.UTC))
     assert done.stdout.split()[1:] == [str(expiry), "2"]  # the certificate and its key
+
+
+@debian_python
+def test_it_reports_its_version_which_the_sync_agent_role_records(pyz):
+    done = _system(str(pyz), "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"credroam-agent {credroam_agent.__version__}"
