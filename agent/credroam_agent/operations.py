@@ -275,8 +275,10 @@ def _summary(report: SyncReport) -> str:
     return ", ".join(done) or "nothing to do"
 
 
-def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
-    plan = {
+def plan_fields(report: SyncReport) -> dict[str, list]:
+    """What a sync moved (or, dry run, would move), as ``--json`` reports it: key lists per
+    action; refused and conflicts as [key, reason] pairs; directory_changes readable lines."""
+    fields = {
         "upload": report.uploaded,
         "download": report.downloaded,
         "tombstone": report.tombstoned,
@@ -287,8 +289,13 @@ def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
         "conflicts": [list(c) for c in report.conflicts],
         "directory_changes": report.directory_changes,
     }
+    return {name: list(value) for name, value in fields.items()}
+
+
+def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
+    plan = plan_fields(report)
     if as_json:
-        session.report["plan"] = {k: list(v) for k, v in plan.items()}
+        session.report["plan"] = plan
         return
     for action in ("upload", "download", "tombstone", "archive", "purge", "delete_local"):
         for key in plan[action]:
@@ -357,6 +364,8 @@ def _one_sync(
         emit(EventId.SELF_HEAL_NEEDED, f"the state file {state.path} is rebuilt by this sync")
     _report_events(session, report, store)
     if not dry_run:
+        # Every sync of this run, in order (the one after enrollment too), for --json callers.
+        session.report.setdefault("synced", []).append(plan_fields(report))
         healed = bool(state.problems) and not report.local_errors
         emit(
             EventId.SELF_HEAL_DONE if healed else EventId.SUCCESS,
