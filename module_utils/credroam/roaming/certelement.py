@@ -8,12 +8,15 @@ This is what ``CertSerializeCertificateStoreElement`` writes and what Windows ke
 with the DER certificate last, as the record of CERT_CERT_PROP_ID (32). Pending requests
 (token types 4 and 8, store REQUEST) are kept by Windows in the same element: the certificate
 is then the self-signed "dummy" certificate that carries the request key, and the request
-information (request id, CA names) sits in CERT_ENROLLMENT_PROP_ID (26).
+information (request id, CA names) sits in CERT_ENROLLMENT_PROP_ID (26) (Microsoft's
+ICertPropertyEnrollment and xenroll's RequestStoreName pages; DSInternals writes a roamed
+request's data to ``SystemCertificates\\Request\\Certificates\\<id>``, the same element file
+as ``My``). Whether, and in which property, Windows keeps the PKCS#10 itself is not documented.
 
 Request tokens credroam writes hold the DER PKCS#10 itself, named by its SHA-1 (what the file
 store keeps as ``REQUEST/<ID>.csr.pem``): a dummy certificate would need the request's private
-key to sign it, which a sync never opens, and Windows' element does not carry the PKCS#10 that
-Linux enrollment needs. So ``parse_request_token`` takes a DER CSR whose SHA-1 is the
+key to sign it, which a sync never opens, and Windows' element is not known to carry the
+PKCS#10 that Linux enrollment needs. So ``parse_request_token`` takes a DER CSR whose SHA-1 is the
 identifier; a Windows dummy-certificate element is refused with its own reason (sync then
 holds the key, R34, rather than take the request for deleted); anything else is malformed.
 The two cannot be mistaken for each other: a DER CSR starts with a SEQUENCE tag, which as an
