@@ -214,6 +214,7 @@ def _roaming_key(
     user_dn: str,
     password: str | None,
     dry_run: bool,
+    as_json: bool = False,
 ) -> bytes | None:
     cache = session.paths.key_cache
     if cache is None:
@@ -242,7 +243,9 @@ def _roaming_key(
         return None
     for problem in changes.problems:
         session.events.emit(EventId.ROAMING_KEY, problem)
-    if dry_run:
+    if dry_run and as_json:  # stdout carries the JSON report alone
+        session.report["roaming_key"] = list(changes.actions)
+    elif dry_run:
         for action in changes.actions:
             print(f"roaming key: {action}")
     return key
@@ -421,7 +424,7 @@ def run_sync(
         if not in_force.enabled:
             print(f"roaming is off ({in_force.source('enabled')})", file=sys.stderr)
             return session.exit_code()
-        key = _roaming_key(session, bound, user_dn, password, dry_run)
+        key = _roaming_key(session, bound, user_dn, password, dry_run, as_json)
         report = _one_sync(session, bound, user_dn, in_force, key, dry_run)
         if dry_run:
             if report is not None:

@@ -374,3 +374,21 @@ def test_purge_at_logoff_follows_the_cached_group_policy_without_a_dc(host, dire
     directory.down = {"dc1.lab.example", "dc2.lab.example"}
     assert host.run("purge", capsys=capsys)[0] == 0
     assert not list((host.store / "MY").iterdir())
+
+
+def test_a_dry_run_login_reports_the_plan_as_json_alone_and_changes_nothing(
+    host, directory, capsys
+):
+    thumb = install(host.store, *certificate_and_key())
+    code, out, err = host.run(
+        "login", "--dry-run", "--json", stdin=PASSWORD.encode(), capsys=capsys
+    )
+    assert code == 0, err
+    report = json.loads(out)  # the roaming key's planned records do not precede it on stdout
+    assert report["plan"]["upload"] == [f"%3\\{thumb}", f"%9\\{thumb}"]
+    assert report["roaming_key"] and directory.writes == 0
+
+    code, out, err = host.run("login", "--json", stdin=PASSWORD.encode(), capsys=capsys)
+    assert code == 0, err
+    (synced,) = json.loads(out)["synced"]  # what the real sync moved, as the plan shows it
+    assert synced["upload"] == [f"%3\\{thumb}", f"%9\\{thumb}"] and directory.writes
