@@ -45,9 +45,9 @@ notes:
   - Needs root on the managed host (C(become)).
 seealso:
   - module: ad_schema
-  - name: credroam-agent
-    description: The agent this module runs (README, "The agent").
-    link: https://github.com/credroam/credroam#the-agent
+    description: Adds the attributes the roamed keys and roaming keys are kept in.
+  - module: ad_gpo
+    description: The Group Policy object whose roaming policy the agent applies.
 """
 
 EXAMPLES = r"""
