@@ -83,12 +83,26 @@ users:
       description: "[item key, how it was resolved] pairs."
       type: list
       elements: list
-    operations: {description: The directory changes, readable., type: list, elements: str}
+    directory_changes:
+      description: The directory changes, one readable line per item.
+      type: list
+      elements: str
+    operations:
+      description:
+        - The LDAP modifies sent (in check mode, planned), as every credroam module reports
+          them (kind, target, per attribute the values deleted and added, counted).
+      type: list
+      elements: dict
+    deleted_local:
+      description: Item keys deleted from the local store (deleted elsewhere).
+      type: list
+      elements: str
     exit: {description: "The agent's exit code (0 done, 1 with problems).", type: int}
     events: {description: "The agent's events (Windows event IDs).", type: list, elements: dict}
   sample:
     alice: {uploads: ["%3\\0A1B...", "%9\\0A1B..."], downloads: [], tombstones: [],
-            archived: [], refused: [], conflicts: [], operations: [], exit: 0, events: []}
+            archived: [], refused: [], conflicts: [], directory_changes: [], operations: [],
+            deleted_local: [], exit: 0, events: []}
 """
 
 import json
@@ -105,7 +119,8 @@ MOVED = {
     "archived": "archive",
     "refused": "refused",
     "conflicts": "conflicts",
-    "operations": "directory_changes",
+    "directory_changes": "directory_changes",
+    "operations": "operations",
 }
 # Actions that change something (refusals and conflicts alone do not).
 CHANGING = ("uploads", "downloads", "tombstones", "archived", "operations")

@@ -280,7 +280,8 @@ def _summary(report: SyncReport) -> str:
 
 def plan_fields(report: SyncReport) -> dict[str, list]:
     """What a sync moved (or, dry run, would move), as ``--json`` reports it: key lists per
-    action; refused and conflicts as [key, reason] pairs; directory_changes readable lines."""
+    action; refused and conflicts as [key, reason] pairs; directory_changes readable lines;
+    operations the LDAP modifies (values counted, never shown)."""
     fields = {
         "upload": report.uploaded,
         "download": report.downloaded,
@@ -291,6 +292,7 @@ def plan_fields(report: SyncReport) -> dict[str, list]:
         "refused": [list(r) for r in report.refused],
         "conflicts": [list(c) for c in report.conflicts],
         "directory_changes": report.directory_changes,
+        "operations": report.operations,  # the LDAP modifies, as every credroam module shows them
     }
     return {name: list(value) for name, value in fields.items()}
 

@@ -63,7 +63,7 @@ def test_a_password_runs_login_with_it_on_stdin_as_the_user_and_reports_what_mov
     assert data == "s3cret"
     assert result["changed"] is True
     assert result["users"]["alice"]["uploads"] == [CERT, KEY]
-    assert result["users"]["alice"]["operations"] == [f"add {CERT}"]
+    assert result["users"]["alice"]["directory_changes"] == [f"add {CERT}"]
     assert "s3cret" not in json.dumps(result)
     (diff,) = result["diff"]
     assert f"directory {CERT}: absent or older" in diff["before"]

@@ -66,6 +66,7 @@ def test_the_module_seeds_the_directory_through_the_agent_and_a_second_run_chang
     planned = module_on(host, {**args, "_ansible_check_mode": True})
     assert planned["changed"] is True
     assert planned["users"]["alice"]["uploads"] == [f"%3\\{thumb}", f"%9\\{thumb}"]
+    assert [op["kind"] for op in planned["users"]["alice"]["operations"]] == ["ldap_modify"]
     # Check mode writes nothing: the sync's lock file is all a dry run leaves in the store.
     assert directory.writes == writes and without_lock(files(host.store)) == before
 
@@ -73,6 +74,8 @@ def test_the_module_seeds_the_directory_through_the_agent_and_a_second_run_chang
     assert done["changed"] is True
     assert done["users"]["alice"]["uploads"] == [f"%3\\{thumb}", f"%9\\{thumb}"]
     assert done["users"]["alice"]["exit"] == 0 and directory.writes > writes
+    (modify,) = done["users"]["alice"]["operations"]  # one LDAP modify, values only counted
+    assert modify["kind"] == "ldap_modify" and modify["target"]
     writes = directory.writes
     assert f"directory %3\\{thumb}: as on this host" in done["diff"][0]["after"]
     assert PASSWORD not in json.dumps(done)
