@@ -102,10 +102,12 @@ def test_nothing_moved_is_not_changed_and_every_sync_of_a_run_counts(monkeypatch
 def test_a_refusal_alone_changes_nothing_and_problems_are_warned(monkeypatch, capsys):
     refused = SyncReport("CN=alice", refused=((KEY, "no roaming key"),))
     agent = Agent((1, agent_json(refused, exit_code=1)))
+    warnings: list[str] = []
+    monkeypatch.setattr(AnsibleModule, "warn", lambda module, text: warnings.append(text))
     result = run_module({"users": ["alice"]}, monkeypatch, capsys, agent)
     assert result["changed"] is False
     assert result["users"]["alice"]["refused"] == [[KEY, "no roaming key"]]
-    assert "synced alice with problems" in json.dumps(result["warnings"])
+    assert warnings == ["credroam-agent synced alice with problems; see users.alice.events"]
 
 
 def test_an_agent_that_cannot_sync_fails_naming_the_user(monkeypatch, capsys):
