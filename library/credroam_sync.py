@@ -20,7 +20,9 @@ description:
     keytab its configuration names and uses the cached roaming key (C(credroam-agent sync)).
 version_added: "0.1.0"
 author: credroam
-extends_documentation_fragment: [credroam_agent]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - credroam_agent
 options:
   users:
     description: Local users to sync, in order.
@@ -34,10 +36,12 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Plans only (the agent's C(--dry-run)); nothing is written anywhere.
+    details:
+      - Plans only (the agent's C(--dry-run)); nothing is written in the directory or the store
+        (the sync's lock file may be created).
   diff_mode:
     support: full
-    description: Per user, the moved items before and after.
+    details: Per user, the moved items before and after.
   platform:
     platforms: posix
 requirements: [the credroam agent installed on the managed host]
