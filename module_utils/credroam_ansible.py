@@ -116,3 +116,11 @@ def failure_message(exc: Exception, params: dict[str, Any]) -> str:
     if isinstance(exc, CredroamError) or not isinstance(exc, DIRECTORY_FAILURES):
         return str(exc)
     return f"LDAP error talking to {params['server']}: {type(exc).__name__}: {exc}"
+
+
+def agent_argument_spec() -> dict[str, dict[str, Any]]:
+    """Options of modules that run the installed agent (the ``credroam_agent`` doc fragment)."""
+    return {
+        "agent_path": {"type": "path", "default": "/usr/bin/credroam-agent"},
+        "agent_config": {"type": "path"},
+    }

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     login = command(
         "login", "at logon: unwrap the roaming key with the password on stdin, then sync"
     )
+    login.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     login.add_argument("--json", action="store_true", help="report as JSON on stdout")
     sync = command("sync", "one reconciliation with the directory")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
@@ -94,7 +95,7 @@ def _watch(session: Session) -> int:
 
 def _dispatch(args: argparse.Namespace, session: Session, password: str | None) -> int:
     if args.command == "login":
-        return operations.run_sync(session, password, as_json=args.json)
+        return operations.run_sync(session, password, dry_run=args.dry_run, as_json=args.json)
     if args.command == "sync":
         return operations.run_sync(session, dry_run=args.dry_run, as_json=args.json)
     if args.command == "status":

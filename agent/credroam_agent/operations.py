@@ -214,6 +214,7 @@ def _roaming_key(
     user_dn: str,
     password: str | None,
     dry_run: bool,
+    as_json: bool = False,
 ) -> bytes | None:
     cache = session.paths.key_cache
     if cache is None:
@@ -242,7 +243,9 @@ def _roaming_key(
         return None
     for problem in changes.problems:
         session.events.emit(EventId.ROAMING_KEY, problem)
-    if dry_run:
+    if dry_run and as_json:  # stdout carries the JSON report alone
+        session.report["roaming_key"] = list(changes.actions)
+    elif dry_run:
         for action in changes.actions:
             print(f"roaming key: {action}")
     return key
@@ -275,8 +278,11 @@ def _summary(report: SyncReport) -> str:
     return ", ".join(done) or "nothing to do"
 
 
-def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
-    plan = {
+def plan_fields(report: SyncReport) -> dict[str, list]:
+    """What a sync moved (or, dry run, would move), as ``--json`` reports it: key lists per
+    action; refused and conflicts as [key, reason] pairs; directory_changes readable lines;
+    operations the LDAP modifies (values counted, never shown)."""
+    fields = {
         "upload": report.uploaded,
         "download": report.downloaded,
         "tombstone": report.tombstoned,
@@ -286,9 +292,15 @@ def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
         "refused": [list(r) for r in report.refused],
         "conflicts": [list(c) for c in report.conflicts],
         "directory_changes": report.directory_changes,
+        "operations": report.operations,  # the LDAP modifies, as every credroam module shows them
     }
+    return {name: list(value) for name, value in fields.items()}
+
+
+def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
+    plan = plan_fields(report)
     if as_json:
-        session.report["plan"] = {k: list(v) for k, v in plan.items()}
+        session.report["plan"] = plan
         return
     for action in ("upload", "download", "tombstone", "archive", "purge", "delete_local"):
         for key in plan[action]:
@@ -357,6 +369,8 @@ def _one_sync(
         emit(EventId.SELF_HEAL_NEEDED, f"the state file {state.path} is rebuilt by this sync")
     _report_events(session, report, store)
     if not dry_run:
+        # Every sync of this run, in order (the one after enrollment too), for --json callers.
+        session.report.setdefault("synced", []).append(plan_fields(report))
         healed = bool(state.problems) and not report.local_errors
         emit(
             EventId.SELF_HEAL_DONE if healed else EventId.SUCCESS,
@@ -412,7 +426,7 @@ def run_sync(
         if not in_force.enabled:
             print(f"roaming is off ({in_force.source('enabled')})", file=sys.stderr)
             return session.exit_code()
-        key = _roaming_key(session, bound, user_dn, password, dry_run)
+        key = _roaming_key(session, bound, user_dn, password, dry_run, as_json)
         report = _one_sync(session, bound, user_dn, in_force, key, dry_run)
         if dry_run:
             if report is not None:

@@ -456,11 +456,10 @@ def test_an_outstanding_request_is_enrolled_with_the_lab_ca_and_the_certificate_
     put(host, "alice", f"{STORE}/REQUEST/{request_id}.key.pem", pem_key(key))
 
     login = agent(host, "login", password=alice.password, config=ENROLLING)
-    # The core cannot roam a request yet (sync encodes every type-4 token as a certificate
-    # element, and a CSR is not one): the first sync reports it (1001) and writes nothing, the
-    # request is enrolled all the same, and the sync after it roams what was issued.
-    assert login.returncode == 1, login.stderr
-    assert events(login) == [1001, 1, 1], login.stderr
+    # The first sync roams the request and its key, the request is enrolled, and the sync
+    # after it roams what was issued and tombstones the request and its key.
+    assert login.returncode == 0, login.stderr
+    assert events(login) == [1, 1, 1], login.stderr
     (enrolled,) = [line for line in login.stderr.splitlines() if "enrolled:" in line]
     issued = enrolled.rsplit(" issued as ", 1)[1].strip()
     thumb = issued.split("\\", 1)[1]
@@ -471,6 +470,7 @@ def test_an_outstanding_request_is_enrolled_with_the_lab_ca_and_the_certificate_
     assert certificate.issuer == ca.subject
     assert spki(certificate.public_key()) == spki(key.public_key())
     assert files[f"MY/{thumb}.key.pem"] == pem_key(key)
-    # The issued certificate and its key roam; the request never reached the directory.
+    # The issued certificate and its key roam; the request reached the directory and is now
+    # tombstoned there with its key.
     assert directory_keys(lab, alice) == {f"%3\\{thumb}", f"%9\\{thumb}"}
-    assert not tombstones(lab, alice)
+    assert tombstones(lab, alice) == {f"%4\\{request_id}", f"%9\\{request_id}"}

@@ -10,6 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +29,8 @@ from credroam.roaming.certelement import (
     certificate_token,
     parse_cert_element,
     parse_certificate_token,
+    parse_request_token,
+    request_token,
     serialize_cert_element,
     thumbprint,
 )
@@ -233,3 +238,35 @@ def test_mutated_elements_raise_only_element_errors(
     with contextlib.suppress(CertElementError):
         parsed = parse_cert_element(mutate(element, changes, cut))
         assert parsed.not_valid_after.tzinfo is UTC
+
+
+# --- request tokens ----------------------------------------------------------------------------
+
+
+def a_csr_der(common_name: str = "alice") -> bytes:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_request_token_holds_the_der_csr_and_survives_the_wire():
+    der = a_csr_der()
+    token = request_token(der, 5, token_type=TokenType.CNG_REQUEST)
+    assert token.key == f"%8\\{thumbprint(der)}"
+    assert parse_request_token(decode_token(encode_token(token))) == der
+
+
+def test_a_request_token_named_after_another_request_is_refused():
+    token = request_token(a_csr_der("alice"), 5)
+    other = Token(TokenType.REQUEST, thumbprint(a_csr_der("bob")), 5, TokenFlags(0), token.data)
+    with pytest.raises(CertElementError, match="not its identifier"):
+        parse_request_token(other)
+
+
+def test_a_request_token_holding_neither_a_csr_nor_an_element_is_malformed():
+    junk = Token(TokenType.REQUEST, "A" * 40, 5, TokenFlags(0), b"\x30\x03\x02\x01\x00")
+    with pytest.raises(CertElementError, match="not a DER certificate request"):
+        parse_request_token(junk)
+    with pytest.raises(CertElementError, match="does not hold a request"):
+        request_token(a_csr_der(), 5, token_type=TokenType.CERTIFICATE)

@@ -99,7 +99,12 @@ def test_validation_on_is_silent():
 # --- every module: arguments checked before any traffic, missing libraries named -----------
 
 LIBRARY = Path(__file__).resolve().parents[2] / "library"
-DIRECTORY_MODULES = sorted(path.stem for path in LIBRARY.glob("*.py"))
+# Modules that reach the DCs themselves (credroam_sync runs the agent, which finds its own DCs).
+DIRECTORY_MODULES = sorted(
+    path.stem
+    for path in LIBRARY.glob("*.py")
+    if "server" in importlib.import_module(path.stem).argument_spec()
+)
 
 
 def run_module(name: str, args: dict, capsys) -> dict:

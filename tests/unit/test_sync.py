@@ -10,8 +10,11 @@ import uuid
 
 import ldap3
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.x509.oid import NameOID
 
 from credroam.roaming.certelement import certificate_token, thumbprint
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
@@ -27,7 +30,16 @@ from credroam.roaming.model import (
 )
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.sync import SyncBusy, SyncError, sync_user
-from credroam.tokens import Token, TokenError, TokenFlags, TokenType, encode_token, format_dn_binary
+from credroam.tokens import (
+    Token,
+    TokenError,
+    TokenFlags,
+    TokenType,
+    decode_token,
+    encode_token,
+    format_dn_binary,
+    parse_dn_binary,
+)
 
 USER_DN = "CN=alice,OU=Roaming,DC=lab,DC=example"
 GUID = uuid.UUID("6f1c9a52-0a5e-4d8b-9b1e-1d2c3b4a5f60")
@@ -465,3 +477,97 @@ def test_a_certificate_with_an_invalid_version_is_rejected_and_the_rest_syncs(
     assert [r.check for r in report.rejected] == ["element"]
     assert "InvalidVersion" in str(report.rejected[0].error)
     assert set(report.downloaded) == {item.key for item, _ in cert_and_key}
+
+
+# --- pending requests (token types 4 and 8) ---------------------------------------------------
+
+
+@pytest.fixture
+def request_and_key():
+    """A pending request as the file store lists it: the DER CSR and its key, named by its SHA-1."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(private, SHA256())
+    der = csr.public_bytes(serialization.Encoding.DER)
+    key = private.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    request_id = thumbprint(der)
+    request_item = Item(
+        f"%4\\{request_id}",
+        StoreName.REQUEST,
+        ItemKind.REQUEST,
+        NOW - 100,
+        hashlib.sha256(der).hexdigest(),
+        len(der),
+    )
+    key_item = Item(
+        f"%9\\{request_id}",
+        StoreName.MY,
+        ItemKind.KEY,
+        NOW - 100,
+        hashlib.sha256(key).hexdigest(),
+        len(key),
+        owner=request_item.key,
+    )
+    return (request_item, der), (key_item, key)
+
+
+def test_a_request_and_its_key_roam_to_another_host_and_back_unchanged(request_and_key):
+    (request_item, der), (key_item, key) = request_and_key
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    first = run(directory, FakeStore(request_and_key), FakeState(), roaming_key)
+    assert set(first.uploaded) == {request_item.key, key_item.key}
+    assert first.rejected == () and first.refused == ()
+    (value,) = directory.values[ACCOUNT_CREDENTIALS]
+    token = decode_token(parse_dn_binary(value)[0])
+    assert (token.key, token.data) == (request_item.key, der)  # the DER PKCS#10 itself
+
+    other = FakeStore()
+    second = run(directory, other, FakeState(), roaming_key, now=NOW + 5)
+    assert set(second.downloaded) == {request_item.key, key_item.key}
+    assert other.entries[request_item.key][1] == der and other.entries[key_item.key][1] == key
+    assert other.entries[request_item.key][0].content_hash == request_item.content_hash
+    assert other.entries[key_item.key][0].owner == request_item.key
+    again = run(directory, other, FakeState(), roaming_key, now=NOW + 10)
+    assert again.uploaded == () and again.rejected == ()
+
+
+def test_a_request_enrolled_on_one_host_is_tombstoned_in_the_directory(request_and_key):
+    (request_item, _), (key_item, _) = request_and_key
+    directory, store, state, roaming_key = (
+        FakeDirectory(),
+        FakeStore(request_and_key),
+        FakeState(),
+        new_roaming_key(),
+    )
+    run(directory, store, state, roaming_key)
+    store.entries.clear()  # enrollment moved the key to MY and removed the request
+    report = run(directory, store, state, roaming_key, now=NOW + 5)
+    assert set(report.tombstoned) == {request_item.key, key_item.key}
+    tokens = [
+        decode_token(parse_dn_binary(value)[0])
+        for attribute in (ACCOUNT_CREDENTIALS, KEY_ENVELOPES)
+        for value in directory.values[attribute]
+    ]
+    assert {t.key for t in tokens if t.is_tombstone} == {request_item.key, key_item.key}
+
+
+def test_a_pending_request_as_windows_keeps_it_is_held_and_the_rest_syncs(
+    cert_and_key, make_certificate_der
+):
+    # Windows keeps a pending request as a dummy self-signed certificate element; it carries no
+    # PKCS#10, so credroam cannot use it: refused with its reason and held, never a failed sync.
+    dummy = certificate_token(make_certificate_der("dummy"), NOW - 50, token_type=TokenType.REQUEST)
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    directory.values[ACCOUNT_CREDENTIALS] = [
+        format_dn_binary(encode_token(dummy), USER_DN).encode()
+    ]
+    store = FakeStore(cert_and_key)
+    report = run(directory, store, FakeState(), roaming_key)
+    (rejected,) = report.rejected
+    assert rejected.check == "element" and "as Windows keeps it" in str(rejected.error)
+    assert report.held == (dummy.key,) and dummy.key not in store.entries
+    assert set(report.uploaded) == {item.key for item, _ in cert_and_key}

@@ -6,9 +6,21 @@ This is what ``CertSerializeCertificateStoreElement`` writes and what Windows ke
     property id (u32) | 1 (u32, the encoding type) | length (u32) | value (length bytes)
 
 with the DER certificate last, as the record of CERT_CERT_PROP_ID (32). Pending requests
-(token types 4 and 8, store REQUEST) use the same element: the certificate is then the
-self-signed "dummy" certificate that carries the request key, and the request information
-(request id, CA names) sits in CERT_ENROLLMENT_PROP_ID (26).
+(token types 4 and 8, store REQUEST) are kept by Windows in the same element: the certificate
+is then the self-signed "dummy" certificate that carries the request key, and the request
+information (request id, CA names) sits in CERT_ENROLLMENT_PROP_ID (26) (Microsoft's
+ICertPropertyEnrollment and xenroll's RequestStoreName pages; DSInternals writes a roamed
+request's data to ``SystemCertificates\\Request\\Certificates\\<id>``, the same element file
+as ``My``). Whether, and in which property, Windows keeps the PKCS#10 itself is not documented.
+
+Request tokens credroam writes hold the DER PKCS#10 itself, named by its SHA-1 (what the file
+store keeps as ``REQUEST/<ID>.csr.pem``): a dummy certificate would need the request's private
+key to sign it, which a sync never opens, and Windows' element is not known to carry the
+PKCS#10 that Linux enrollment needs. So ``parse_request_token`` takes a DER CSR whose SHA-1 is the
+identifier; a Windows dummy-certificate element is refused with its own reason (sync then
+holds the key, R34, rather than take the request for deleted); anything else is malformed.
+The two cannot be mistaken for each other: a DER CSR starts with a SEQUENCE tag, which as an
+element's first record would declare an encoding type other than 1.
 
 Tokens come from the directory, so parsing is strict: every length is checked against the
 buffer, property ids are unique, the certificate record comes exactly once and last, the DER must
@@ -23,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..cryptocompat import load_der_certificate, not_valid_after
+from ..cryptocompat import load_der_certificate, load_der_csr, not_valid_after
 from ..timestamps import TimestampError, to_filetime
 from ..tokens import Token, TokenError, TokenFlags, TokenType
 
@@ -36,12 +48,15 @@ __all__ = [
     "CERT_KEY_PROV_INFO_PROP_ID",
     "CERT_REQUEST_ORIGINATOR_PROP_ID",
     "CERT_SHA1_HASH_PROP_ID",
+    "REQUEST_TOKEN_TYPES",
     "CertElement",
     "CertElementError",
     "build_cert_element",
     "certificate_token",
     "parse_cert_element",
     "parse_certificate_token",
+    "parse_request_token",
+    "request_token",
     "serialize_cert_element",
     "thumbprint",
 ]
@@ -57,6 +72,7 @@ CERT_REQUEST_ORIGINATOR_PROP_ID = 71
 CERTIFICATE_TOKEN_TYPES = frozenset(
     {TokenType.CERTIFICATE, TokenType.REQUEST, TokenType.CNG_CERTIFICATE, TokenType.CNG_REQUEST}
 )
+REQUEST_TOKEN_TYPES = frozenset({TokenType.REQUEST, TokenType.CNG_REQUEST})
 
 _RECORD_HEADER = struct.Struct("<III")
 _ENCODING_TYPE = 1  # X509_ASN_ENCODING; the middle field of every record
@@ -241,3 +257,46 @@ def parse_certificate_token(token: Token) -> CertElement:
             f"token {token.key} holds certificate {element.thumbprint}, not its identifier"
         )
     return element
+
+
+def request_token(
+    der_csr: bytes, last_modified: int, *, token_type: TokenType = TokenType.REQUEST
+) -> Token:
+    """A request token (type 4, or 8 for CNG) holding the DER PKCS#10, named by its SHA-1."""
+    if token_type not in REQUEST_TOKEN_TYPES:
+        raise CertElementError(f"token type {int(token_type)} does not hold a request")
+    _load_csr(der_csr, f"%{int(token_type)}\\{thumbprint(der_csr)}")
+    return Token(token_type, thumbprint(der_csr), last_modified, TokenFlags(0), bytes(der_csr))
+
+
+def parse_request_token(token: Token) -> bytes:
+    """The DER PKCS#10 of a request token credroam wrote, checked against its identifier.
+
+    A pending request as Windows keeps it (a dummy-certificate element) is refused with a reason
+    that says so: it carries no PKCS#10 credroam could enroll or write to the file store.
+    """
+    if token.type not in REQUEST_TOKEN_TYPES:
+        raise CertElementError(f"token {token.key} is not a request token")
+    try:
+        _load_csr(token.data, token.key)
+    except CertElementError as not_csr:
+        try:
+            parse_certificate_token(token)
+        except CertElementError:
+            raise not_csr from None
+        raise CertElementError(
+            f"token {token.key} is a pending request as Windows keeps it (a dummy certificate "
+            "element, no PKCS#10): credroam cannot enroll it and leaves it alone"
+        ) from None
+    if thumbprint(token.data) != token.identifier:
+        raise CertElementError(
+            f"token {token.key} holds request {thumbprint(token.data)}, not its identifier"
+        )
+    return bytes(token.data)
+
+
+def _load_csr(der: bytes, key: str) -> None:
+    try:
+        load_der_csr(der)
+    except ValueError as exc:  # cryptocompat turns every refusal into ValueError
+        raise CertElementError(f"token {key} is not a DER certificate request: {exc}") from None

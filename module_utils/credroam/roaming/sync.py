@@ -47,7 +47,12 @@ from ..tokens import (
     parse_key,
     validate_identifier,
 )
-from .certelement import certificate_token, parse_certificate_token
+from .certelement import (
+    certificate_token,
+    parse_certificate_token,
+    parse_request_token,
+    request_token,
+)
 from .changemark import ChangeMarker, combine
 from .directory import (
     ACCOUNT_CREDENTIALS,
@@ -191,6 +196,8 @@ def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
     if token.is_tombstone:
         item = Item(token.key, store, kind, token.last_modified, "", 0, tombstone=True)
         return item, b""
+    if kind is ItemKind.REQUEST:
+        return _request_item(token, store)
     element = parse_certificate_token(token)  # raises CertElementError (a TokenError)
     item = Item(
         key=token.key,
@@ -203,6 +210,12 @@ def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
         expires=element.expires,
     )
     return item, element.der
+
+
+def _request_item(token: Token, store: StoreName) -> tuple[Item, bytes]:
+    der = parse_request_token(token)  # a Windows dummy-certificate request is refused: held
+    modified = token.last_modified
+    return Item(token.key, store, ItemKind.REQUEST, modified, content_hash(der), len(der)), der
 
 
 def _owner_key(identifier: str, items: Mapping[str, Item]) -> str:
@@ -346,6 +359,8 @@ def _token_for(item: Item, payload: bytes, roaming_key: bytes | None, user_id: s
             raise SyncError(f"cannot upload private key {item.key}: no roaming key")
         sealed = seal_private_key(roaming_key, payload, private_key_aad(user_id, item.key))
         return Token(token_type, identifier, item.modified, TokenFlags(0), sealed)
+    if item.kind is ItemKind.REQUEST:
+        return request_token(payload, item.modified, token_type=token_type)
     return certificate_token(payload, item.modified, archived=item.archived, token_type=token_type)
 
 

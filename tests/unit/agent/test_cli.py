@@ -17,10 +17,10 @@ from cryptography.x509.oid import NameOID
 import credroam_agent
 from credroam.gpo.resolve import GpoSettings, GpoSource
 from credroam.roaming.certelement import thumbprint
-from credroam.roaming.directory import ACCOUNT_CREDENTIALS
+from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
 from credroam.roaming.envelope import read_key_cache
 from credroam.roaming.fsutil import atomic_write, ensure_private_dir
-from credroam.tokens import format_dn_binary
+from credroam.tokens import decode_token, format_dn_binary, parse_dn_binary
 from credroam_agent import cli
 from tests.unit.agent.agent_fixtures import (
     PASSWORD,
@@ -282,15 +282,27 @@ def test_after_the_sync_a_request_is_enrolled_and_the_certificate_roams(
     )
     host.config_text = f"[enrollment]\ncommand = {json.dumps(signer(ca, tmp_path))}\n"
     code, _, err = host.run("login", stdin=PASSWORD.encode(), capsys=capsys)
-    # The core cannot encode a request as a token yet: that sync reports it and writes nothing;
-    # the request is enrolled all the same and the sync after it roams the certificate.
-    assert events(err) == [1001, 1, 1], err
-    assert code == 1
+    # The first sync roams the request and its key; enrollment replaces them with the issued
+    # certificate, and the sync after it uploads that and tombstones the request and its key.
+    assert events(err) == [1, 1, 1], err
+    assert code == 0
     assert not list((host.store / "REQUEST").iterdir())
     (cert_file,) = (host.store / "MY").glob("*.cert.pem")
     thumb = cert_file.name.split(".")[0]
-    assert {v.split(b":")[1] for v in directory.values[ACCOUNT_CREDENTIALS]}  # uploaded
-    assert directory.writes and (host.store / "MY" / f"{thumb}.key.pem").exists()
+    assert (host.store / "MY" / f"{thumb}.key.pem").exists()
+    tokens = {
+        token.key: token
+        for attribute in (ACCOUNT_CREDENTIALS, KEY_ENVELOPES)
+        for token in (decode_token(parse_dn_binary(v)[0]) for v in directory.values[attribute])
+    }
+    assert {key for key, token in tokens.items() if not token.is_tombstone} == {
+        f"%3\\{thumb}",
+        f"%9\\{thumb}",
+    }
+    assert {key for key, token in tokens.items() if token.is_tombstone} == {
+        f"%4\\{request_id}",
+        f"%9\\{request_id}",
+    }
 
 
 def test_a_store_in_a_runtime_folder_the_session_lacks_is_a_configuration_error(host, capsys):
@@ -362,3 +374,21 @@ def test_purge_at_logoff_follows_the_cached_group_policy_without_a_dc(host, dire
     directory.down = {"dc1.lab.example", "dc2.lab.example"}
     assert host.run("purge", capsys=capsys)[0] == 0
     assert not list((host.store / "MY").iterdir())
+
+
+def test_a_dry_run_login_reports_the_plan_as_json_alone_and_changes_nothing(
+    host, directory, capsys
+):
+    thumb = install(host.store, *certificate_and_key())
+    code, out, err = host.run(
+        "login", "--dry-run", "--json", stdin=PASSWORD.encode(), capsys=capsys
+    )
+    assert code == 0, err
+    report = json.loads(out)  # the roaming key's planned records do not precede it on stdout
+    assert report["plan"]["upload"] == [f"%3\\{thumb}", f"%9\\{thumb}"]
+    assert report["roaming_key"] and directory.writes == 0
+
+    code, out, err = host.run("login", "--json", stdin=PASSWORD.encode(), capsys=capsys)
+    assert code == 0, err
+    (synced,) = json.loads(out)["synced"]  # what the real sync moved, as the plan shows it
+    assert synced["upload"] == [f"%3\\{thumb}", f"%9\\{thumb}"] and directory.writes
