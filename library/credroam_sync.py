@@ -170,24 +170,24 @@ def changed_by(moved: dict[str, Any]) -> bool:
     return any(moved[name] for name in CHANGING) or bool(moved["deleted_local"])
 
 
+# How each kind of move reads in the diff: (side, before, after), in the order they are shown.
+DIFF_LINES = {
+    "uploads": ("directory", "absent or older", "as on this host"),
+    "downloads": ("local", "absent or older", "as in the directory"),
+    "tombstones": ("directory", "present", "tombstone"),
+    "archived": ("", "current", "archived"),
+    "deleted_local": ("local", "present", "deleted (deleted elsewhere)"),
+}
+
+
 def diff_of(user: str, moved: dict[str, Any]) -> dict[str, str]:
     """Before and after of each moved item, one line per side it is on."""
     before, after = [], []
-    for key in moved["uploads"]:
-        before.append(f"{user} directory {key}: absent or older")
-        after.append(f"{user} directory {key}: as on this host")
-    for key in moved["downloads"]:
-        before.append(f"{user} local {key}: absent or older")
-        after.append(f"{user} local {key}: as in the directory")
-    for key in moved["tombstones"]:
-        before.append(f"{user} directory {key}: present")
-        after.append(f"{user} directory {key}: tombstone")
-    for key in moved["archived"]:
-        before.append(f"{user} {key}: current")
-        after.append(f"{user} {key}: archived")
-    for key in moved["deleted_local"]:
-        before.append(f"{user} local {key}: present")
-        after.append(f"{user} local {key}: deleted (deleted elsewhere)")
+    for name, (side, was, becomes) in DIFF_LINES.items():
+        where = f"{user} {side} " if side else f"{user} "
+        for key in moved[name]:
+            before.append(f"{where}{key}: {was}")
+            after.append(f"{where}{key}: {becomes}")
     return {
         "before_header": f"{user}",
         "after_header": f"{user}",
