@@ -81,13 +81,16 @@ __all__ = [
     "TokenInfo",
     "TokenOpsError",
     "after_changes",
+    "check_export",
     "describe_record",
     "diff_lines",
     "export_document",
     "import_changes",
+    "matching_keys",
     "prune_changes",
     "purge_changes",
     "remove_changes",
+    "same_export",
 ]
 
 EXPORT_FORMAT = "credroam-tokens-export"
@@ -419,21 +422,15 @@ def same_export(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
     return all(first.get(k) == second.get(k) for k in keys)
 
 
-def _export_values(document: Mapping[str, Any], record: RoamingRecord) -> list[tuple[str, bytes]]:
-    """(attribute, binary part) of each exported value, after checking the document."""
+def check_export(document: Any) -> list[tuple[str, bytes]]:
+    """(attribute, binary part) of each value of an export document, after checking its
+    format, version and every value (no directory needed: a module calls it before any I/O)."""
     if not isinstance(document, Mapping) or document.get("format") != EXPORT_FORMAT:
         raise TokenOpsError(f"not a credroam token export (format {EXPORT_FORMAT!r} expected)")
     if document.get("version") != EXPORT_VERSION:
         raise TokenOpsError(
             f"export version {document.get('version')!r} is not supported (this is "
             f"version {EXPORT_VERSION})"
-        )
-    user = document.get("user") or {}
-    exported_guid = user.get("object_guid") if isinstance(user, Mapping) else None
-    if exported_guid and record.object_guid and exported_guid != str(record.object_guid):
-        raise TokenOpsError(
-            f"the export is of {user.get('dn')} (objectGUID {exported_guid}), not of "
-            f"{record.dn} ({record.object_guid}): sealed keys are bound to their own user"
         )
     values = document.get("values")
     if not isinstance(values, list):
@@ -448,6 +445,20 @@ def _export_values(document: Mapping[str, Any], record: RoamingRecord) -> list[t
         except (KeyError, TypeError, binascii.Error, TokenError) as exc:
             raise TokenOpsError(f"export value {index} is malformed: {exc!r:.200}") from None
         parsed.append((attribute, blob))
+    return parsed
+
+
+def _export_values(document: Mapping[str, Any], record: RoamingRecord) -> list[tuple[str, bytes]]:
+    """(attribute, binary part) of each exported value, after checking the document is of
+    ``record``'s user."""
+    parsed = check_export(document)
+    user = document.get("user") or {}
+    exported_guid = user.get("object_guid") if isinstance(user, Mapping) else None
+    if exported_guid and record.object_guid and exported_guid != str(record.object_guid):
+        raise TokenOpsError(
+            f"the export is of {user.get('dn')} (objectGUID {exported_guid}), not of "
+            f"{record.dn} ({record.object_guid}): sealed keys are bound to their own user"
+        )
     return parsed
 
 
