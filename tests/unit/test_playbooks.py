@@ -65,3 +65,10 @@ def test_the_inventorys_port_and_tls_mode_reach_the_directory_module(playbook, t
 def test_the_inventorys_timeout_reaches_the_gpo_module(tmp_path):
     output = run_playbook("playbooks/gpo.yml", tmp_path, credroam_ldap_timeout=0)
     assert "invalid connection settings: timeout must be positive, not 0" in output
+
+
+def test_the_inventorys_connection_reaches_the_token_module(tmp_path):
+    port = closed_port()
+    forest = {"credroam_ldap_port": port, "roaming_tokens_users": ["alice"]}
+    output = run_playbook("playbooks/tokens.yml", tmp_path, **forest)
+    assert f"cannot reach the domain controller 127.0.0.1:{port} (ldaps)" in output
