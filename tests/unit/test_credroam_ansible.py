@@ -167,7 +167,7 @@ def test_a_bad_argument_is_reported_before_any_network_traffic(name, args, messa
 
 @pytest.mark.parametrize("name", DIRECTORY_MODULES)
 def test_an_unreachable_dc_is_named_after_the_arguments_passed(name, capsys):
-    args = dead_dc(name="Roaming", preset="credroam")
+    args = dead_dc(name="Roaming", preset="credroam", user="alice")
     args = {key: value for key, value in args.items() if key in module_options(name)}
     result = run_module(name, args, capsys)
     assert result["msg"].startswith(f"cannot reach the domain controller 127.0.0.1:{args['port']}")
@@ -214,7 +214,7 @@ with patch_module_args(json.loads(args)):
     ],
 )
 def test_a_missing_library_is_named_by_the_module(name, hidden, package):
-    args = dead_dc(name="Roaming", preset="credroam")
+    args = dead_dc(name="Roaming", preset="credroam", user="alice")
     args = {key: value for key, value in args.items() if key in module_options(name)}
     run = subprocess.run(
         [
