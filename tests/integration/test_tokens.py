@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from credroam.roaming.certelement import certificate_token
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS, read_roaming
 from credroam.timestamps import TICKS_PER_DAY, filetime_now
 from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
 from tests.integration import test_agent
-from tests.integration.roaming_lab import connect_as, plant
+from tests.integration.roaming_lab import connect_as, plant, self_signed
 from tests.integration.test_agent import (
     agent,
     directory_keys,
@@ -53,6 +54,12 @@ def tokens_module(lab: Lab, args: dict, *flags: str, as_account: Account | None 
     result = task["hosts"]["localhost"]
     assert not result.get("failed"), result
     return result
+
+
+def certificate_value(account: Account) -> tuple[bytes, str]:
+    """A certificate token of ``account`` as an LDAP value, and its item key."""
+    token = certificate_token(self_signed(account.name)[0], filetime_now())
+    return format_dn_binary(encode_token(token), account.dn).encode(), token.key
 
 
 def stamp(lab: Lab, account: Account) -> bytes | None:
