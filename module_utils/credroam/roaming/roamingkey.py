@@ -46,9 +46,19 @@ With a password, each call opens the key's password record once (one scrypt) to 
 password change; without one (a background sync) the cache alone is used and nothing costs
 more than the one search.
 
-Known limit: two hosts creating a key at the same time through different DCs leave two keys
-after replication. Each host keeps the key it has (cache) and the report names both; a host
-without a cache takes the one with the smallest key id.
+Two keys. Two hosts creating a key at the same time through different DCs (first use while
+replication lags) leave records of two keys after replication, each host's private keys sealed
+under its own. One key wins, on every host alike, from what the directory shows and nothing
+else (:func:`winning_key_id`): the smallest key id among the keys that have a password record.
+Key ids are hashes of random keys, so neither host is favoured, and no clock or creation time
+(which a skewed host could get wrong) takes part. A call with the password retires every other
+key it can open: its cached key when that is not the winner, and each other key whose password
+record opens (:attr:`KeyPlan.retired`). The sync then opens the values sealed under a retired
+key, writes them again sealed under the winner (same version, so no other host sees a change)
+and removes the retired key's records, all in its one modify, so a retired key's records go
+only together with the last values sealed under it. Without a password (a background sync) a
+host keeps the key it has: the other host's keys are held (R34), never lost, until a sync with
+the password on either host re-seals them.
 """
 
 from __future__ import annotations
@@ -114,6 +124,7 @@ __all__ = [
     "recover_with_recovery_key",
     "roaming_key_id",
     "sealing_user_id",
+    "winning_key_id",
 ]
 
 DEFAULT_MAX_ATTEMPTS = 5
@@ -165,6 +176,9 @@ class KeyPlan:
     changes: tuple[ValueChange, ...] = ()
     actions: tuple[str, ...] = ()  # what the changes do, readable, no key material
     problems: tuple[str, ...] = ()  # values or cache skipped, and why
+    # Other keys known here (a losing cache, records the password opens): what is sealed under
+    # them is re-sealed under ``key`` by the sync, which then removes their records.
+    retired: tuple[bytes, ...] = field(default=(), repr=False)
 
     @property
     def key_id(self) -> str:
@@ -182,6 +196,7 @@ class KeyChanges:
     cache_written: bool = False
     problems: tuple[str, ...] = ()
     check_mode: bool = False
+    retired: tuple[bytes, ...] = field(default=(), repr=False)  # as KeyPlan.retired
 
     @property
     def changed(self) -> bool:
@@ -265,6 +280,68 @@ def _password_wrap(key: bytes, password: str | bytes, user_id: str, params: Scry
     return encode_wrapped_key(roaming_key_id(key), envelope)
 
 
+def winning_key_id(wrapped: Sequence[WrappedKey]) -> str | None:
+    """The key every host settles on when the directory holds records of several: the smallest
+    key id among keys with a password record (among all records' keys when none has one)."""
+    with_password = {w.key_id for w in wrapped if w.kind is RecordKind.PASSWORD}
+    ids = with_password or {w.key_id for w in wrapped}
+    return min(ids) if ids else None
+
+
+def _open_key(
+    wrapped: Sequence[WrappedKey],
+    key_id: str,
+    password: str | bytes,
+    user_id: str,
+    problems: list[str],
+) -> tuple[bytes, WrappedKey] | None:
+    """Key ``key_id`` from the first of its password records that opens, and that record."""
+    for candidate in wrapped:
+        if candidate.kind is RecordKind.PASSWORD and candidate.key_id == key_id:
+            key = _open_password_record(candidate, password, user_id, problems)
+            if key is not None:
+                return key, candidate
+    return None
+
+
+def _retired(
+    wrapped: Sequence[WrappedKey],
+    key: bytes,
+    cached: bytes | None,
+    password: str | bytes | None,
+    user_id: str,
+    problems: list[str],
+) -> tuple[bytes, ...]:
+    """Every other key this call knows: the cache when it is not ``key`` (its values may sit in
+    the directory even once its records are gone), and, given the password, each other key
+    whose password record opens (one scrypt per other key, only while two keys exist)."""
+    found = {roaming_key_id(cached): cached} if cached is not None else {}
+    if password is not None:
+        for other in sorted({w.key_id for w in wrapped} - {roaming_key_id(key), *found}):
+            opened = _open_key(wrapped, other, password, user_id, problems)
+            if opened is not None:
+                found[other] = opened[0]
+    found.pop(roaming_key_id(key), None)
+    return tuple(found[key_id] for key_id in sorted(found))
+
+
+def _unresolved_keys(
+    user: str, wrapped: Sequence[WrappedKey], key: bytes, retired: Sequence[bytes]
+) -> list[str]:
+    """The problem to report while other keys remain that this call cannot retire."""
+    ids = sorted({w.key_id for w in wrapped})
+    others = set(ids) - {roaming_key_id(key), *(roaming_key_id(k) for k in retired)}
+    if not others:
+        return []
+    winner = winning_key_id(wrapped)
+    losers = ", ".join(i for i in ids if i != winner)
+    return [
+        f"the directory holds {len(ids)} roaming keys of {user}: {', '.join(ids)}; {losers} "
+        f"lost to {winner} (the smallest key id), this host uses {roaming_key_id(key)}: a sync "
+        "with the password re-seals under the winner what the others sealed"
+    ]
+
+
 def _choose_key(
     user: str,
     wrapped: Sequence[WrappedKey],
@@ -274,24 +351,35 @@ def _choose_key(
     problems: list[str],
 ) -> tuple[bytes, WrappedKey | None, str | None]:
     """(key, the password record it was opened from or None, action) when the directory holds
-    records."""
+    records: the winner (:func:`winning_key_id`) when the password opens it or the cache is
+    it; else the cache when the directory holds it; else any key the password opens."""
     ids = sorted({w.key_id for w in wrapped})
-    if len(ids) > 1:
-        problems.append(f"the directory holds {len(ids)} roaming keys of {user}: {', '.join(ids)}")
-    if cached is not None and roaming_key_id(cached) in ids:
+    winner = winning_key_id(wrapped)
+    cached_id = roaming_key_id(cached) if cached is not None else None
+    if cached is not None and cached_id == winner:
+        return cached, None, None
+    if password is not None and winner is not None:
+        opened = _open_key(wrapped, winner, password, user_id, problems)
+        if opened is not None:
+            action = (
+                f"cached key {cached_id} lost to roaming key {winner} (the smallest key id)"
+                if cached_id in ids
+                else "cached key matched no record: replaced by the directory's"
+                if cached is not None
+                else None
+            )
+            return opened[0], opened[1], action
+    if cached is not None and cached_id in ids:
         return cached, None, None
     if password is None:
         reason = "no password given" + (" and the cached key matches no record" if cached else "")
         raise RoamingKeyUnavailable(user, reason)
-    candidates = sorted(
-        (w for w in wrapped if w.kind is RecordKind.PASSWORD), key=lambda w: w.key_id
-    )
-    for candidate in candidates:
-        key = _open_password_record(candidate, password, user_id, problems)
-        if key is not None:
+    for key_id in ids:
+        opened = _open_key(wrapped, key_id, password, user_id, problems)
+        if opened is not None:
             action = "cached key matched no record: replaced by the directory's" if cached else None
-            return key, candidate, action
-    if not candidates:
+            return opened[0], opened[1], action
+    if not any(w.kind is RecordKind.PASSWORD for w in wrapped):
         raise RoamingKeyUnavailable(user, "the directory holds no password record")
     raise RoamingKeyUnavailable(user, "the password opens none of its password records")
 
@@ -410,9 +498,15 @@ def plan_roaming_key(
     changes: list[ValueChange | None] = []
     actions: list[str] = []
     opened: WrappedKey | None = None
+    retired: tuple[bytes, ...] = ()
     if wrapped:
         key, opened, action = _choose_key(user, wrapped, cached_key, password, user_id, problems)
         actions += [action] if action else []
+        retired = _retired(wrapped, key, cached_key, password, user_id, problems)
+        if retired:
+            ids = ", ".join(roaming_key_id(k) for k in retired)
+            actions.append(f"the sync re-seals under {roaming_key_id(key)} what key {ids} sealed")
+        problems += _unresolved_keys(user, wrapped, key, retired)
     elif cached_key is not None:
         key = cached_key
         actions.append("directory held no key record: wrapped the cached key")
@@ -436,7 +530,13 @@ def plan_roaming_key(
     for change, action in _recovery_record_changes(record, key, own, recovery_public_keys, user_id):
         changes.append(change)
         actions.append(action)
-    return KeyPlan(key, tuple(c for c in changes if c is not None), tuple(actions), tuple(problems))
+    return KeyPlan(
+        key,
+        tuple(c for c in changes if c is not None),
+        tuple(actions),
+        tuple(problems),
+        retired,
+    )
 
 
 # --- reading the cache, writing both sides ----------------------------------------------------
@@ -542,6 +642,7 @@ def obtain_roaming_key(
         cache_written=cache_written,
         problems=(*problems, *plan.problems),
         check_mode=check_mode,
+        retired=plan.retired,
     )
 
 

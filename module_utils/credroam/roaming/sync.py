@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import ldap3
@@ -44,6 +44,7 @@ from ..tokens import (
     TokenFlags,
     TokenLimits,
     TokenType,
+    encode_token,
     parse_key,
     validate_identifier,
 )
@@ -57,6 +58,7 @@ from .changemark import ChangeMarker, combine
 from .directory import (
     ACCOUNT_CREDENTIALS,
     KEY_ENVELOPES,
+    ROAMING_KEYS,
     ConcurrentModification,
     RejectedValue,
     RoamingRecord,
@@ -76,7 +78,7 @@ from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_pri
 from .fsutil import LockHeld
 from .model import Base, Item, ItemKind, Plan, Policy, StoreName, content_hash, newest
 from .reconcile import reconcile
-from .roamingkey import RoamingKeyError, sealing_user_id
+from .roamingkey import RoamingKeyError, parse_wrapped_keys, roaming_key_id, sealing_user_id
 from .state import HEAD_VERSION, SyncHeader
 from .store import CertificateStore
 
@@ -92,6 +94,7 @@ __all__ = [
     "SyncReport",
     "directory_changes",
     "map_record",
+    "reseal_changes",
     "sync_user",
 ]
 
@@ -135,6 +138,7 @@ class FullSyncReason:
     """Why a sync was a full one (``SyncReport.full_sync_reason``); None: the fast path."""
 
     FORCED = "forced"  # the caller asked (force_full), e.g. a file watch saw a change
+    RESEAL = "keys to re-seal"  # the caller gave retired roaming keys
     NO_HEADER = "no header"  # first sync, a damaged head, or a base store without one
     INTERVAL = "full sync interval over"
     DUE = "a certificate is due to expire"
@@ -159,6 +163,10 @@ class SyncReport:
     held: tuple[str, ...] = ()  # keys left alone: their directory values are all unusable
     conflicts: tuple[tuple[str, str], ...] = ()  # (item key, how it was resolved)
     local_errors: tuple[tuple[str, str], ...] = ()  # (item key, error); base not saved
+    # Private keys whose directory value was re-sealed under the roaming key (it had been
+    # sealed under a retired one), and the retired keys whose records the sync removed.
+    resealed: tuple[str, ...] = ()
+    retired_keys: tuple[str, ...] = ()
     recovery: tuple[str, ...] = ()  # what was done to the store's recovery copies, and problems
     warnings: tuple[str, ...] = ()  # what reconcile left alone or refused, and why
     store_problems: tuple[str, ...] = ()  # local files the store skipped, and why
@@ -188,6 +196,9 @@ class DirectorySide:
     rejected: tuple[RejectedValue, ...]
     # Keys whose values are in the directory but none can be used: held on both sides (R34).
     unusable_keys: frozenset[str] = frozenset()
+    # Per key, the values that opened only with a retired roaming key (to be removed), and
+    # whether the key's chosen version is among them (to be written again, sealed anew).
+    resealable: Mapping[str, tuple[tuple[bytes, ...], bool]] = field(default_factory=dict)
 
 
 def _certificate_item(stored: StoredToken) -> tuple[Item, bytes]:
@@ -310,8 +321,12 @@ def map_record(
     local: Mapping[str, Item] | None = None,
     *,
     now: int | None = None,
+    retired_keys: Sequence[bytes] = (),
 ) -> DirectorySide:
     """Reconcile items for the certificate, request and key tokens of ``record``.
+
+    A sealed key that ``roaming_key`` does not open is tried with each of ``retired_keys``;
+    one that opens so is listed in ``resealable`` (:func:`reseal_changes`).
 
     Tokens sync does not own (DPAPI master keys, CAPI keys, unknown types) are left alone. A
     token whose content fails a check (element, envelope) is rejected like a malformed value;
@@ -326,10 +341,24 @@ def map_record(
     )
     owners = {**(local or {}), **{key: item for key, (item, _) in certificates.items()}}
 
+    own: dict[str, set[Item]] = {}  # versions that opened with roaming_key
+    under_retired: dict[str, dict[bytes, Item]] = {}  # raw value -> version, per key
+
     def key_item(stored: StoredToken) -> tuple[Item, bytes]:
         if roaming_key is None and not stored.token.is_tombstone:
             raise TokenError("envelope", f"no roaming key to open {stored.token.key}")
-        return _key_item(stored, roaming_key or b"", str(record.object_guid), owners)
+        user_id = str(record.object_guid)
+        try:
+            opened = _key_item(stored, roaming_key or b"", user_id, owners)
+        except TokenError:
+            for retired in retired_keys:
+                with contextlib.suppress(TokenError):
+                    opened = _key_item(stored, retired, user_id, owners)
+                    under_retired.setdefault(stored.token.key, {})[stored.raw] = opened[0]
+                    return opened
+            raise
+        own.setdefault(stored.token.key, set()).add(opened[0])
+        return opened
 
     keys, unusable_keys = _usable_versions(
         _tokens_of(record, KEY_ENVELOPES, (TokenType.CNG_KEY,)), key_item, rejected, now
@@ -340,6 +369,14 @@ def map_record(
         payloads={key: payload for key, (_, payload) in chosen.items()},
         rejected=tuple(rejected),
         unusable_keys=frozenset(unusable | unusable_keys),
+        resealable={
+            key: (
+                tuple(values),
+                chosen[key][0] in values.values() and chosen[key][0] not in own.get(key, ()),
+            )
+            for key, values in under_retired.items()
+            if key in chosen
+        },
     )
 
 
@@ -393,6 +430,54 @@ def directory_changes(
     return [change for change in changes if change is not None]
 
 
+def reseal_changes(
+    plan: Plan,
+    record: RoamingRecord,
+    side: DirectorySide,
+    roaming_key: bytes,
+    retired_keys: Sequence[bytes],
+) -> list[ValueChange]:
+    """Values sealed under a retired roaming key written again under ``roaming_key``, then the
+    retired keys' records removed (the two-keys case of :mod:`.roamingkey`).
+
+    Only the values sealed under a retired key are replaced; a key's value that neither key
+    opens is left alone. A re-sealed value keeps its version (time and content), so no host
+    sees a change; an older duplicate under a retired key is only removed. Keys the plan writes
+    anyway are left to it (an upload or archive seals under ``roaming_key``, replacing every
+    value of the key; a tombstone or purge carries no secret). The records go in the same
+    modify as the last values sealed under them, so a retired key is never forgotten while
+    something still needs it.
+    """
+    written = {i.key for i in (*plan.upload, *plan.archive_directory, *plan.tombstone_directory)}
+    written |= {i.key for i in plan.purge_directory}
+    changes: list[ValueChange | None] = []
+    user_id = _sealing_user_id(record)
+    for key, (stale, chosen) in sorted(side.resealable.items()):
+        if key in written:
+            continue
+        added = None
+        if chosen:
+            token = _token_for(side.items[key], side.payloads[key], roaming_key, user_id)
+            added = encode_token(token, record.limits)
+        changes.append(ValueChange(KEY_ENVELOPES, delete=stale, add=added, label=key))
+    for key_id, stale in _retired_records(record, roaming_key, retired_keys).items():
+        label = f"records of retired roaming key {key_id}"
+        changes.append(ValueChange(ROAMING_KEYS, delete=stale, label=label))
+    return [change for change in changes if change is not None]
+
+
+def _retired_records(
+    record: RoamingRecord, roaming_key: bytes, retired_keys: Sequence[bytes]
+) -> dict[str, tuple[bytes, ...]]:
+    """Per retired key id (never ``roaming_key``'s), the raw credroamRoamingKeys values of it."""
+    retired_ids = {roaming_key_id(k) for k in retired_keys} - {roaming_key_id(roaming_key)}
+    found: dict[str, list[bytes]] = {}
+    for wrapped in parse_wrapped_keys(record)[0]:
+        if wrapped.key_id in retired_ids and wrapped.stored is not None:
+            found.setdefault(wrapped.key_id, []).append(wrapped.stored.raw)
+    return {key_id: tuple(raws) for key_id, raws in sorted(found.items())}
+
+
 # --- the engine ------------------------------------------------------------------------------
 
 
@@ -430,6 +515,7 @@ def sync_user(
     lock_timeout: float | None = 0,
     force_full: bool = False,
     local_markers: Sequence[ChangeMarker] = (),
+    retired_keys: Sequence[bytes] = (),
 ) -> SyncReport:
     """Sync one user's roaming items between ``store`` and the directory.
 
@@ -449,6 +535,10 @@ def sync_user(
     change, which a marker of folders may not). ``local_markers`` are the change markers of
     the other local stores the agent keeps (application-store mirrors): the fast path is taken
     only when the file store's and each of these are as the last full sync recorded them.
+
+    ``retired_keys`` are roaming keys that lost to ``roaming_key``
+    (``roamingkey.KeyChanges.retired``): the sync is a full one, re-seals under ``roaming_key``
+    what they sealed and removes their records (:func:`reseal_changes`).
     """
     with contextlib.ExitStack() as held:
         try:
@@ -459,15 +549,20 @@ def sync_user(
                 f"(lock {exc.filename} held); nothing was synced, try again when it ends"
             ) from exc
         markers = _local_markers(store, local_markers)
-        head = None if force_full else _load_header(state)
+        retired = tuple(retired_keys) if roaming_key is not None else ()
+        head = None if force_full or retired else _load_header(state)
         reason = _fast_check(conn, user_dn, head, markers, policy, roaming_key, clock)
         if reason is None:
             return SyncReport(user_dn=user_dn, check_mode=check_mode, full_sync_reason=None)
         report = _sync_locked(
             conn, user_dn, store, state, policy, roaming_key, clock, check_mode, max_attempts,
-            markers,
+            markers, retired,
         )  # fmt: skip
-        return replace(report, full_sync_reason=FullSyncReason.FORCED if force_full else reason)
+        if force_full:
+            reason = FullSyncReason.FORCED
+        elif retired:
+            reason = FullSyncReason.RESEAL
+        return replace(report, full_sync_reason=reason)
 
 
 def _unsealable(local: Mapping[str, Item], roaming_key: bytes | None) -> dict[str, str]:
@@ -489,6 +584,7 @@ def _sync_locked(
     check_mode: bool,
     max_attempts: int,
     markers: Sequence[ChangeMarker] = (),
+    retired_keys: Sequence[bytes] = (),
 ) -> SyncReport:
     marker_before = combine(markers) if markers else None
     if not check_mode:
@@ -499,7 +595,7 @@ def _sync_locked(
     for attempt in range(1, max_attempts + 1):
         now = clock()
         record = read_roaming(conn, user_dn, READ_LIMITS)
-        side = map_record(record, roaming_key, local, now=now)
+        side = map_record(record, roaming_key, local, now=now, retired_keys=retired_keys)
         stamp = record.timestamp.last_change if record.timestamp else None
         plan = reconcile(
             local,
@@ -512,6 +608,8 @@ def _sync_locked(
             refuse_uploads=_unsealable(local, roaming_key),
         )
         changes = directory_changes(plan, record, store, roaming_key)
+        if roaming_key is not None and retired_keys:
+            changes += reseal_changes(plan, record, side, roaming_key, retired_keys)
         if check_mode:
             modifications, _ = build_modifications(record, changes, now)
             return _report(
@@ -543,7 +641,15 @@ def _sync_locked(
     report = _report(
         user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False, problems
     )
-    return replace(report, recovery=recovery)
+    retired = _retired_records(record, roaming_key, retired_keys) if roaming_key else {}
+    return replace(
+        report,
+        recovery=recovery,
+        resealed=tuple(
+            sorted(c.label for c in changes if c.label in side.resealable and c.add is not None)
+        ),
+        retired_keys=tuple(retired),
+    )
 
 
 # --- the fast path ---------------------------------------------------------------------------
