@@ -215,7 +215,8 @@ def _roaming_key(
     password: str | None,
     dry_run: bool,
     as_json: bool = False,
-) -> bytes | None:
+) -> tuple[bytes | None, tuple[bytes, ...]]:
+    """The roaming key, and the keys that lost to it (the sync re-seals what they sealed)."""
     cache = session.paths.key_cache
     if cache is None:
         session.events.emit(
@@ -223,7 +224,7 @@ def _roaming_key(
             "no private runtime folder ($XDG_RUNTIME_DIR) for the key cache: private keys are "
             "neither uploaded nor opened (log in through credroam-agent login)",
         )
-        return None
+        return None, ()
     verified = password is not None and _verify_password(session, bound, password)
     try:
         key, changes = obtain_roaming_key(
@@ -237,10 +238,10 @@ def _roaming_key(
         )
     except RoamingKeyError as exc:
         session.events.emit(EventId.ROAMING_KEY, f"{exc}; private keys are held, the rest syncs")
-        return None
+        return None, ()
     except DirectoryError as exc:
         session.events.emit(EventId.DIRECTORY_WRITE, f"roaming key records: {exc}")
-        return None
+        return None, ()
     for problem in changes.problems:
         session.events.emit(EventId.ROAMING_KEY, problem)
     if dry_run and as_json:  # stdout carries the JSON report alone
@@ -248,7 +249,7 @@ def _roaming_key(
     elif dry_run:
         for action in changes.actions:
             print(f"roaming key: {action}")
-    return key
+    return key, changes.retired
 
 
 def _report_events(session: Session, report: SyncReport, store: FileStore) -> None:
@@ -273,6 +274,8 @@ def _summary(report: SyncReport) -> str:
         "archived": report.archived,
         "purged": report.purged,
         "deleted locally": report.deleted_local,
+        "re-sealed under the winning roaming key": report.resealed,
+        "losing roaming keys' records removed": report.retired_keys,
     }
     done = [f"{len(v)} {name}" for name, v in counts.items() if v]
     return ", ".join(done) or "nothing to do"
@@ -328,6 +331,7 @@ def _one_sync(
     in_force: PolicyInForce,
     key: bytes | None,
     dry_run: bool,
+    retired: tuple[bytes, ...] = (),
 ) -> SyncReport | None:
     opened = _open_store(session)
     if opened is None:
@@ -344,6 +348,7 @@ def _one_sync(
             key,
             session.clock,
             check_mode=dry_run,
+            retired_keys=retired,
         )
     except SyncBusy as exc:
         emit(EventId.LOCAL_STORE_READ, str(exc))
@@ -426,15 +431,15 @@ def run_sync(
         if not in_force.enabled:
             print(f"roaming is off ({in_force.source('enabled')})", file=sys.stderr)
             return session.exit_code()
-        key = _roaming_key(session, bound, user_dn, password, dry_run, as_json)
-        report = _one_sync(session, bound, user_dn, in_force, key, dry_run)
+        key, retired = _roaming_key(session, bound, user_dn, password, dry_run, as_json)
+        report = _one_sync(session, bound, user_dn, in_force, key, dry_run, retired)
         if dry_run:
             if report is not None:
                 _print_plan(session, report, as_json)
         # Requests are processed after reconciling (Windows roams before autoenrollment), even
         # when that sync had a problem: enrollment is local, and what it issues roams next.
         elif _enroll(session):
-            _one_sync(session, bound, user_dn, in_force, key, dry_run)
+            _one_sync(session, bound, user_dn, in_force, key, dry_run, retired)
         return session.exit_code()
     finally:
         bound.conn.unbind()
