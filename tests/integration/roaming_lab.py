@@ -4,9 +4,11 @@ certificates and put them in a host's file store as a user (or an enrolment tool
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import ldap3
@@ -89,6 +91,39 @@ def replicate(lab: Lab, source: int, dest: int) -> None:
         f"--username={lab.admin.upn}",
         f"--password={lab.admin.password}",
     )
+
+
+def _inbound_replication(lab: Lab, option: str) -> None:
+    for dc in lab.dcs:
+        dc.run(
+            "samba-tool",
+            "drs",
+            "options",
+            dc.name,
+            f"--dsa-option={option}DISABLE_INBOUND_REPL",
+            f"--username={lab.admin.upn}",
+            f"--password={lab.admin.password}",
+        )
+
+
+def resume_replication(lab: Lab) -> None:
+    """Inbound replication on again on every DC, and a replicate both ways between the first
+    DC and each other (Samba 4.17 catches up on its own only at the next change)."""
+    _inbound_replication(lab, "-")
+    for index in range(1, len(lab.dcs)):
+        replicate(lab, index, 0)
+        replicate(lab, 0, index)
+
+
+@contextlib.contextmanager
+def replication_paused(lab: Lab) -> Iterator[None]:
+    """No DC takes in another's changes inside the block (``+DISABLE_INBOUND_REPL`` on each);
+    replication resumed and forced both ways at the end, also on failure."""
+    _inbound_replication(lab, "+")
+    try:
+        yield
+    finally:
+        resume_replication(lab)
 
 
 def clear_everywhere(lab: Lab, account: Account) -> None:
