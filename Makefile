@@ -28,7 +28,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The inventory script (inventories/lab) describes the lab named here.
 export CREDROAM_LAB := $(LAB)
 
-.PHONY: help deps run test lint unit unit-system integration molecule lab-up lab-down lab-status bench \
+.PHONY: help deps run test lint unit unit-system integration molecule molecule-multi-dc lab-up lab-down lab-status bench \
         hunt fuzz fuzz-short clean agent
 
 help:  ## List the targets.
@@ -88,6 +88,9 @@ integration: deps  ## Integration tests; the session brings up and tears down it
 
 molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml twice, verify, down.
 	$(BIN)/molecule test
+
+molecule-multi-dc: deps  ## Molecule scenario multi_dc on lab `mdc` (2 DCs): paused replication, convergence timed.
+	$(BIN)/molecule test -s multi_dc
 
 test: deps  ## Everything CI runs: lint, Molecule, the core on Debian's Python, a short fuzz, pytest.
 	$(MAKE) --no-print-directory lint
