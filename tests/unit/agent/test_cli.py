@@ -240,7 +240,7 @@ def test_watch_hands_a_sync_callable_and_the_store_folders_to_the_triggers(
         calls["version"] = policy_version()
         calls["first"] = sync_once("start")
 
-    fake = types.SimpleNamespace(run=run)
+    fake = types.SimpleNamespace(run=run, STORE="store")
     monkeypatch.setitem(sys.modules, "credroam_agent.triggers", fake)
     monkeypatch.setattr(credroam_agent, "triggers", fake, raising=False)
     code, _, err = host.run("watch", capsys=capsys)
