@@ -390,7 +390,9 @@ def _one_sync(
     _report_events(session, report)
     if not dry_run:
         # Every sync of this run, in order (the one after enrollment too), for --json callers.
-        session.report.setdefault("synced", []).append(plan_fields(report))
+        # full_sync_reason None: the fast path proved that nothing changed.
+        synced = {**plan_fields(report), "full_sync_reason": report.full_sync_reason}
+        session.report.setdefault("synced", []).append(synced)
         healed = bool(state.problems) and not report.local_errors
         emit(
             EventId.SELF_HEAL_DONE if healed else EventId.SUCCESS,

@@ -88,7 +88,7 @@ def pyz() -> Path:
     return build_zipapp.build(PYZ)
 
 
-def _prepare(lab: Lab, host: ClientHost) -> None:
+def prepare_host(lab: Lab, host: ClientHost) -> None:
     """Local accounts alice and bob, the agent's configuration and the lab CA on ``host``."""
     public_key = Path(lab.ssh_private_key + ".pub").read_text().strip()
     configs = {
@@ -121,11 +121,11 @@ def agent_lab(lab: Lab, pyz: Path) -> Lab:
     applied = run_schema_playbook(lab)
     assert applied.returncode == 0, applied.stdout[-4000:] + applied.stderr[-2000:]
     for host in lab.clients[:2]:
-        _prepare(lab, host)
+        prepare_host(lab, host)
     return lab
 
 
-def _forget(lab: Lab, account: Account) -> None:
+def forget_user(lab: Lab, account: Account) -> None:
     """The user's roaming values gone from every DC, and the user's agent files from the hosts."""
     clear_everywhere(lab, account)
     for host in lab.clients[:2]:
@@ -138,14 +138,14 @@ def _forget(lab: Lab, account: Account) -> None:
 @pytest.fixture
 def alice(agent_lab: Lab) -> Account:
     account = agent_lab.user("alice")
-    _forget(agent_lab, account)
+    forget_user(agent_lab, account)
     return account
 
 
 @pytest.fixture
 def bob(agent_lab: Lab) -> Account:
     account = agent_lab.user("bob")
-    _forget(agent_lab, account)
+    forget_user(agent_lab, account)
     return account
 
 
