@@ -109,8 +109,9 @@ hunt: deps  ## Bug hunt: every property test with HUNT_EXAMPLES fresh random exa
 	HYPOTHESIS_PROFILE=hunt HYPOTHESIS_HUNT_EXAMPLES=$(HUNT_EXAMPLES) $(BIN)/pytest -q \
 	    -p no:cacheprovider -m hypothesis --hypothesis-show-statistics tests/unit
 
-bench: deps  ## Benchmarks (core, sync on a lab DC, lab up/down; bench/README.md), to bench/out/.
+bench: deps  ## Benchmarks (core, agent, sync on a lab DC, lab up/down; bench/README.md), to bench/out/.
 	$(BIN)/python bench/core.py
+	$(BIN)/python bench/agent.py
 	$(BIN)/python bench/sync_lab.py
 	$(BIN)/python bench/lab_updown.py --rounds 1 --clients 1
 

@@ -75,18 +75,23 @@ _POLICY_REASONS = frozenset({"start", "refresh", "policy", "retry"})
 
 
 def _watch(session: Session) -> int:
-    """Run the triggers (store change, lock/unlock, policy refresh, backoff) until stopped."""
+    """Run the triggers (a change in the store or a mirror an application writes, lock/unlock,
+    policy refresh, backoff) until stopped."""
     from . import triggers
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     paths = session.paths
+    mirrored = [path for mirror in session.mirrors for path in mirror.watch_paths()]
     triggers.run(
         lambda reason: operations.run_sync(
-            session.fresh(), refresh_policy=reason in _POLICY_REASONS
+            session.fresh(),
+            refresh_policy=reason in _POLICY_REASONS,
+            # A watched file can change in place, which the fast path's markers may not show.
+            force_full=reason == triggers.STORE,
         ),
-        watch_paths=[f"{paths.store}/MY", f"{paths.store}/REQUEST"],
+        watch_paths=[f"{paths.store}/MY", f"{paths.store}/REQUEST", *mirrored],
         policy_version=lambda: operations.policy_version(session),
         stop=stop,
     )

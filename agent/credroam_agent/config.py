@@ -3,6 +3,10 @@
 Every value is checked before any network I/O, and an error names the file and the key at
 fault (exit code 2). Example (every key optional except ``directory.domain``)::
 
+    stores = ["file", "nss"]         # the file store (canonical) and the mirrors applications
+                                     # read: "nss" (~/.pki/nssdb), "networkmanager"
+                                     # (roaming/store/mirror.py); default ["file"]
+
     [directory]
     domain = "lab.example"           # DNS domain: DCs from _ldap._tcp.<domain> unless dcs is set
     realm = "LAB.EXAMPLE"            # Kerberos realm (default: the domain upper-cased)
@@ -48,6 +52,8 @@ from typing import Any
 from credroam.gpo.model import GpoError
 from credroam.gpo.resolve import POLICY_TABLES, GpoSettings
 from credroam.roaming.model import Policy
+from credroam.roaming.store import StoreError
+from credroam.roaming.store.mirror import make_mirrors
 
 DEFAULT_PATH = "/etc/credroam/agent.toml"
 CONFIG_ENV = "CREDROAM_AGENT_CONFIG"  # another file, e.g. for tests; same checks
@@ -91,6 +97,7 @@ class AgentConfig:
     enrollment_command: tuple[str, ...] = ()
     enrollment_timeout: int = 120
     policy: Mapping[str, bool | int | str] = field(default_factory=dict)  # only the values set
+    stores: tuple[str, ...] = ("file",)  # the file store and the mirrors of it to keep
 
     def account_for(self, local_name: str) -> str:
         """The sAMAccountName a local user roams as (the mapping, else the same name)."""
@@ -222,6 +229,17 @@ def _paths(data: Mapping[str, Any], path: str) -> dict[str, str]:
     return paths
 
 
+def _stores(data: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    names = _string_list(data.get("stores", ["file"]), path, "stores")
+    try:
+        # make_mirrors holds the rules (known names, none twice, "file" present) and does no
+        # I/O, so the names are checked here, before anything runs.
+        make_mirrors(names, home="/", state_dir="/")
+    except StoreError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return names
+
+
 def parse_policy_values(table: Mapping[str, Any], where: str) -> dict[str, bool | int | str]:
     """The [policy] values, each checked as ``ad_gpo`` checks the same GPO setting."""
     _check_keys(table, where, "policy", set(POLICY_SETTINGS))
@@ -242,7 +260,8 @@ def parse_config(text: str, path: str) -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    _check_keys(data, path, "top level", {"directory", "users", "paths", "enrollment", "policy"})
+    sections = {"directory", "users", "paths", "enrollment", "policy"}
+    _check_keys(data, path, "top level", sections | {"stores"})
     directory = _directory(data, path)
     user_realm, user_map = _users(data, path, directory.realm)
     enrollment = _table(data, path, "enrollment")
@@ -260,6 +279,7 @@ def parse_config(text: str, path: str) -> AgentConfig:
         enrollment_command=_string_list(command, path, "enrollment.command") if command else (),
         enrollment_timeout=timeout,
         policy=parse_policy_values(_table(data, path, "policy"), path),
+        stores=_stores(data, path),
     )
 
 

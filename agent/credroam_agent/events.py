@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TextIO
 
-__all__ = ["EventId", "EventLog", "refusal_event"]
+__all__ = ["EventId", "EventLog", "refusal_event", "warning_event"]
 
 
 class EventId(IntEnum):
@@ -91,6 +91,15 @@ def refusal_event(reason: str) -> EventId:
     if "roaming key" in reason:
         return EventId.ROAMING_KEY
     return EventId.ATTRIBUTE_PROBLEM
+
+
+def warning_event(warning: str) -> EventId:
+    """The event of what reconcile left alone (``SyncReport.warnings``, refusals aside): a
+    directory value it cannot use (held, R34), else something of the local store it cannot
+    roam, such as a private key whose certificate is not here (R36)."""
+    if "directory value is unusable" in warning:
+        return EventId.ATTRIBUTE_PROBLEM
+    return EventId.LOCAL_STORE_READ
 
 
 def _one_line(text: str) -> str:

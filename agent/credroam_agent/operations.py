@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import ldap3
@@ -30,6 +30,7 @@ from credroam.roaming.roamingkey import RoamingKeyError, obtain_roaming_key
 from credroam.roaming.state import StateFile
 from credroam.roaming.store import StoreError
 from credroam.roaming.store.file import FileStore
+from credroam.roaming.store.mirror import Mirror, MirrorReport, make_mirrors, sync_mirrors
 from credroam.roaming.sync import SyncBusy, SyncReport, sync_user
 from credroam.timestamps import filetime_now, from_filetime
 from credroam.tokens import TokenError
@@ -37,7 +38,7 @@ from credroam.tokens import TokenError
 from . import dcs, policy
 from .config import AgentConfig, ConfigError, PolicyInForce
 from .enroll import enroll_outstanding
-from .events import EventId, EventLog, refusal_event
+from .events import EventId, EventLog, refusal_event, warning_event
 from .identity import LocalUser
 
 EXIT_OK = 0
@@ -95,6 +96,13 @@ class Session:
 
     def exit_code(self) -> int:
         return EXIT_PROBLEMS if self.events.problems else EXIT_OK
+
+    @property
+    def mirrors(self) -> list[Mirror]:
+        """The mirrors of the file store the config's ``stores`` names, for this user (the NSS
+        mirror's state beside the state file)."""
+        state_dir = os.path.dirname(self.paths.state)
+        return make_mirrors(self.config.stores, home=self.user.home, state_dir=state_dir)
 
     def fresh(self) -> Session:
         """The same user and configuration with an empty event record (one per watch sync)."""
@@ -252,14 +260,19 @@ def _roaming_key(
     return key, changes.retired
 
 
-def _report_events(session: Session, report: SyncReport, store: FileStore) -> None:
+def _report_events(session: Session, report: SyncReport) -> None:
     emit = session.events.emit
-    for problem in store.problems:
+    for problem in report.store_problems:
         emit(EventId.LOCAL_STORE_READ, problem)
     for key, how in report.conflicts:
         emit(EventId.CONFLICT, how, token=key)
+    refusals = set()
     for key, reason in report.refused:
         emit(refusal_event(reason), f"not uploaded: {reason}", token=key)
+        refusals.add(f"{key} not roamed: {reason}")  # reconcile's warning of the same refusal
+    for warning in report.warnings:
+        if warning not in refusals:
+            emit(warning_event(warning), warning)
     for rejected in report.rejected:
         emit(EventId.ATTRIBUTE_PROBLEM, f"skipped: {rejected.describe()}", check=rejected.check)
     for key, error in report.local_errors:
@@ -331,8 +344,13 @@ def _one_sync(
     in_force: PolicyInForce,
     key: bytes | None,
     dry_run: bool,
+    *,
     retired: tuple[bytes, ...] = (),
+    mirrors: Sequence[Mirror] = (),
+    force_full: bool = False,
 ) -> SyncReport | None:
+    """One ``sync_user``; ``mirrors`` give their change markers to its fast path (their
+    content is synced by :func:`_sync_mirrors`, around this)."""
     opened = _open_store(session)
     if opened is None:
         return None
@@ -349,6 +367,8 @@ def _one_sync(
             session.clock,
             check_mode=dry_run,
             retired_keys=retired,
+            force_full=force_full,
+            local_markers=[mirror.change_marker for mirror in mirrors],
         )
     except SyncBusy as exc:
         emit(EventId.LOCAL_STORE_READ, str(exc))
@@ -372,16 +392,54 @@ def _one_sync(
         emit(EventId.STATE_READ, problem)
     if state.problems:  # synced from the previous copy or without a base: rebuilt by this sync
         emit(EventId.SELF_HEAL_NEEDED, f"the state file {state.path} is rebuilt by this sync")
-    _report_events(session, report, store)
+    _report_events(session, report)
     if not dry_run:
         # Every sync of this run, in order (the one after enrollment too), for --json callers.
-        session.report.setdefault("synced", []).append(plan_fields(report))
+        # full_sync_reason None: the fast path proved that nothing changed.
+        synced = {**plan_fields(report), "full_sync_reason": report.full_sync_reason}
+        session.report.setdefault("synced", []).append(synced)
         healed = bool(state.problems) and not report.local_errors
         emit(
             EventId.SELF_HEAL_DONE if healed else EventId.SUCCESS,
             f"sync done: {_summary(report)}",
         )
     return report
+
+
+def _sync_mirrors(session: Session, mirrors: Sequence[Mirror], when: str) -> None:
+    """Each mirror's ``sync_with`` the file store (``when``: "before" the directory sync, so
+    what an application imported roams in it, or "after", so what it downloaded reaches the
+    applications). A mirror that cannot be written is one event 1002 per problem; the file
+    store is left as it is and the next sync converges the mirror again."""
+    if not mirrors:
+        return
+    opened = _open_store(session)
+    if opened is None:
+        return
+    try:
+        reports = sync_mirrors(mirrors, opened[0])
+    except LockHeld:
+        return  # another sync of this user runs (and syncs the mirrors); this one's sync says so
+    for report in reports:
+        for problem in report.problems:
+            session.events.emit(
+                EventId.LOCAL_STORE_WRITE,
+                f"{problem}; the file store is kept, the mirror is retried at the next sync",
+            )
+    session.report.setdefault("mirrors", []).extend(
+        {"when": when, **_mirror_fields(report)} for report in reports
+    )
+
+
+def _mirror_fields(report: MirrorReport) -> dict[str, object]:
+    return {
+        "mirror": report.mirror,
+        "written": list(report.written),
+        "removed": list(report.removed),
+        "pulled": list(report.pulled),
+        "deleted": list(report.deleted),
+        "problems": list(report.problems),
+    }
 
 
 def _enroll(session: Session) -> bool:
@@ -417,9 +475,12 @@ def run_sync(
     dry_run: bool = False,
     as_json: bool = False,
     refresh_policy: bool = True,
+    force_full: bool = False,
 ) -> int:
     """Bind, obtain the roaming key, reconcile, process enrollment requests (then roam what
-    was issued). The local store is not touched unless the directory was reached."""
+    was issued); the mirrors are synced with the file store before and after (not in a dry
+    run). The local store is not touched unless the directory was reached. ``force_full``
+    skips the sync's fast path (a store watch saw a change its markers may not show)."""
     bound = _bind(session, password)
     if bound is None:
         return EXIT_UNREACHABLE
@@ -432,14 +493,26 @@ def run_sync(
             print(f"roaming is off ({in_force.source('enabled')})", file=sys.stderr)
             return session.exit_code()
         key, retired = _roaming_key(session, bound, user_dn, password, dry_run, as_json)
-        report = _one_sync(session, bound, user_dn, in_force, key, dry_run, retired)
+        mirrors = session.mirrors
         if dry_run:
+            report = _one_sync(
+                session, bound, user_dn, in_force, key, True, retired=retired, mirrors=mirrors
+            )
             if report is not None:
                 _print_plan(session, report, as_json)
+            return session.exit_code()
+        _sync_mirrors(session, mirrors, "before")
+        _one_sync(
+            session, bound, user_dn, in_force, key, False,
+            retired=retired, mirrors=mirrors, force_full=force_full,
+        )  # fmt: skip
         # Requests are processed after reconciling (Windows roams before autoenrollment), even
         # when that sync had a problem: enrollment is local, and what it issues roams next.
-        elif _enroll(session):
-            _one_sync(session, bound, user_dn, in_force, key, dry_run, retired)
+        if _enroll(session):
+            _one_sync(
+                session, bound, user_dn, in_force, key, False, retired=retired, mirrors=mirrors
+            )
+        _sync_mirrors(session, mirrors, "after")
         return session.exit_code()
     finally:
         bound.conn.unbind()
@@ -499,7 +572,9 @@ def status(session: Session, *, as_json: bool = False) -> int:
             in_force = policy_in_force(session, bound, user_dn)
             if user_dn is not None and opened is not None:
                 key = _cached_key(paths)
-                report = _one_sync(session, bound, user_dn, in_force, key, dry_run=True)
+                report = _one_sync(
+                    session, bound, user_dn, in_force, key, True, mirrors=session.mirrors
+                )
                 if report is not None:
                     info["pending"] = {
                         "upload": len(report.uploaded),

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,9 +48,12 @@ domain = "lab.example"
 ca_file = "/etc/credroam/ca.pem"
 timeout = 5
 {dcs}"""
+CONFIG_PATH = "/etc/credroam/agent.toml"  # the default the role renders
 DC1_ONLY = "/etc/credroam/dc1-only.toml"
 BOTH_DCS = "/etc/credroam/both-dcs.toml"
 ENROLLING = "/etc/credroam/enrolling.toml"
+WITH_NSS = "/etc/credroam/with-nss.toml"  # the file store and its NSS mirror (~/.pki/nssdb)
+WAIT = 120.0  # seconds: a generous bound for what the watch tests wait for (a loaded machine)
 # Samba has no certificate authority: the lab's enrollment command signs the CSR on stdin with
 # the lab CA (its key readable by the lab users on the lab hosts only) and prints the PEM.
 LAB_ENROLL = """import datetime, sys
@@ -82,13 +88,14 @@ def pyz() -> Path:
     return build_zipapp.build(PYZ)
 
 
-def _prepare(lab: Lab, host: ClientHost) -> None:
+def prepare_host(lab: Lab, host: ClientHost) -> None:
     """Local accounts alice and bob, the agent's configuration and the lab CA on ``host``."""
     public_key = Path(lab.ssh_private_key + ".pub").read_text().strip()
     configs = {
         "agent.toml": CONFIG.format(dcs=""),
         "dc1-only.toml": CONFIG.format(dcs='dcs = ["dc1.lab.example"]\n'),
         "both-dcs.toml": CONFIG.format(dcs='dcs = ["dc1.lab.example", "dc2.lab.example"]\n'),
+        "with-nss.toml": 'stores = ["file", "nss"]\n' + CONFIG.format(dcs=""),
         "enrolling.toml": CONFIG.format(dcs="")
         + '[enrollment]\ncommand = ["/usr/bin/python3", "/etc/credroam/lab-enroll.py"]\n',
         "lab-enroll.py": LAB_ENROLL,
@@ -114,16 +121,16 @@ def agent_lab(lab: Lab, pyz: Path) -> Lab:
     applied = run_schema_playbook(lab)
     assert applied.returncode == 0, applied.stdout[-4000:] + applied.stderr[-2000:]
     for host in lab.clients[:2]:
-        _prepare(lab, host)
+        prepare_host(lab, host)
     return lab
 
 
-def _forget(lab: Lab, account: Account) -> None:
+def forget_user(lab: Lab, account: Account) -> None:
     """The user's roaming values gone from every DC, and the user's agent files from the hosts."""
     clear_everywhere(lab, account)
     for host in lab.clients[:2]:
         host.ssh(
-            f"rm -rf ~{account.name}/.local ~{account.name}/.cache "
+            f"rm -rf ~{account.name}/.local ~{account.name}/.cache ~{account.name}/.pki "
             f"/run/user/$(id -u {account.name})"
         )
 
@@ -131,14 +138,14 @@ def _forget(lab: Lab, account: Account) -> None:
 @pytest.fixture
 def alice(agent_lab: Lab) -> Account:
     account = agent_lab.user("alice")
-    _forget(agent_lab, account)
+    forget_user(agent_lab, account)
     return account
 
 
 @pytest.fixture
 def bob(agent_lab: Lab) -> Account:
     account = agent_lab.user("bob")
-    _forget(agent_lab, account)
+    forget_user(agent_lab, account)
     return account
 
 
@@ -175,6 +182,87 @@ def events(run: subprocess.CompletedProcess[str]) -> list[int]:
     ]
 
 
+def kinit(host: ClientHost, account: Account) -> str:
+    """A Kerberos ticket for the user from the lab KDC, as SSSD or winbind get one at logon;
+    the environment setting that names its cache."""
+    cache = f"KRB5CCNAME=FILE:/run/user/{uid(host, account.name)}/krb5cc"
+    done = subprocess.run(
+        [
+            *host.ssh_argv(),
+            f"runuser -u {account.name} -- env {cache} kinit {account.name}@LAB.EXAMPLE",
+        ],
+        input=account.password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return cache
+
+
+class AgentWatch:
+    """``credroam-agent watch`` as the user on a host, started as the systemd user unit starts
+    it (``credroam-agent --config <file> watch`` in the user's session: HOME, XDG_RUNTIME_DIR,
+    the ticket cache). Its stderr (one line per event) is read as it comes."""
+
+    def __init__(self, host: ClientHost, account: Account, config: str, ticket: str) -> None:
+        user = account.name
+        session = [
+            f"HOME=/home/{user}", f"XDG_RUNTIME_DIR=/run/user/{uid(host, user)}", ticket,
+            "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            [*host.exec, "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+             "env", "-i", *session, "/usr/bin/python3", str(PYZ), "--config", config, "watch"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, wanted: Callable[[str], bool], what: str, timeout: float = WAIT) -> str:
+        """The next stderr line ``wanted`` accepts; fails naming ``what`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no {what} within {timeout:g} s; the agent said: {self.seen[-20:]}")
+            self.seen.append(line)
+            if wanted(line):
+                return line
+
+    def wait_for_sync(self, summary: str, what: str) -> str:
+        """The next "sync done" event (ID 1) whose summary holds ``summary``."""
+        return self.wait_for(
+            lambda line: line.startswith("credroam-agent event=1 ") and summary in line, what
+        )
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=60)
+
+
+@contextmanager
+def watching(host: ClientHost, account: Account, config: str) -> Iterator[AgentWatch]:
+    """The user's watch running (its first sync done) after a login, stopped afterwards."""
+    login = agent(host, "login", user=account.name, password=account.password, config=config)
+    assert login.returncode == 0, login.stderr
+    watch = AgentWatch(host, account, config, kinit(host, account))
+    try:
+        watch.wait_for_sync("sync done", "the watch's first sync")
+        yield watch
+    finally:
+        code = watch.stop()
+    assert code == 0, watch.seen[-20:]
+
+
 def put(host: ClientHost, user: str, path: str, data: bytes) -> None:
     """Write a file as ``user`` on ``host`` (folders 0700, file 0600), as the user's tools do."""
     subprocess.run(
@@ -190,21 +278,31 @@ def put(host: ClientHost, user: str, path: str, data: bytes) -> None:
     )
 
 
-def new_certificate(host: ClientHost, user: str, common_name: str) -> tuple[str, bytes]:
-    """A certificate and its key placed in ``user``'s store on ``host``; (thumbprint, DER)."""
+def new_certificate(
+    host: ClientHost, user: str, common_name: str, *, at_once: bool = False
+) -> tuple[str, bytes]:
+    """A certificate and its key placed in ``user``'s store on ``host``; (thumbprint, DER).
+
+    ``at_once``: both files appear in the store together (written outside it, then renamed
+    in by one command), as one change for a watching agent.
+    """
     der, pkcs8 = self_signed(common_name)
     certificate = x509.load_der_x509_certificate(der)
     thumb = thumbprint(der)
     key = serialization.load_der_private_key(pkcs8, None).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    put(
-        host,
-        user,
-        f"{STORE}/MY/{thumb}.cert.pem",
-        certificate.public_bytes(serialization.Encoding.PEM),
-    )
-    put(host, user, f"{STORE}/MY/{thumb}.key.pem", key)
+    files = {
+        f"{thumb}.cert.pem": certificate.public_bytes(serialization.Encoding.PEM),
+        f"{thumb}.key.pem": key,
+    }
+    folder = ".credroam-staged" if at_once else f"{STORE}/MY"
+    for name, data in files.items():
+        put(host, user, f"{folder}/{name}", data)
+    if at_once:
+        host.ssh(
+            f"runuser -u {user} -- sh -c 'mkdir -p ~/{STORE}/MY && mv ~/{folder}/* ~/{STORE}/MY/'"
+        )
     return thumb, der
 
 
@@ -318,15 +416,7 @@ def test_a_background_sync_binds_with_alices_kerberos_ticket(agent_lab, alice):
     host = agent_lab.client(0)
     assert agent(host, "login", password=alice.password).returncode == 0
     thumb, _ = new_certificate(host, "alice", "renewed")
-    cache = f"KRB5CCNAME=FILE:/run/user/{uid(host, 'alice')}/krb5cc"
-    kinit = subprocess.run(
-        [*host.ssh_argv(), f"runuser -u alice -- env {cache} kinit alice@LAB.EXAMPLE"],
-        input=alice.password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert kinit.returncode == 0, kinit.stderr
+    cache = kinit(host, alice)
 
     sync = agent(host, "sync", env=cache)
     assert sync.returncode == 0, sync.stderr
@@ -474,3 +564,26 @@ def test_an_outstanding_request_is_enrolled_with_the_lab_ca_and_the_certificate_
     # tombstoned there with its key.
     assert directory_keys(lab, alice) == {f"%3\\{thumb}", f"%9\\{thumb}"}
     assert tombstones(lab, alice) == {f"%4\\{request_id}", f"%9\\{request_id}"}
+
+
+def test_in_watch_mode_a_certificate_added_to_the_store_roams_with_no_other_trigger(
+    agent_lab, alice
+):
+    lab = agent_lab
+    first, second = lab.client(0), lab.client(1)
+    with watching(first, alice, CONFIG_PATH) as watch:
+        thumb, der = new_certificate(first, "alice", "seen by the watch", at_once=True)
+
+        watch.wait_for_sync("2 uploaded", "the sync of the new certificate and key")
+
+        assert {f"%3\\{thumb}", f"%9\\{thumb}"} <= directory_keys(lab, alice)
+    login = agent(second, "login", password=alice.password)
+    assert login.returncode == 0, login.stderr
+    roamed = store_files(lab, second, "alice")
+    assert (
+        x509.load_pem_x509_certificate(roamed[f"MY/{thumb}.cert.pem"]).public_bytes(
+            serialization.Encoding.DER
+        )
+        == der
+    )
+    assert f"MY/{thumb}.key.pem" in roamed

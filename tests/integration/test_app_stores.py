@@ -11,11 +11,12 @@ the machine. The test gives Chromium its own: it runs in a private mount namespa
 (``unshare --mount``, root) where a temporary copy of /etc/chromium, holding the policy, is
 bound over /etc/chromium. Nothing outside the namespace sees it.
 
-Cross-host roaming on the lab forest: two hosts of alice (``SimulatedHost``: file store, state,
-key cache, and here a HOME with its NSS database) sync through DC1 and DC2 as the agent will:
-the NSS mirror's ``sync_with`` before and after each directory sync. A certificate and key
-imported with ``pk12util`` into host A's NSS database end in host B's, where Chromium
-authenticates with them; a deletion in A's NSS database removes them from B's.
+Cross-host roaming on the lab forest, by the real agent (the zipapp under /usr/bin/python3, as
+alice, ``stores = ["file", "nss"]``) on two client hosts: a certificate and key imported with
+``pk12util`` into alice's ``sql:$HOME/.pki/nssdb`` on client 1 end, after the agent's logins on
+client 1 then client 2, in client 2's database, where Chromium authenticates with them; a
+deletion there (``certutil -D``) removes them from the other host's database after the agents'
+syncs; and a ``watch``ing agent syncs when pk12util changes the database.
 """
 
 from __future__ import annotations
@@ -45,11 +46,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from credroam.roaming.model import Item, ItemKind, StoreName
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.store.nss import NssMirror
-from credroam.timestamps import filetime_now
-from tests.integration.roaming_lab import SimulatedHost, clear_everywhere, replicate
-from tests.integration.test_roaming_e2e import roam
-from tests.integration.test_schema import run_schema_playbook
-from tests.lab import Account, Lab
+from tests.integration import test_agent
+from tests.integration.test_agent import (
+    WITH_NSS,
+    agent,
+    directory_keys,
+    events,
+    put,
+    store_files,
+    watching,
+)
+from tests.lab import Account, ClientHost, Lab
 from tests.nss_oracle import ec_key_id, nss_certificates, nss_key_ids, thumbprint
 
 CHROMIUM = shutil.which("chromium")
@@ -304,101 +311,95 @@ def test_chromium_does_not_offer_an_archived_expired_certificate(
     assert "no client certificate" in page.stdout, page.stderr[-3000:]
 
 
-# --- across hosts, through the lab's DCs -----------------------------------------------------
+# --- across hosts: the real agent on the lab's client hosts ----------------------------------
+
+# The agent's lab (tests/integration/test_agent.py): alice a local user on each client host,
+# configurations in /etc/credroam (WITH_NSS: stores = ["file", "nss"]), the zipapp.
+agent_lab, alice, pyz = test_agent.agent_lab, test_agent.alice, test_agent.pyz
 
 
-@pytest.fixture(scope="module")
-def schema_lab(lab: Lab) -> Lab:
-    """The lab with credroam's schema applied by the real role (idempotent, so cheap again)."""
-    applied = run_schema_playbook(lab)
-    assert applied.returncode == 0, applied.stdout[-4000:] + applied.stderr[-2000:]
-    return lab
+def _nssdb(lab: Lab, host: ClientHost) -> Path:
+    """alice's NSS database on ``host``, as the machine sees the host's /home."""
+    return lab.state_dir / host.name / "home" / "alice" / ".pki" / "nssdb"
 
 
-@pytest.fixture
-def alice(schema_lab: Lab) -> Account:
-    account = schema_lab.user("alice")
-    clear_everywhere(schema_lab, account)
-    return account
+def _login(host: ClientHost, account: Account) -> None:
+    """alice logs on to ``host``: the agent's login syncs the NSS database with the directory."""
+    login = agent(host, "login", password=account.password, config=WITH_NSS)
+    assert login.returncode == 0, login.stderr
+    assert events(login) == [1], login.stderr
 
 
-class _HostWithNss(SimulatedHost):
-    """A host of the user whose HOME has the NSS database the agent mirrors."""
-
-    def __init__(self, home: Path) -> None:
-        super().__init__(home)
-        self.nssdb = home / ".pki" / "nssdb"
-        self.nss = NssMirror(str(self.nssdb), str(home / "mirror" / "nss.json"))
-
-
-def _agent_sync(lab: Lab, account: Account, host: _HostWithNss, dc: int) -> None:
-    """What the agent does in one sync: NSS into the store, the directory sync, store into NSS."""
-    before = host.nss.sync_with(host.store)
-    assert before.ok, before.problems
-    report = roam(lab, account, host, dc=dc, now=filetime_now())
-    assert not (report.refused or report.rejected or report.local_errors), report
-    after = host.nss.sync_with(host.store)
-    assert after.ok, after.problems
-
-
-def _pk12util_import(host: _HostWithNss, tmp_path: Path, certificate, key) -> None:
-    """What Chromium's certificate manager does on that host."""
+def _pk12util_import(host: ClientHost, certificate, key) -> None:
+    """What Chromium's certificate manager does on that host, as alice, into her database."""
     bundle = pkcs12.serialize_key_and_certificates(
         b"alice's certificate", key, certificate, None, serialization.BestAvailableEncryption(b"pw")
     )
-    path = tmp_path / "alice.p12"
-    path.write_bytes(bundle)
-    subprocess.run(
-        ["pk12util", "-i", str(path), "-W", "pw", "-d", f"sql:{host.nssdb}"],
-        check=True,
-        capture_output=True,
-    )
+    put(host, "alice", "alice.p12", bundle)
+    host.ssh("runuser -u alice -- pk12util -i ~alice/alice.p12 -W pw -d sql:/home/alice/.pki/nssdb")
+
+
+def _certutil_delete(host: ClientHost, der: bytes) -> None:
+    """The certificate deleted from alice's database on ``host`` (``certutil -D``), by its
+    key's CKA_ID (every certificate of one subject shares one nickname)."""
+    uri = f"pkcs11:id={_percent(ec_key_id(der))}"
+    host.ssh(f"runuser -u alice -- certutil -D -n '{uri}' -d sql:/home/alice/.pki/nssdb")
 
 
 def test_a_certificate_imported_into_nss_roams_to_the_other_hosts_nss_and_chromium(
-    schema_lab, alice, tmp_path, client_auth_server
+    agent_lab, alice, tmp_path, client_auth_server
 ) -> None:
-    lab = schema_lab
+    lab = agent_lab
+    first, second = lab.client(0), lab.client(1)
     url, ca_cert, (client_cert, client_key) = client_auth_server
-    a, b = _HostWithNss(tmp_path / "host-a"), _HostWithNss(tmp_path / "host-b")
-    a.nss.sync_with(a.store)  # the database exists, as Chromium makes it at its first start
-    _pk12util_import(a, tmp_path, client_cert, client_key)
+    _login(first, alice)  # the agent makes the database, as Chromium does at its first start
+    _pk12util_import(first, client_cert, client_key)
     der = client_cert.public_bytes(serialization.Encoding.DER)
-    thumb = thumbprint(der)
 
-    _agent_sync(lab, alice, a, dc=0)
-    replicate(lab, 0, 1)
-    _agent_sync(lab, alice, b, dc=1)
+    _login(first, alice)
+    _login(second, alice)
 
-    assert thumb in nss_certificates(b.nssdb)
-    assert ec_key_id(der) in nss_key_ids(b.nssdb)
-    _trust(b.home, ca_cert, tmp_path)
-    _assert_chromium_authenticates(b.home, tmp_path, url, "chromium-client-auth-roamed.png")
+    assert thumbprint(der) in nss_certificates(_nssdb(lab, second))
+    assert ec_key_id(der) in nss_key_ids(_nssdb(lab, second))
+    # Chromium on the machine, with a copy of the database client 2's agent wrote.
+    home = tmp_path / "client-2-home"
+    shutil.copytree(_nssdb(lab, second), home / ".pki" / "nssdb")
+    _trust(home, ca_cert, tmp_path)
+    _assert_chromium_authenticates(home, tmp_path, url, "chromium-client-auth-roamed.png")
 
 
-def test_a_deletion_in_one_hosts_nss_removes_it_from_the_others(schema_lab, alice, tmp_path):
-    lab = schema_lab
-    a, b = _HostWithNss(tmp_path / "host-a"), _HostWithNss(tmp_path / "host-b")
+def test_a_deletion_in_one_hosts_nss_removes_it_from_the_others(agent_lab, alice):
+    lab = agent_lab
+    first, second = lab.client(0), lab.client(1)
     certificate, key = _issue(USER_NAME, None)
-    a.nss.sync_with(a.store)
-    _pk12util_import(a, tmp_path, certificate, key)
+    _login(first, alice)
+    _pk12util_import(first, certificate, key)
     der = certificate.public_bytes(serialization.Encoding.DER)
-    thumb = thumbprint(der)
-    _agent_sync(lab, alice, a, dc=0)
-    _agent_sync(lab, alice, b, dc=0)
-    assert thumb in nss_certificates(b.nssdb)
+    _login(first, alice)
+    _login(second, alice)
+    assert thumbprint(der) in nss_certificates(_nssdb(lab, second))
 
-    subprocess.run(
-        ["certutil", "-F", "-n", f"pkcs11:id={_percent(ec_key_id(der))}", "-d", f"sql:{a.nssdb}"],
-        check=True,
-        capture_output=True,
-    )
-    _agent_sync(lab, alice, a, dc=0)
-    _agent_sync(lab, alice, b, dc=0)
+    _certutil_delete(first, der)
+    _login(first, alice)
+    _login(second, alice)
 
-    assert thumb not in nss_certificates(b.nssdb)
-    assert ec_key_id(der) not in nss_key_ids(b.nssdb)
-    assert b.store.items() == {}
+    assert thumbprint(der) not in nss_certificates(_nssdb(lab, second))
+    assert ec_key_id(der) not in nss_key_ids(_nssdb(lab, second))
+    assert not [name for name in store_files(lab, second, "alice") if name.startswith("MY/")]
+    assert not directory_keys(lab, alice)
+
+
+def test_in_watch_mode_an_import_into_nss_triggers_a_sync(agent_lab, alice):
+    lab = agent_lab
+    first = lab.client(0)
+    certificate, key = _issue(USER_NAME, None)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    with watching(first, alice, WITH_NSS) as watch:
+        _pk12util_import(first, certificate, key)
+
+        watch.wait_for_sync("2 uploaded", "the sync of what pk12util imported")
+
+    assert {f"%3\\{thumbprint(der)}", f"%9\\{thumbprint(der)}"} <= directory_keys(lab, alice)
 
 
 def _percent(hex_id: str) -> str:

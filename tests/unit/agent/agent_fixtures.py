@@ -65,6 +65,7 @@ class Host:
     monkeypatch: object
     config_text: str = ""
     store_setting: str = "~/store"
+    stores: tuple[str, ...] = ("file",)  # the config's stores: the file store and its mirrors
     has_runtime: bool = True  # whether the session has its private runtime folder
     gpo: GpoSettings = field(default_factory=GpoSettings)  # what the user's GPOs set
     policy_reads: list = field(default_factory=list)  # (DN, SMB credentials) per GPO read
@@ -87,12 +88,21 @@ class Host:
         return self.home / "state.json"
 
     @property
+    def nssdb(self) -> Path:
+        return self.home / ".pki" / "nssdb"
+
+    @property
+    def networkmanager(self) -> Path:
+        return self.home / ".local" / "share" / "credroam" / "networkmanager"
+
+    @property
     def key_cache(self) -> Path:
         return self.runtime / "credroam" / "roaming.key"
 
     def write_config(self, extra: str = "") -> Path:
         path = self.root / "agent.toml"
         path.write_text(
+            f"stores = {list(self.stores)!r}\n"
             '[directory]\ndomain = "lab.example"\ndcs = ["dc1.lab.example", "dc2.lab.example"]\n'
             f'[paths]\nstore = "{self.store_setting}"\nstate = "~/state.json"\n{extra}'
         )

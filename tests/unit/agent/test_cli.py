@@ -240,7 +240,7 @@ def test_watch_hands_a_sync_callable_and_the_store_folders_to_the_triggers(
         calls["version"] = policy_version()
         calls["first"] = sync_once("start")
 
-    fake = types.SimpleNamespace(run=run)
+    fake = types.SimpleNamespace(run=run, STORE="store")
     monkeypatch.setitem(sys.modules, "credroam_agent.triggers", fake)
     monkeypatch.setattr(credroam_agent, "triggers", fake, raising=False)
     code, _, err = host.run("watch", capsys=capsys)
@@ -392,3 +392,4 @@ def test_a_dry_run_login_reports_the_plan_as_json_alone_and_changes_nothing(
     assert code == 0, err
     (synced,) = json.loads(out)["synced"]  # what the real sync moved, as the plan shows it
     assert synced["upload"] == [f"%3\\{thumb}", f"%9\\{thumb}"] and directory.writes
+    assert synced["full_sync_reason"] == "no header"  # a first sync compares every item

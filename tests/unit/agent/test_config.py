@@ -20,6 +20,12 @@ def test_a_minimal_file_derives_realm_base_dn_and_defaults():
     assert config.directory.tls_mode == "ldaps"
     assert config.enrollment_command == ()
     assert config.policy == {}
+    assert config.stores == ("file",)  # no mirror unless asked for
+
+
+def test_stores_name_the_mirrors_beside_the_file_store():
+    config = parse_config('stores = ["file", "nss", "networkmanager"]\n' + MINIMAL, "f")
+    assert config.stores == ("file", "nss", "networkmanager")
 
 
 def test_users_map_local_names_to_accounts_in_a_realm():
@@ -58,6 +64,10 @@ def test_paths_expand_home_and_runtime_folder_per_user():
         (MINIMAL + '[enrollment]\ncommand = "certmonger"\n', "enrollment.command"),
         (MINIMAL + "[users]\nmap = { a = 1 }\n", "users.map"),
         ("not = [toml", "not valid TOML"),
+        ('stores = ["file", "firefox"]\n' + MINIMAL, "'firefox'"),
+        ('stores = ["nss"]\n' + MINIMAL, "'file'"),
+        ('stores = ["file", "nss", "nss"]\n' + MINIMAL, "named twice"),
+        ('stores = "nss"\n' + MINIMAL, "stores"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_file_and_the_key(text, named):
