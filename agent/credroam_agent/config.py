@@ -27,6 +27,9 @@ fault (exit code 2). Example (every key optional except ``directory.domain``)::
     command = ["/usr/local/libexec/credroam-enroll"]   # CSR PEM on stdin, certificate on stdout
     timeout = 120
 
+    [recovery]     # the organisation's recovery public key(s), PEM: the roaming key is also
+    public_keys = ["/etc/credroam/recovery.pem"]   # wrapped for each (README, Key recovery)
+
     [policy]       # defaults; Group Policy wins where it sets a value. Any option of the GPO
     enabled = true # settings tables (gpo/settings.py), with the same ranges:
     tombstone_days = 60
@@ -42,11 +45,12 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from credroam.gpo.model import GpoError
 from credroam.gpo.resolve import POLICY_TABLES, GpoSettings
+from credroam.roaming.envelope import EnvelopeError, public_key_id
 from credroam.roaming.model import Policy
 
 DEFAULT_PATH = "/etc/credroam/agent.toml"
@@ -91,6 +95,8 @@ class AgentConfig:
     enrollment_command: tuple[str, ...] = ()
     enrollment_timeout: int = 120
     policy: Mapping[str, bool | int | str] = field(default_factory=dict)  # only the values set
+    recovery_key_files: tuple[str, ...] = ()
+    recovery_public_keys: tuple[bytes, ...] = ()  # their PEM, read and checked by load_config
 
     def account_for(self, local_name: str) -> str:
         """The sAMAccountName a local user roams as (the mapping, else the same name)."""
@@ -242,7 +248,9 @@ def parse_config(text: str, path: str) -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    _check_keys(data, path, "top level", {"directory", "users", "paths", "enrollment", "policy"})
+    _check_keys(
+        data, path, "top level", {"directory", "users", "paths", "enrollment", "policy", "recovery"}
+    )
     directory = _directory(data, path)
     user_realm, user_map = _users(data, path, directory.realm)
     enrollment = _table(data, path, "enrollment")
@@ -260,7 +268,34 @@ def parse_config(text: str, path: str) -> AgentConfig:
         enrollment_command=_string_list(command, path, "enrollment.command") if command else (),
         enrollment_timeout=timeout,
         policy=parse_policy_values(_table(data, path, "policy"), path),
+        recovery_key_files=_recovery_key_files(data, path),
     )
+
+
+def _recovery_key_files(data: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    table = _table(data, path, "recovery")
+    _check_keys(table, path, "recovery", {"public_keys"})
+    files = table.get("public_keys", [])
+    return _string_list(files, path, "recovery.public_keys") if files else ()
+
+
+def read_recovery_keys(config: AgentConfig) -> AgentConfig:
+    """``config`` with the PEM of each ``recovery.public_keys`` file, each checked to be an RSA
+    public key the envelope can wrap for; ConfigError names the file at fault."""
+    keys = []
+    for name in config.recovery_key_files:
+        try:
+            with open(name, "rb") as handle:
+                pem = handle.read(64 * 1024)
+            public_key_id(pem)
+        except OSError as exc:
+            raise ConfigError(
+                f"{config.path}: recovery.public_keys: cannot read {name}: {exc.strerror}"
+            ) from None
+        except EnvelopeError as exc:
+            raise ConfigError(f"{config.path}: recovery.public_keys: {name}: {exc}") from None
+        keys.append(pem)
+    return replace(config, recovery_public_keys=tuple(keys))
 
 
 def load_config(path: str | None = None) -> AgentConfig:
@@ -271,7 +306,7 @@ def load_config(path: str | None = None) -> AgentConfig:
             text = handle.read()
     except OSError as exc:
         raise ConfigError(f"cannot read the agent configuration {path}: {exc.strerror}") from None
-    return parse_config(text, path)
+    return read_recovery_keys(parse_config(text, path))
 
 
 # --- the policy in force ----------------------------------------------------------------------

@@ -215,6 +215,7 @@ def _roaming_key(
     password: str | None,
     dry_run: bool,
     as_json: bool = False,
+    one_time_secret: str | None = None,
 ) -> bytes | None:
     cache = session.paths.key_cache
     if cache is None:
@@ -234,9 +235,14 @@ def _roaming_key(
             now=session.clock(),
             check_mode=dry_run,
             password_verified=verified,
+            recovery_public_keys=session.config.recovery_public_keys,
+            one_time_secret=one_time_secret,
         )
     except RoamingKeyError as exc:
-        session.events.emit(EventId.ROAMING_KEY, f"{exc}; private keys are held, the rest syncs")
+        hint = "" if one_time_secret else f" ({ONE_TIME_HINT})"
+        session.events.emit(
+            EventId.ROAMING_KEY, f"{exc}; private keys are held, the rest syncs{hint}"
+        )
         return None
     except DirectoryError as exc:
         session.events.emit(EventId.DIRECTORY_WRITE, f"roaming key records: {exc}")
@@ -249,6 +255,13 @@ def _roaming_key(
         for action in changes.actions:
             print(f"roaming key: {action}")
     return key
+
+
+# What a user whose password was reset does (README, Key recovery).
+ONE_TIME_HINT = (
+    "after a password reset, the helpdesk can give a one-time secret for "
+    "`credroam-agent login --one-time-secret`"
+)
 
 
 def _report_events(session: Session, report: SyncReport, store: FileStore) -> None:
@@ -412,9 +425,12 @@ def run_sync(
     dry_run: bool = False,
     as_json: bool = False,
     refresh_policy: bool = True,
+    one_time_secret: str | None = None,
 ) -> int:
     """Bind, obtain the roaming key, reconcile, process enrollment requests (then roam what
-    was issued). The local store is not touched unless the directory was reached."""
+    was issued). The local store is not touched unless the directory was reached.
+    ``one_time_secret`` (login after a reset) opens the helpdesk's record of the key, which
+    the record for ``password`` then replaces."""
     bound = _bind(session, password)
     if bound is None:
         return EXIT_UNREACHABLE
@@ -426,7 +442,7 @@ def run_sync(
         if not in_force.enabled:
             print(f"roaming is off ({in_force.source('enabled')})", file=sys.stderr)
             return session.exit_code()
-        key = _roaming_key(session, bound, user_dn, password, dry_run, as_json)
+        key = _roaming_key(session, bound, user_dn, password, dry_run, as_json, one_time_secret)
         report = _one_sync(session, bound, user_dn, in_force, key, dry_run)
         if dry_run:
             if report is not None:
@@ -442,10 +458,22 @@ def run_sync(
 
 def read_password(stream) -> str:
     """The password as pam_exec's expose_authtok writes it (NUL-terminated), or a line."""
+    return read_secrets(stream, 1)[0]
+
+
+def read_secrets(stream, count: int) -> list[str]:
+    """The first ``count`` secrets on ``stream``: each NUL-terminated (pam_exec's
+    expose_authtok writes the password so) or, without any NUL, one a line (one secret: the
+    whole text but its line end). Missing ones are empty strings."""
     data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    text = text.split("\0", 1)[0]
-    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+    if "\0" in text:
+        fields = text.split("\0")[:count]
+    elif count == 1:
+        fields = [text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")]
+    else:
+        fields = [line.removesuffix("\r") for line in text.split("\n")[:count]]
+    return fields + [""] * (count - len(fields))
 
 
 # --- status ------------------------------------------------------------------------------------
