@@ -56,7 +56,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
@@ -65,6 +65,7 @@ import ldap3
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..errors import CredroamError, DirectoryError
+from ..ldapresult import check_result
 from .directory import (
     ROAMING_KEYS,
     ConcurrentModification,
@@ -108,6 +109,7 @@ __all__ = [
     "RoamingKeyUnavailable",
     "RotationPlan",
     "WrappedKey",
+    "describe_wrapped",
     "encode_wrapped_key",
     "obtain_roaming_key",
     "parse_wrapped_keys",
@@ -115,6 +117,7 @@ __all__ = [
     "plan_roaming_key",
     "plan_rotation",
     "recover_with_recovery_key",
+    "roaming_key_holders",
     "roaming_key_id",
     "rotate_recovery_key",
     "sealing_user_id",
@@ -795,3 +798,50 @@ def rotate_recovery_key(
         problems=plan.problems,
         check_mode=check_mode,
     )
+
+
+def describe_wrapped(record: RoamingRecord, changes: Sequence[ValueChange] = ()) -> list[str]:
+    """One line per credroamRoamingKeys value of ``record`` with ``changes`` applied, for
+    --diff: kind, a digest of the record, key id and recovery key id, never key material."""
+    deleted = {raw for change in changes for raw in change.delete}
+    blobs = [b for b in record.blobs_in(ROAMING_KEYS) if b.raw not in deleted]
+    blobs += [StoredBlob(ROAMING_KEYS, c.add, b"") for c in changes if c.add is not None]
+    lines = []
+    for blob in blobs:
+        try:
+            wrapped = _decode_wrapped_key(blob)
+        except EnvelopeError as exc:
+            lines.append(f"unreadable value: {exc}")
+            continue
+        digest = hashlib.sha256(wrapped.envelope).hexdigest()[:12]  # tells a rewrap apart
+        lines.append(
+            f"{wrapped.kind.value} record {digest} of key {wrapped.key_id}"
+            + (
+                f" for recovery key {wrapped.recovery_key_id[:16]}"
+                if wrapped.recovery_key_id
+                else ""
+            )
+        )
+    return sorted(lines)
+
+
+def roaming_key_holders(
+    conn: ldap3.Connection,
+    base_dn: str,
+    user_filter: str = "(&(objectCategory=person)(objectClass=user))",
+    page_size: int = 1000,
+) -> Iterator[str]:
+    """The DN of every user under ``base_dn`` matching ``user_filter`` that holds a wrapped
+    roaming key, read with a paged search (``page_size`` entries a page)."""
+    entries = conn.extend.standard.paged_search(
+        base_dn,
+        f"(&{user_filter}({ROAMING_KEYS}=*))",
+        search_scope=ldap3.SUBTREE,
+        attributes=["objectGUID"],
+        paged_size=page_size,
+        generator=True,
+    )
+    for entry in entries:
+        if entry.get("type") == "searchResEntry":
+            yield entry["dn"]
+    check_result(conn, f"searching the users holding roaming keys under {base_dn}")
