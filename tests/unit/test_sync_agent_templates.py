@@ -36,6 +36,8 @@ FULL = {
     "sync_agent_enrollment_command": ["/usr/local/libexec/enroll", "--ca", "Corp CA"],
     "sync_agent_enrollment_timeout": 60,
     "sync_agent_policy": {"tombstone_days": 30, "remove_at_logoff": True},
+    "sync_agent_recovery_public_key_src": "files/recovery.pem",
+    "sync_agent_recovery_public_key_file": "/etc/credroam/org-recovery.pem",
 }
 RENDER = """
 - hosts: localhost
@@ -90,6 +92,7 @@ def test_the_default_config_is_accepted_by_the_agent(rendered):
     assert config.directory.ca_file == "/etc/credroam/ca.pem"  # the role's sync_agent_ca_file
     assert config.directory.bind_method == "gssapi"
     assert config.policy == {}
+    assert config.recovery_key_files == ()
 
 
 def test_every_variable_reaches_its_key_in_agent_toml(rendered):
@@ -108,6 +111,7 @@ def test_every_variable_reaches_its_key_in_agent_toml(rendered):
     assert config.enrollment_command == ("/usr/local/libexec/enroll", "--ca", "Corp CA")
     assert config.enrollment_timeout == 60
     assert dict(config.policy) == {"tombstone_days": 30, "remove_at_logoff": True}
+    assert config.recovery_key_files == ("/etc/credroam/org-recovery.pem",)
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")

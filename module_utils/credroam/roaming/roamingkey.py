@@ -32,6 +32,14 @@ none            no records             given                    first use: creat
 none            no records             none                     RoamingKeyUnavailable
 =============== ====================== ======================== =============================
 
+After a password reset the helpdesk replaces the password records with one wrapped under a
+one-time secret (:func:`recover_with_recovery_key`, the recovery record opening the key). A
+login given that secret (``one_time_secret``) opens it where neither cache nor password can,
+and then proceeds as with a matching cache: with the password verified, the record for it
+replaces the one-time record, which the secret no longer opens. Rotating the recovery key
+(:func:`rotate_recovery_key`) adds a record for the new recovery key to each key the old one
+opens and removes the old key's records; the roaming key itself never changes.
+
 Then every configured recovery public key without a record for this roaming key gets one. A
 record that could not be opened is never replaced unless the key it wraps is known (the cache
 with that key id): replacing it could lose every sealed private key. The cache is only ever
