@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import zipapp
 import zipfile
@@ -112,10 +113,17 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
 
 
 def build(target: Path) -> Path:
+    """Write the zipapp to ``target`` by rename: a run reading it meanwhile (another play of
+    a sliced or parallel rollout building the same bytes) never sees half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     source = io.BytesIO(zip_bytes(members()))
-    zipapp.create_archive(source, target, interpreter=INTERPRETER)
-    target.chmod(0o755)  # runnable as a command (the PAM hook's --agent), by every user
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        zipapp.create_archive(source, partial, interpreter=INTERPRETER)
+        partial.chmod(0o755)  # runnable as a command (the PAM hook's --agent), by every user
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 

@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 done with problems, 2 configuration error, 3 directory unr
 from __future__ import annotations
 
 import argparse
+import getpass
 import signal
 import sys
 import threading
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     login.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     login.add_argument("--json", action="store_true", help="report as JSON on stdout")
+    login.add_argument(
+        "--one-time-secret",
+        action="store_true",
+        help="after a password reset: the helpdesk's one-time secret follows the password "
+        "(NUL-terminated or the next line; asked for on a terminal)",
+    )
     sync = command("sync", "one reconciliation with the directory")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.add_argument("--json", action="store_true", help="report as JSON on stdout")
@@ -98,9 +105,20 @@ def _watch(session: Session) -> int:
     return EXIT_OK
 
 
-def _dispatch(args: argparse.Namespace, session: Session, password: str | None) -> int:
+def _dispatch(
+    args: argparse.Namespace,
+    session: Session,
+    password: str | None,
+    one_time_secret: str | None = None,
+) -> int:
     if args.command == "login":
-        return operations.run_sync(session, password, dry_run=args.dry_run, as_json=args.json)
+        return operations.run_sync(
+            session,
+            password,
+            dry_run=args.dry_run,
+            as_json=args.json,
+            one_time_secret=one_time_secret,
+        )
     if args.command == "sync":
         return operations.run_sync(session, dry_run=args.dry_run, as_json=args.json)
     if args.command == "status":
@@ -110,13 +128,29 @@ def _dispatch(args: argparse.Namespace, session: Session, password: str | None) 
     return _watch(session)
 
 
+def _login_secrets(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(password, one-time secret) of ``login``: from stdin (PAM, scripts) or, for
+    ``--one-time-secret`` on a terminal, asked for without echo."""
+    if args.command != "login":
+        return None, None
+    if not args.one_time_secret:
+        return operations.read_password(sys.stdin), None
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: "), getpass.getpass("One-time secret: ")
+    password, secret = operations.read_secrets(sys.stdin, 2)
+    return password, secret
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     events = EventLog()
     # Read before anything else, so the password is never left waiting in a pipe.
-    password = operations.read_password(sys.stdin) if args.command == "login" else None
+    password, one_time_secret = _login_secrets(args)
     if args.command == "login" and not password:
         events.config_error("login needs the password on stdin (pam_exec expose_authtok)")
+        return EXIT_CONFIG
+    if getattr(args, "one_time_secret", False) and not one_time_secret:
+        events.config_error("login --one-time-secret needs the secret after the password")
         return EXIT_CONFIG
     try:
         config = load_config(getattr(args, "config", None))
@@ -128,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events.context["user"] = user.name
     session = Session(config, user, events)
     try:
-        code = _dispatch(args, session, password)
+        code = _dispatch(args, session, password, one_time_secret)
     except Exception as exc:  # a bug must not hang or crash a logon with a traceback
         events.internal_error(exc)
         code = EXIT_PROBLEMS

@@ -31,6 +31,9 @@ fault (exit code 2). Example (every key optional except ``directory.domain``)::
     command = ["/usr/local/libexec/credroam-enroll"]   # CSR PEM on stdin, certificate on stdout
     timeout = 120
 
+    [recovery]     # the organisation's recovery public key(s), PEM: the roaming key is also
+    public_keys = ["/etc/credroam/recovery.pem"]   # wrapped for each (README, Key recovery)
+
     [policy]       # defaults; Group Policy wins where it sets a value. Any option of the GPO
     enabled = true # settings tables (gpo/settings.py), with the same ranges:
     tombstone_days = 60
@@ -46,11 +49,12 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from credroam.gpo.model import GpoError
 from credroam.gpo.resolve import POLICY_TABLES, GpoSettings
+from credroam.roaming.envelope import EnvelopeError, public_key_id
 from credroam.roaming.model import Policy
 from credroam.roaming.store import StoreError
 from credroam.roaming.store.mirror import make_mirrors
@@ -98,6 +102,8 @@ class AgentConfig:
     enrollment_timeout: int = 120
     policy: Mapping[str, bool | int | str] = field(default_factory=dict)  # only the values set
     stores: tuple[str, ...] = ("file",)  # the file store and the mirrors of it to keep
+    recovery_key_files: tuple[str, ...] = ()
+    recovery_public_keys: tuple[bytes, ...] = ()  # their PEM, read and checked by load_config
 
     def account_for(self, local_name: str) -> str:
         """The sAMAccountName a local user roams as (the mapping, else the same name)."""
@@ -260,7 +266,7 @@ def parse_config(text: str, path: str) -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    sections = {"directory", "users", "paths", "enrollment", "policy"}
+    sections = {"directory", "users", "paths", "enrollment", "policy", "recovery"}
     _check_keys(data, path, "top level", sections | {"stores"})
     directory = _directory(data, path)
     user_realm, user_map = _users(data, path, directory.realm)
@@ -280,7 +286,34 @@ def parse_config(text: str, path: str) -> AgentConfig:
         enrollment_timeout=timeout,
         policy=parse_policy_values(_table(data, path, "policy"), path),
         stores=_stores(data, path),
+        recovery_key_files=_recovery_key_files(data, path),
     )
+
+
+def _recovery_key_files(data: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    table = _table(data, path, "recovery")
+    _check_keys(table, path, "recovery", {"public_keys"})
+    files = table.get("public_keys", [])
+    return _string_list(files, path, "recovery.public_keys") if files else ()
+
+
+def read_recovery_keys(config: AgentConfig) -> AgentConfig:
+    """``config`` with the PEM of each ``recovery.public_keys`` file, each checked to be an RSA
+    public key the envelope can wrap for; ConfigError names the file at fault."""
+    keys = []
+    for name in config.recovery_key_files:
+        try:
+            with open(name, "rb") as handle:
+                pem = handle.read(64 * 1024)
+            public_key_id(pem)
+        except OSError as exc:
+            raise ConfigError(
+                f"{config.path}: recovery.public_keys: cannot read {name}: {exc.strerror}"
+            ) from None
+        except EnvelopeError as exc:
+            raise ConfigError(f"{config.path}: recovery.public_keys: {name}: {exc}") from None
+        keys.append(pem)
+    return replace(config, recovery_public_keys=tuple(keys))
 
 
 def load_config(path: str | None = None) -> AgentConfig:
@@ -291,7 +324,7 @@ def load_config(path: str | None = None) -> AgentConfig:
             text = handle.read()
     except OSError as exc:
         raise ConfigError(f"cannot read the agent configuration {path}: {exc.strerror}") from None
-    return parse_config(text, path)
+    return read_recovery_keys(parse_config(text, path))
 
 
 # --- the policy in force ----------------------------------------------------------------------

@@ -223,6 +223,7 @@ def _roaming_key(
     password: str | None,
     dry_run: bool,
     as_json: bool = False,
+    one_time_secret: str | None = None,
 ) -> tuple[bytes | None, tuple[bytes, ...]]:
     """The roaming key, and the keys that lost to it (the sync re-seals what they sealed)."""
     cache = session.paths.key_cache
@@ -243,9 +244,14 @@ def _roaming_key(
             now=session.clock(),
             check_mode=dry_run,
             password_verified=verified,
+            recovery_public_keys=session.config.recovery_public_keys,
+            one_time_secret=one_time_secret,
         )
     except RoamingKeyError as exc:
-        session.events.emit(EventId.ROAMING_KEY, f"{exc}; private keys are held, the rest syncs")
+        hint = "" if one_time_secret else f" ({ONE_TIME_HINT})"
+        session.events.emit(
+            EventId.ROAMING_KEY, f"{exc}; private keys are held, the rest syncs{hint}"
+        )
         return None, ()
     except DirectoryError as exc:
         session.events.emit(EventId.DIRECTORY_WRITE, f"roaming key records: {exc}")
@@ -258,6 +264,13 @@ def _roaming_key(
         for action in changes.actions:
             print(f"roaming key: {action}")
     return key, changes.retired
+
+
+# What a user whose password was reset does (README, Key recovery).
+ONE_TIME_HINT = (
+    "after a password reset, the helpdesk can give a one-time secret for "
+    "`credroam-agent login --one-time-secret`"
+)
 
 
 def _report_events(session: Session, report: SyncReport) -> None:
@@ -476,11 +489,14 @@ def run_sync(
     as_json: bool = False,
     refresh_policy: bool = True,
     force_full: bool = False,
+    one_time_secret: str | None = None,
 ) -> int:
     """Bind, obtain the roaming key, reconcile, process enrollment requests (then roam what
     was issued); the mirrors are synced with the file store before and after (not in a dry
     run). The local store is not touched unless the directory was reached. ``force_full``
-    skips the sync's fast path (a store watch saw a change its markers may not show)."""
+    skips the sync's fast path (a store watch saw a change its markers may not show).
+    ``one_time_secret`` (login after a reset) opens the helpdesk's record of the key, which
+    the record for ``password`` then replaces."""
     bound = _bind(session, password)
     if bound is None:
         return EXIT_UNREACHABLE
@@ -492,7 +508,9 @@ def run_sync(
         if not in_force.enabled:
             print(f"roaming is off ({in_force.source('enabled')})", file=sys.stderr)
             return session.exit_code()
-        key, retired = _roaming_key(session, bound, user_dn, password, dry_run, as_json)
+        key, retired = _roaming_key(
+            session, bound, user_dn, password, dry_run, as_json, one_time_secret
+        )
         mirrors = session.mirrors
         if dry_run:
             report = _one_sync(
@@ -520,10 +538,22 @@ def run_sync(
 
 def read_password(stream) -> str:
     """The password as pam_exec's expose_authtok writes it (NUL-terminated), or a line."""
+    return read_secrets(stream, 1)[0]
+
+
+def read_secrets(stream, count: int) -> list[str]:
+    """The first ``count`` secrets on ``stream``: each NUL-terminated (pam_exec's
+    expose_authtok writes the password so) or, without any NUL, one a line (one secret: the
+    whole text but its line end). Missing ones are empty strings."""
     data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    text = text.split("\0", 1)[0]
-    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+    if "\0" in text:
+        fields = text.split("\0")[:count]
+    elif count == 1:
+        fields = [text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")]
+    else:
+        fields = [line.removesuffix("\r") for line in text.split("\n")[:count]]
+    return fields + [""] * (count - len(fields))
 
 
 # --- status ------------------------------------------------------------------------------------

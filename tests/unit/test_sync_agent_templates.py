@@ -37,6 +37,8 @@ FULL = {
     "sync_agent_enrollment_timeout": 60,
     "sync_agent_policy": {"tombstone_days": 30, "remove_at_logoff": True},
     "sync_agent_stores": ["file", "nss", "networkmanager"],
+    "sync_agent_recovery_public_key_src": "files/recovery.pem",
+    "sync_agent_recovery_public_key_file": "/etc/credroam/org-recovery.pem",
 }
 RENDER = """
 - hosts: localhost
@@ -92,6 +94,7 @@ def test_the_default_config_is_accepted_by_the_agent(rendered):
     assert config.directory.bind_method == "gssapi"
     assert config.policy == {}
     assert config.stores == ("file",)
+    assert config.recovery_key_files == ()
 
 
 def test_every_variable_reaches_its_key_in_agent_toml(rendered):
@@ -111,6 +114,7 @@ def test_every_variable_reaches_its_key_in_agent_toml(rendered):
     assert config.enrollment_timeout == 60
     assert dict(config.policy) == {"tombstone_days": 30, "remove_at_logoff": True}
     assert config.stores == ("file", "nss", "networkmanager")
+    assert config.recovery_key_files == ("/etc/credroam/org-recovery.pem",)
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")

@@ -32,6 +32,14 @@ none            no records             given                    first use: creat
 none            no records             none                     RoamingKeyUnavailable
 =============== ====================== ======================== =============================
 
+After a password reset the helpdesk replaces the password records with one wrapped under a
+one-time secret (:func:`recover_with_recovery_key`, the recovery record opening the key). A
+login given that secret (``one_time_secret``) opens it where neither cache nor password can,
+and then proceeds as with a matching cache: with the password verified, the record for it
+replaces the one-time record, which the secret no longer opens. Rotating the recovery key
+(:func:`rotate_recovery_key`) adds a record for the new recovery key to each key the old one
+opens and removes the old key's records; the roaming key itself never changes.
+
 Then every configured recovery public key without a record for this roaming key gets one. A
 record that could not be opened is never replaced unless the key it wraps is known (the cache
 with that key id): replacing it could lose every sealed private key. The cache is only ever
@@ -66,14 +74,16 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 import ldap3
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..errors import CredroamError, DirectoryError
+from ..ldapresult import check_result
 from .directory import (
     ROAMING_KEYS,
     ConcurrentModification,
@@ -115,14 +125,19 @@ __all__ = [
     "RecordKind",
     "RoamingKeyError",
     "RoamingKeyUnavailable",
+    "RotationPlan",
     "WrappedKey",
+    "describe_wrapped",
     "encode_wrapped_key",
     "obtain_roaming_key",
     "parse_wrapped_keys",
     "plan_recovery",
     "plan_roaming_key",
+    "plan_rotation",
     "recover_with_recovery_key",
+    "roaming_key_holders",
     "roaming_key_id",
+    "rotate_recovery_key",
     "sealing_user_id",
     "winning_key_id",
 ]
@@ -384,6 +399,27 @@ def _choose_key(
     raise RoamingKeyUnavailable(user, "the password opens none of its password records")
 
 
+def _open_one_time_record(
+    user: str,
+    wrapped: Sequence[WrappedKey],
+    cached: bytes | None,
+    secret: str | bytes,
+    user_id: str,
+) -> bytes | None:
+    """The key the one-time secret opens; None when the cache already matches a record (the
+    secret is not needed). Raises :class:`RoamingKeyUnavailable` when it opens none."""
+    if cached is not None and roaming_key_id(cached) in {w.key_id for w in wrapped}:
+        return None
+    ignored: list[str] = []
+    for candidate in sorted(
+        (w for w in wrapped if w.kind is RecordKind.PASSWORD), key=lambda w: w.key_id
+    ):
+        key = _open_password_record(candidate, secret, user_id, ignored)
+        if key is not None:
+            return key
+    raise RoamingKeyUnavailable(user, "the one-time secret opens none of its password records")
+
+
 def _password_record_change(
     record: RoamingRecord,
     key: bytes,
@@ -486,10 +522,14 @@ def plan_roaming_key(
     scrypt_params: ScryptParams = DEFAULT_SCRYPT,
     user: str | None = None,
     password_verified: bool = False,
+    one_time_secret: str | bytes | None = None,
 ) -> KeyPlan:
     """Decide the key and the value changes (module docstring's table). Writes nothing.
 
-    ``user`` names the user in messages (default: the record's DN). Raises
+    ``user`` names the user in messages (default: the record's DN). ``one_time_secret`` is the
+    secret the helpdesk wrapped the key under after a password reset (:func:`plan_recovery`);
+    given, it opens that record when neither the cache nor the password can, and the
+    ``password_verified`` password's record then replaces it. Raises
     :class:`RoamingKeyUnavailable` when no key can be had without losing one.
     """
     user = user or record.dn
@@ -499,6 +539,13 @@ def plan_roaming_key(
     actions: list[str] = []
     opened: WrappedKey | None = None
     retired: tuple[bytes, ...] = ()
+    if one_time_secret is not None and wrapped:
+        from_secret = _open_one_time_record(user, wrapped, cached_key, one_time_secret, user_id)
+        if from_secret is not None:
+            # Known now without the password, as from a cache: the password record for the
+            # (verified) password below replaces the one-time record and every stale one.
+            cached_key = from_secret
+            actions.append("opened the one-time record the helpdesk set")
     if wrapped:
         key, opened, action = _choose_key(user, wrapped, cached_key, password, user_id, problems)
         actions += [action] if action else []
@@ -557,15 +604,18 @@ def _write_cache(path: str, key: bytes) -> None:
     write_key_cache(path, key)
 
 
+_Plan = TypeVar("_Plan", "KeyPlan", "RotationPlan")
+
+
 def _apply(
     source: ldap3.Connection | RoamingRecord,
     user: str,
-    plan_for: Callable[[RoamingRecord], KeyPlan],
+    plan_for: Callable[[RoamingRecord], _Plan],
     *,
     now: int,
     check_mode: bool,
     max_attempts: int,
-) -> tuple[KeyPlan, tuple[dict, ...], RoamingRecord]:
+) -> tuple[_Plan, tuple[dict, ...], RoamingRecord]:
     """Plan against ``source`` and write the plan when it is a connection (optimistic retries).
 
     With a record nothing is written and no modify is returned: the caller applies
@@ -602,6 +652,7 @@ def obtain_roaming_key(
     scrypt_params: ScryptParams = DEFAULT_SCRYPT,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     password_verified: bool = False,
+    one_time_secret: str | bytes | None = None,
 ) -> tuple[bytes, KeyChanges]:
     """The roaming key of ``user`` (a DN), the directory and the cache brought up to date.
 
@@ -624,6 +675,7 @@ def obtain_roaming_key(
             scrypt_params=scrypt_params,
             user=user,
             password_verified=password_verified,
+            one_time_secret=one_time_secret,
         )
 
     plan, operations, record = _apply(
@@ -743,3 +795,162 @@ def recover_with_recovery_key(
         problems=plan.problems,
         check_mode=check_mode,
     )
+
+
+# --- rotating the recovery key ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RotationPlan:
+    """The credroamRoamingKeys changes that move one user's recovery records from the old
+    recovery key to the new one. ``pending`` is False when nothing is left to rotate (every
+    record opened by the old key has one for the new key and is removed)."""
+
+    changes: tuple[ValueChange, ...] = ()
+    actions: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def plan_rotation(
+    record: RoamingRecord,
+    *,
+    old_private_key: bytes | rsa.RSAPrivateKey,
+    new_public_key: bytes,
+    old_key_password: bytes | None = None,
+    user: str | None = None,
+) -> RotationPlan:
+    """For each roaming key of the user wrapped for the old recovery key: a record for the new
+    recovery public key (unless one is there) and the old key's records removed. Writes
+    nothing; run again after it was applied, it plans nothing.
+
+    An old-key record that does not open is reported and left in place (removing it could
+    remove the only way back to a key). A user with no old-key record has nothing to rotate;
+    one with no recovery record at all is reported, since the helpdesk could not recover it.
+    """
+    user = user or record.dn
+    user_id = sealing_user_id(record, user)
+    private_key = _load_recovery_key(old_private_key, old_key_password)
+    old_id = public_key_id(private_key.public_key())
+    try:
+        new_id = public_key_id(new_public_key)
+    except EnvelopeError as exc:
+        raise RoamingKeyError(f"new recovery public key: {exc}") from None
+    if new_id == old_id:
+        raise RoamingKeyError("the new recovery public key is the old one: nothing to rotate to")
+    wrapped, problems = parse_wrapped_keys(record)
+    recovery = [w for w in wrapped if w.kind is RecordKind.RECOVERY]
+    has_new = {w.key_id for w in recovery if w.recovery_key_id == new_id}
+    changes: list[ValueChange] = []
+    actions: list[str] = []
+    for old in sorted((w for w in recovery if w.recovery_key_id == old_id), key=lambda w: w.key_id):
+        try:
+            key = unwrap_with_recovery_key(old.envelope, private_key, user_id=user_id)
+        except EnvelopeError as exc:
+            problems.append(f"recovery record of key {old.key_id}: {exc}; left in place")
+            continue
+        if roaming_key_id(key) != old.key_id:
+            problems.append(f"recovery record names key {old.key_id} but wraps another; left")
+            continue
+        if old.key_id not in has_new:
+            envelope = wrap_with_recovery_key(key, new_public_key, user_id=user_id)
+            value = encode_wrapped_key(old.key_id, envelope)
+            added = put_blob(record, ROAMING_KEYS, value)
+            if added is not None:
+                changes.append(added)
+            has_new.add(old.key_id)
+            actions.append(f"added a recovery record of key {old.key_id} for {new_id[:16]}")
+        if old.stored is not None:
+            changes.append(
+                ValueChange(ROAMING_KEYS, delete=(old.stored.raw,), label=f"recovery {old_id[:16]}")
+            )
+            actions.append(f"removed the recovery record of key {old.key_id} for {old_id[:16]}")
+    if not recovery:
+        problems.append(f"{user} holds no recovery record: the helpdesk cannot recover its key")
+    return RotationPlan(tuple(changes), tuple(actions), tuple(problems))
+
+
+def rotate_recovery_key(
+    source: ldap3.Connection | RoamingRecord,
+    user: str,
+    *,
+    old_private_key: bytes | rsa.RSAPrivateKey,
+    new_public_key: bytes,
+    old_key_password: bytes | None = None,
+    now: int,
+    check_mode: bool = False,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> KeyChanges:
+    """:func:`plan_rotation` for one user (a DN), written as one modify (optimistic, as every
+    roaming write); in check mode the planned modify only. Run as an administrator allowed to
+    write the user's confidential attributes."""
+
+    def plan_for(record: RoamingRecord) -> RotationPlan:
+        return plan_rotation(
+            record,
+            old_private_key=old_private_key,
+            new_public_key=new_public_key,
+            old_key_password=old_key_password,
+            user=user,
+        )
+
+    plan, operations, _ = _apply(
+        source, user, plan_for, now=now, check_mode=check_mode, max_attempts=max_attempts
+    )
+    return KeyChanges(
+        changes=plan.changes,
+        actions=plan.actions,
+        operations=operations,
+        problems=plan.problems,
+        check_mode=check_mode,
+    )
+
+
+def describe_wrapped(record: RoamingRecord, changes: Sequence[ValueChange] = ()) -> list[str]:
+    """One line per credroamRoamingKeys value of ``record`` with ``changes`` applied, for
+    --diff: kind, a digest of the record, key id and recovery key id, never key material."""
+    deleted = {raw for change in changes for raw in change.delete}
+    blobs = [b for b in record.blobs_in(ROAMING_KEYS) if b.raw not in deleted]
+    blobs += [StoredBlob(ROAMING_KEYS, c.add, b"") for c in changes if c.add is not None]
+    lines = []
+    for blob in blobs:
+        try:
+            wrapped = _decode_wrapped_key(blob)
+        except EnvelopeError as exc:
+            lines.append(f"unreadable value: {exc}")
+            continue
+        digest = hashlib.sha256(wrapped.envelope).hexdigest()[:12]  # tells a rewrap apart
+        lines.append(
+            f"{wrapped.kind.value} record {digest} of key {wrapped.key_id}"
+            + (
+                f" for recovery key {wrapped.recovery_key_id[:16]}"
+                if wrapped.recovery_key_id
+                else ""
+            )
+        )
+    return sorted(lines)
+
+
+def roaming_key_holders(
+    conn: ldap3.Connection,
+    base_dn: str,
+    user_filter: str = "(&(objectCategory=person)(objectClass=user))",
+    page_size: int = 1000,
+) -> Iterator[str]:
+    """The DN of every user under ``base_dn`` matching ``user_filter`` that holds a wrapped
+    roaming key, read with a paged search (``page_size`` entries a page)."""
+    entries = conn.extend.standard.paged_search(
+        base_dn,
+        f"(&{user_filter}({ROAMING_KEYS}=*))",
+        search_scope=ldap3.SUBTREE,
+        attributes=["objectGUID"],
+        paged_size=page_size,
+        generator=True,
+    )
+    for entry in entries:
+        if entry.get("type") == "searchResEntry":
+            yield entry["dn"]
+    check_result(conn, f"searching the users holding roaming keys under {base_dn}")

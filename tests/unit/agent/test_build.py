@@ -37,6 +37,28 @@ def test_two_builds_of_the_same_sources_are_byte_identical(pyz, tmp_path):
     assert again.read_bytes() == pyz.read_bytes()
 
 
+def test_a_build_replaces_the_zipapp_by_rename_so_no_reader_sees_half_a_file(
+    pyz, tmp_path, monkeypatch
+):
+    """Parallel or sliced rollouts build the same file while others copy it to their hosts."""
+    target = tmp_path / "credroam-agent.pyz"
+    target.write_bytes(pyz.read_bytes())
+    seen = []
+
+    def interrupted(source, path, interpreter):
+        with open(path, "wb") as half:
+            half.write(b"#!/usr/bin/python3\nPK")
+        seen.append(target.read_bytes() == pyz.read_bytes())  # the old file, whole, meanwhile
+        raise OSError("disk full")
+
+    monkeypatch.setattr(build_zipapp.zipapp, "create_archive", interrupted)
+    with pytest.raises(OSError, match="disk full"):
+        build_zipapp.build(target)
+    assert seen == [True]
+    assert target.read_bytes() == pyz.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["credroam-agent.pyz"]  # no leftover
+
+
 def test_it_holds_the_agent_the_hosts_core_and_the_vendored_libraries_with_licences(pyz):
     names = zipfile.ZipFile(pyz).namelist()
     assert names == sorted(names)

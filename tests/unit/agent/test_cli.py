@@ -393,3 +393,63 @@ def test_a_dry_run_login_reports_the_plan_as_json_alone_and_changes_nothing(
     (synced,) = json.loads(out)["synced"]  # what the real sync moved, as the plan shows it
     assert synced["upload"] == [f"%3\\{thumb}", f"%9\\{thumb}"] and directory.writes
     assert synced["full_sync_reason"] == "no header"  # a first sync compares every item
+
+
+def _recovery_key(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "recovery.pem"
+    path.write_bytes(
+        private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private_key, f'[recovery]\npublic_keys = ["{path}"]\n'
+
+
+def test_after_a_reset_login_with_the_helpdesks_one_time_secret_loses_nothing(
+    host, other_host, tmp_path, directory, monkeypatch, capsys
+):
+    from credroam.roaming.roamingkey import recover_with_recovery_key
+    from credroam.timestamps import filetime_now
+
+    private_key, recovery = _recovery_key(tmp_path)
+    host.config_text = other_host.config_text = recovery
+    thumb = install(host.store, *certificate_and_key())
+    assert host.run("login", stdin=PASSWORD.encode(), capsys=capsys)[0] == 0  # + recovery record
+    directory.password = "Reset-By-Admin-3!"
+    recover_with_recovery_key(  # the helpdesk (recover.yml)
+        directory,
+        USER_DN,
+        recovery_private_key=private_key,
+        new_password="ONE-TIME-7QK4",
+        now=filetime_now(),
+    )
+    code, _, err = other_host.run("login", stdin=b"Reset-By-Admin-3!", capsys=capsys)
+    assert code == 1 and 1007 in events(err) and "--one-time-secret" in err
+
+    secrets = b"Reset-By-Admin-3!\0ONE-TIME-7QK4\0"
+    code, _, err = other_host.run("login", "--one-time-secret", stdin=secrets, capsys=capsys)
+    assert code == 0, err
+    assert "ONE-TIME-7QK4" not in err
+    assert (other_host.store / "MY" / f"{thumb}.key.pem").read_bytes() == (
+        host.store / "MY" / f"{thumb}.key.pem"
+    ).read_bytes()
+    # The one-time record was replaced: the password alone now opens the key on a fresh host.
+    third = make_host(tmp_path / "host-c", directory, monkeypatch)
+    assert third.run("login", stdin=b"Reset-By-Admin-3!", capsys=capsys)[0] == 0
+    assert read_key_cache(third.key_cache) == read_key_cache(host.key_cache)
+
+
+def test_one_time_secret_missing_after_the_password_is_a_configuration_error(host, capsys):
+    code, _, err = host.run("login", "--one-time-secret", stdin=b"pw\0", capsys=capsys)
+    assert code == 2 and "needs the secret after the password" in err
+
+
+def test_a_recovery_public_key_that_is_not_one_is_a_configuration_error(host, tmp_path, capsys):
+    bad = tmp_path / "recovery.pem"
+    bad.write_text("not a key")
+    host.config_text = f'[recovery]\npublic_keys = ["{bad}"]\n'
+    code, _, err = host.run("sync", capsys=capsys)
+    assert code == 2 and f"recovery.public_keys: {bad}" in err
