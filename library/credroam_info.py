@@ -25,8 +25,12 @@ description:
     certificates not archived (V(user.expired)), plaintext private keys in any value
     (V(user.plaintext_keys)), roaming-key envelopes (V(user.roaming_key)), and whether every
     DC holds the same msPKIRoamingTimeStamp (V(replication.timestamp))."
-  - Host checks (agent, PAM hook and units, last sync age) are not implemented yet; the report
-    says so.
+  - "Agent hosts, from what the compliance play read on each (O(hosts)): the agent installed,
+    running, as recorded at install and at least O(agent_version) (V(host.agent)); the PAM hook
+    and its auth and session lines in every PAM service of the rollout (V(host.pam)); the
+    systemd user units installed and enabled (V(host.units)); per user the agent keeps a state
+    for on the host, the last successful sync within O(max_sync_age_hours)
+    (V(host.last_sync))."
 version_added: "0.1.0"
 author: credroam
 extends_documentation_fragment: [credroam_ldap, credroam_sysvol]
@@ -96,6 +100,23 @@ options:
     description: A user with sealed keys must also hold a recovery-wrapped roaming key.
     type: bool
     default: false
+  hosts:
+    description:
+      - What was read on each agent host, one mapping per host (the fact C(sync_agent_host_facts)
+        that C(roles/sync_agent/tasks/facts.yml) sets; its keys are the fields of
+        C(credroam.compliance.checks.HostFacts)). A host that could not be read is given as
+        C({host: name, error: why}) and its host checks are V(unknown).
+      - Unset, hosts are not checked and the report says so.
+    type: list
+    elements: dict
+  agent_version:
+    description: The lowest agent version accepted on a host (V(host.agent)); empty accepts any.
+    type: str
+    default: ""
+  max_sync_age_hours:
+    description: The oldest a user's last successful sync on a host may be (V(host.last_sync)).
+    type: int
+    default: 168
   checks:
     description: Check ids to run (default all); reads no check needs are skipped.
     type: list
@@ -163,9 +184,12 @@ try:
     from ansible.module_utils.credroam.compliance.checks import (
         CHECKS,
         SEVERITIES,
+        HostFacts,
+        HostWanted,
         Result,
         Sizing,
         gpo_results,
+        host_results,
         replication_results,
         schema_results,
         user_results,
@@ -230,12 +254,27 @@ def argument_spec() -> dict:
         page_size={"type": "int", "default": 1000},
         sizing={"type": "dict", "default": {}, "options": sizing},
         require_recovery_key={"type": "bool", "default": False},
+        hosts={"type": "list", "elements": "dict"},
+        agent_version={"type": "str", "default": ""},
+        max_sync_age_hours={"type": "int", "default": 168},
         checks={"type": "list", "elements": "str"},
         fail_on_severity={"type": "str", "default": "high", "choices": list(SEVERITIES)},
         unknown_blocks={"type": "bool", "default": True},
         **sysvol_argument_spec(),
     )
     return spec
+
+
+def validated_hosts(module: AnsibleModule) -> tuple[HostWanted, list[HostFacts] | None]:
+    params = module.params
+    try:
+        wanted = HostWanted(params["agent_version"], params["max_sync_age_hours"])
+        hosts = None
+        if params["hosts"] is not None:
+            hosts = [HostFacts.from_mapping(facts) for facts in params["hosts"]]
+    except (TypeError, ValueError) as exc:
+        module.fail_json(msg=f"hosts: {exc}")
+    return wanted, hosts
 
 
 def validated(module: AnsibleModule) -> tuple[Policy, Sizing, list[dict], set[str]]:
@@ -376,6 +415,7 @@ class Run:
 
 def run(module: AnsibleModule) -> dict:
     policy, sizing, wanted, chosen = validated(module)
+    host_wanted, hosts = validated_hosts(module)
     conn = connect_or_fail(module)
     run = Run(module, conn)
     unreadable: dict[str, str] = {}
@@ -394,6 +434,12 @@ def run(module: AnsibleModule) -> dict:
     finally:
         run.close()
         conn.unbind()
+    if hosts is not None and wants(chosen, "host."):
+        now = datetime.now(UTC)
+        for facts in hosts:
+            run.results += host_results(facts, host_wanted, now)
+    else:
+        hosts = None
     results = [r for r in run.results if r.check in chosen]
     report = build_report(
         forest={
@@ -409,6 +455,7 @@ def run(module: AnsibleModule) -> dict:
         threshold=module.params["fail_on_severity"],
         unknown_blocks=module.params["unknown_blocks"],
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        hosts=hosts,
     )
     return {
         "changed": False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,15 @@ jsonschema = pytest.importorskip("jsonschema", reason=REASON)
 
 import yaml
 
-from credroam.compliance.checks import CHECKS, Result, Sizing, Subject
+from credroam.compliance.checks import (
+    CHECKS,
+    HostFacts,
+    HostWanted,
+    Result,
+    Sizing,
+    Subject,
+    host_results,
+)
 from credroam.compliance.report import build_report
 from credroam.roaming.model import Policy
 
@@ -128,3 +137,42 @@ def test_every_role_variable_is_prefixed_documented_and_defaulted_consistently()
     for name, option in options.items():
         if "default" in option and "{{" not in str(defaults[name]):  # inventory-derived
             assert option["default"] == defaults[name], name
+
+
+def test_host_results_reach_every_output_and_the_html_lists_each_host():
+    stale = HostFacts(
+        host="client<2>",
+        agent_path="/usr/lib/credroam/credroam-agent.pyz",
+        agent_sha256="ab",
+        record="credroam-agent 0.0.9\nsha256 ab\n",
+        reports="credroam-agent 0.0.9",
+        hook_path="/usr/lib/credroam/pam-hook",
+        hook={"owner": "root", "executable": True},
+    )
+    unread = HostFacts(host="client3", error="unreachable")
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    results = [
+        *host_results(stale, HostWanted("0.1.0"), now),
+        *host_results(unread, HostWanted("0.1.0"), now),
+    ]
+    document = build_report(
+        forest={"domain": "lab.example", "server": "dc1", "dcs": ["dc1"], "users_base_dn": "b"},
+        results=results,
+        users=[],
+        policy=Policy(),
+        sizing=Sizing(),
+        threshold="high",
+        unknown_blocks=True,
+        generated_at="2026-12-01T09:00:00+00:00",
+        hosts=[stale, unread],
+    )
+    jsonschema.validate(document, SCHEMA)
+    assert document["schema_version"] == "1.1"
+    root = ET.fromstring(render("junit.xml.j2", document))
+    names = {(c.get("classname"), c.get("name")) for c in root.findall("./testsuite/testcase")}
+    assert ("credroam.host.agent", "host client<2>") in names
+    html = render("report.html.j2", document)
+    hosts = html[html.index('<table id="hosts">') : html.index("<h2>Tokens per user")]
+    assert "client&lt;2&gt;" in hosts and "credroam-agent 0.0.9" in hosts
+    assert '<td class="fail">host.agent</td>' in hosts.replace("\n", "")
+    assert "could not read: unreachable" in hosts

@@ -12,15 +12,19 @@ each SYSVOL's Registry.pol, ``user.limits`` at the policy limits and ``user.sizi
 planning estimate only while a user is still within the limits, ``user.tokens`` at values that
 do not decode, and so on.
 
-Host checks (agent installed and its version, PAM hook and units, last sync age) are not
-written yet: the agent is being built. :data:`HOST_CHECKS` is their extension point; see
-:func:`host_results`.
+Host checks (``host.agent``, ``host.pam``, ``host.units``, ``host.last_sync``) judge what the
+compliance play read on each agent host (:class:`HostFacts`: the sync_agent role's install
+record and files, the agent's own ``--version`` and ``status --json``) against
+:class:`HostWanted`; :data:`HOST_CHECKS` lists them, :func:`host_results` runs them.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..roaming.directory import KEY_ENVELOPES, TOKEN_ATTRIBUTES, RoamingRecord
@@ -37,6 +41,8 @@ __all__ = [
     "SEVERITIES",
     "Check",
     "GpoFacts",
+    "HostFacts",
+    "HostWanted",
     "Result",
     "Sizing",
     "Subject",
@@ -45,6 +51,7 @@ __all__ = [
     "blocking",
     "gpo_results",
     "host_results",
+    "parse_agent_version",
     "replication_results",
     "schema_results",
     "summarize",
@@ -52,7 +59,7 @@ __all__ = [
     "user_stats",
 ]
 
-REPORT_VERSION = "1.0"
+REPORT_VERSION = "1.1"
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 
@@ -192,6 +199,41 @@ CHECKS: dict[str, Check] = _catalogue(
         "configure the recovery key (roaming_gpo_agent_settings.recovery_key_fingerprint).",
     ),
     Check(
+        "host.agent",
+        "Agent installed at the wanted version",
+        "high",
+        "The agent zipapp is installed, runs, reports the version the sync_agent role recorded "
+        "with the same checksum, and that version is at least the wanted one.",
+        "Run playbooks/agent.yml (role sync_agent) on the host; it installs the wanted zipapp "
+        "and records its version.",
+    ),
+    Check(
+        "host.pam",
+        "PAM hook in place",
+        "high",
+        "The agent's PAM hook is installed (root-owned, executable) and every PAM service the "
+        "rollout names hands it the logon (auth, expose_authtok) and the session.",
+        "Run playbooks/agent.yml; check that nothing else rewrote /etc/pam.d on the host.",
+    ),
+    Check(
+        "host.units",
+        "systemd user units in place",
+        "medium",
+        "Every systemd user unit the rollout enables is installed and enabled for all users "
+        "(default.target wants it).",
+        "Run playbooks/agent.yml (sync_agent_watch_unit, sync_agent_purge_unit).",
+    ),
+    Check(
+        "host.last_sync",
+        "Last successful sync recent",
+        "medium",
+        "Each user the agent keeps a state for on the host synced successfully within the "
+        "allowed age (compliance_max_sync_age_hours).",
+        "Look at the agent's events for the user on that host (credroam-agent status as the "
+        "user): the DC may be unreachable, the user's password or ticket missing, or the agent "
+        "failing; a user long away from the host also ages.",
+    ),
+    Check(
         "replication.timestamp",
         "DCs agree on the roaming timestamp",
         "medium",
@@ -200,12 +242,6 @@ CHECKS: dict[str, Check] = _catalogue(
         "difference right after a sync is replication lag.",
     ),
 )
-
-# The extension point for host checks (agent installed and version, PAM hook and units, last
-# sync age). Each entry: check id -> function(HostFacts-like mapping) -> list of Result. The
-# facts come from the agent's status output on each host; nothing is checked until the agent
-# exists, and no host result is ever made up.
-HOST_CHECKS: dict[str, Callable[[str, Mapping[str, Any]], list[Result]]] = {}
 
 
 @dataclass(frozen=True, order=True)
@@ -587,11 +623,249 @@ def replication_results(
     ]
 
 
-def host_results(host: str, facts: Mapping[str, Any]) -> list[Result]:
-    """Results of every registered host check (none yet; see :data:`HOST_CHECKS`)."""
+# --- hosts -----------------------------------------------------------------------------------
+
+
+def parse_agent_version(text: str) -> tuple[int, ...] | None:
+    """``credroam-agent 0.1.0`` (what ``--version`` prints and the role records) or ``0.1.0``
+    -> (0, 1, 0); None when the text is no such version."""
+    match = re.fullmatch(r"(?:credroam-agent\s+)?(\d+(?:\.\d+)*)", text.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+@dataclass(frozen=True)
+class HostWanted:
+    """What every agent host is held to."""
+
+    agent_version: str = ""  # the lowest version accepted; "": any
+    max_sync_age_hours: int = 168
+
+    def __post_init__(self) -> None:
+        if self.agent_version and parse_agent_version(self.agent_version) is None:
+            raise ValueError(f"agent_version {self.agent_version!r} is not a version like 0.1.0")
+        if self.max_sync_age_hours < 1:
+            raise ValueError(
+                f"max_sync_age_hours must be at least 1, not {self.max_sync_age_hours}"
+            )
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the compliance play read on one agent host (roles/sync_agent/tasks/facts.yml): the
+    files the sync_agent role installed, as the role names them on that host, and what the
+    agent itself says. Plain data, so the facts travel through Ansible unchanged."""
+
+    host: str
+    error: str = ""  # the host could not be read at all (unreachable, not Linux)
+    agent_path: str = ""
+    agent_sha256: str | None = None  # of the installed zipapp; None: not there
+    record_path: str = ""
+    record: str | None = None  # the role's install record: "credroam-agent X\nsha256 Y\n"
+    reports: str = ""  # what `credroam-agent --version` printed; "": it did not run
+    run_error: str = ""  # why it did not run
+    hook_path: str = ""
+    hook: Mapping[str, Any] | None = None  # {"owner": ..., "executable": ...}; None: not there
+    pam: Mapping[str, str] = field(default_factory=dict)  # service -> file text ('': missing)
+    units: Mapping[str, bool] = field(default_factory=dict)  # wanted unit -> file installed
+    units_enabled: Mapping[str, bool] = field(default_factory=dict)  # -> default.target wants it
+    # user -> the agent's `status --json` document, or {"error": why it could not be read}
+    syncs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> HostFacts:
+        """The facts as the play hands them over, ``syncs`` as the text the agent printed. A
+        key it does not know is refused, so a renamed fact cannot silently read as absent."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown or not data.get("host"):
+            why = f"unknown keys {', '.join(unknown)}" if unknown else "no host name"
+            raise ValueError(f"host facts of {data.get('host') or '?'}: {why}")
+        syncs = {user: _status_document(out) for user, out in (data.get("syncs") or {}).items()}
+        return cls(**{**data, "syncs": syncs})
+
+    @property
+    def recorded(self) -> tuple[str, str]:
+        """(version line, sha256) of the install record; empty strings where absent."""
+        lines = (self.record or "").splitlines()
+        version = lines[0].strip() if lines else ""
+        digest = next((ln.split(None, 1)[1] for ln in lines[1:] if ln.startswith("sha256 ")), "")
+        return version, digest.strip()
+
+    def last_syncs(self) -> dict[str, str | None]:
+        """User -> the agent's last successful sync (ISO 8601), None for none on this host;
+        users whose status could not be read are left out."""
+        return {
+            user: doc.get("last_successful_sync")
+            for user, doc in sorted(self.syncs.items())
+            if "error" not in doc
+        }
+
+
+def _status_document(printed: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """The agent's ``status --json`` output as a document; {"error": ...} when it is none."""
+    if isinstance(printed, Mapping):
+        return printed
+    try:
+        document = json.loads(printed)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        shown = printed.strip()[:200] or "nothing"
+        return {"error": f"credroam-agent status --json printed {shown!r}, not its JSON report"}
+    return document
+
+
+def _agent_problems(facts: HostFacts, wanted: HostWanted) -> list[str]:
+    host = facts.host
+    if facts.record is None and facts.agent_sha256 is None:
+        return [f"no agent installed on {host} ({facts.agent_path})"]
+    problems = []
+    recorded, digest = facts.recorded
+    if facts.agent_sha256 is None:
+        problems.append(f"the zipapp {facts.agent_path} is missing on {host}")
+    elif not facts.reports:
+        problems.append(f"the agent on {host} does not run: {facts.run_error or 'no output'}")
+    if facts.record is None:
+        problems.append(f"no install record {facts.record_path} on {host}")
+    elif facts.reports and facts.reports.strip() != recorded:
+        problems.append(f"{facts.record_path} records {recorded!r}, the agent reports "
+                        f"{facts.reports.strip()!r}")  # fmt: skip
+    if facts.agent_sha256 and digest and facts.agent_sha256 != digest:
+        problems.append(f"the zipapp's sha256 on {host} differs from the one recorded at install")
+    running = parse_agent_version(facts.reports or recorded)
+    if wanted.agent_version and running is not None:
+        if running < parse_agent_version(wanted.agent_version):
+            shown = ".".join(map(str, running))
+            problems.append(
+                f"agent {shown} on {host}, older than the wanted {wanted.agent_version}"
+            )
+    elif wanted.agent_version and (facts.reports or recorded):
+        problems.append(
+            f"the agent's version on {host} is unreadable: {facts.reports or recorded!r}"
+        )
+    return problems
+
+
+def _pam_has(text: str, kind: str, hook: str) -> bool:
+    """Whether a line of PAM type ``kind`` runs ``hook`` through pam_exec (auth: with the
+    password, expose_authtok)."""
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if not fields or fields[0].lstrip("-") != kind:
+            continue
+        runs_hook = any(f.endswith("pam_exec.so") for f in fields) and hook in fields
+        if runs_hook and (kind != "auth" or "expose_authtok" in fields):
+            return True
+    return False
+
+
+def _pam_problems(facts: HostFacts) -> list[str]:
+    host, hook = facts.host, facts.hook_path
+    if facts.hook is None:
+        problems = [f"PAM hook {hook} missing on {host}"]
+    else:
+        problems = []
+        if facts.hook.get("owner") != "root":
+            problems.append(f"PAM hook {hook} on {host} is owned by {facts.hook.get('owner')}")
+        if not facts.hook.get("executable"):
+            problems.append(f"PAM hook {hook} on {host} is not executable")
+    for service, text in sorted(facts.pam.items()):
+        where = f"/etc/pam.d/{service} on {host}"
+        if not text:
+            problems.append(f"{where} missing or empty")
+            continue
+        for kind in ("auth", "session"):
+            if not _pam_has(text, kind, hook):
+                problems.append(f"{where} has no {kind} line running {hook}")
+    return problems
+
+
+def _unit_problems(facts: HostFacts) -> list[str]:
+    problems = []
+    for unit, installed in sorted(facts.units.items()):
+        if not installed:
+            problems.append(f"user unit {unit} not installed on {facts.host}")
+        elif not facts.units_enabled.get(unit):
+            problems.append(f"user unit {unit} not enabled on {facts.host}")
+    return problems
+
+
+def _age(since: str, now: datetime) -> timedelta:
+    moment = datetime.fromisoformat(since)
+    return max(now - moment, timedelta(0))  # a host clock ahead is not an age
+
+
+def _last_sync_results(facts: HostFacts, wanted: HostWanted, now: datetime) -> list[Result]:
+    """One result per user the agent keeps a state for on the host (a user who never synced
+    there has none: nothing to judge); "unknown" when the agent could not say."""
+    if not facts.reports:
+        why = f"no agent ran on {facts.host} to say when its users synced (see host.agent)"
+        return [Result("host.last_sync", Subject("host", facts.host), UNKNOWN, why, facts.host)]
+    results = []
+    limit = timedelta(hours=wanted.max_sync_age_hours)
+    for user, doc in sorted(facts.syncs.items()):
+        subject = Subject("host", f"{facts.host}/{user}")
+        if "error" in doc:
+            why = f"could not read {user}'s last sync on {facts.host}: {doc['error']}"
+            results.append(Result("host.last_sync", subject, UNKNOWN, why, facts.host))
+            continue
+        since = doc.get("last_successful_sync")
+        if not since:
+            continue
+        try:
+            age = _age(str(since), now)
+        except (TypeError, ValueError):
+            why = f"the agent on {facts.host} gave {user}'s last sync as {since!r}"
+            results.append(Result("host.last_sync", subject, UNKNOWN, why, facts.host))
+            continue
+        hours = age.total_seconds() / 3600
+        problems = []
+        if age > limit:
+            problems.append(
+                f"{user}'s last successful sync on {facts.host} was {since}, {hours:.0f} hours "
+                f"ago, over {wanted.max_sync_age_hours}"
+            )
+        ok = f"{user} synced {hours:.1f} hours ago ({since})"
+        results.append(_result("host.last_sync", subject, problems, ok, facts.host))
+    return results
+
+
+def _host_check(
+    check: str, ok: str, problems: Callable[[HostFacts, HostWanted], list[str]]
+) -> Callable[[HostFacts, HostWanted, datetime], list[Result]]:
+    """A check with one result per host, failing with ``problems``' list."""
+
+    def run(facts: HostFacts, wanted: HostWanted, now: datetime) -> list[Result]:
+        found = problems(facts, wanted)
+        return [_result(check, Subject("host", facts.host), found, ok, facts.host)]
+
+    return run
+
+
+# Check id -> function(facts, wanted, now) -> results.
+HOST_CHECKS: dict[str, Callable[[HostFacts, HostWanted, datetime], list[Result]]] = {
+    "host.agent": _host_check(
+        "host.agent", "agent installed at the wanted version", _agent_problems
+    ),
+    "host.pam": _host_check(
+        "host.pam", "PAM hook and its lines in place", lambda facts, _: _pam_problems(facts)
+    ),
+    "host.units": _host_check(
+        "host.units", "user units installed and enabled", lambda facts, _: _unit_problems(facts)
+    ),
+    "host.last_sync": _last_sync_results,
+}
+
+
+def host_results(facts: HostFacts, wanted: HostWanted, now: datetime) -> list[Result]:
+    """Every host check's results for one host; all "unknown" when it could not be read."""
+    if facts.error:
+        why = f"could not read {facts.host}: {facts.error}"
+        subject = Subject("host", facts.host)
+        return [Result(check, subject, UNKNOWN, why, facts.host) for check in HOST_CHECKS]
     results: list[Result] = []
     for check in HOST_CHECKS.values():
-        results += check(host, facts)
+        results += check(facts, wanted, now)
     return results
 
 

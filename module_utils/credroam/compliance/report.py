@@ -8,14 +8,42 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..roaming.model import Policy
-from .checks import CHECKS, REPORT_VERSION, UNKNOWN, Result, Sizing, blocking, summarize
+from .checks import (
+    CHECKS,
+    REPORT_VERSION,
+    UNKNOWN,
+    HostFacts,
+    Result,
+    Sizing,
+    blocking,
+    summarize,
+)
 
-__all__ = ["HOSTS_NOT_CHECKED", "build_report"]
+__all__ = ["HOSTS_NOT_CHECKED", "build_report", "hosts_section"]
 
 HOSTS_NOT_CHECKED = (
-    "host checks (agent installed and its version, PAM hook and units, last sync age) are not "
-    "implemented yet: the agent is being built; no host result is reported"
+    "no agent hosts were given, so no host was checked (playbooks/compliance.yml reads the "
+    "hosts of the inventory's credroam_agents group, else clients)"
 )
+
+
+def hosts_section(hosts: Sequence[HostFacts] | None) -> dict[str, Any]:
+    """Per agent host: the agent version it reports (or recorded), why it could not be read,
+    and each user's last successful sync there (None: never)."""
+    if hosts is None:
+        return {"checked": False, "note": HOSTS_NOT_CHECKED, "hosts": []}
+    rows = []
+    for facts in sorted(hosts, key=lambda f: f.host):
+        version = (facts.reports or facts.recorded[0]).strip() or None
+        rows.append(
+            {
+                "host": facts.host,
+                "error": facts.error,
+                "agent": version,
+                "last_syncs": facts.last_syncs(),
+            }
+        )
+    return {"checked": True, "note": f"{len(rows)} agent host(s) read", "hosts": rows}
 
 
 def build_report(
@@ -28,8 +56,10 @@ def build_report(
     threshold: str,
     unknown_blocks: bool,
     generated_at: str,
+    hosts: Sequence[HostFacts] | None = None,
 ) -> dict[str, Any]:
-    """``forest``: domain, server and dcs; ``users``: per user {user, tokens, bytes}."""
+    """``forest``: domain, server and dcs; ``users``: per user {user, tokens, bytes};
+    ``hosts``: the agent hosts read (None: hosts were not checked)."""
     items = [r.as_dict() for r in sorted(results, key=lambda r: (r.check, r.subject))]
     failing = blocking(items, threshold, unknown_blocks)
     return {
@@ -69,5 +99,5 @@ def build_report(
             },
             "stats": [dict(u) for u in users],
         },
-        "hosts": {"checked": False, "note": HOSTS_NOT_CHECKED},
+        "hosts": hosts_section(hosts),
     }
