@@ -50,6 +50,27 @@ options:
     description: DC DNS name to address, for DCs the controller cannot resolve.
     type: dict
     default: {}
+  schema_oid_base:
+    description: As M(ad_schema)'s O(ad_schema#module:oid_base), when the rollout set one.
+    type: str
+  schema_attributes:
+    description:
+      - Attribute definitions the rollout added to credroam's (M(ad_schema)'s
+        O(ad_schema#module:attributes), the role's C(roaming_schema_extra_attributes)); each
+        must be present, as defined, on every DC. Checked before any network I/O.
+    type: list
+    elements: dict
+    default: []
+  schema_classes:
+    description: Classes the rollout added (as M(ad_schema)'s O(ad_schema#module:classes)).
+    type: list
+    elements: dict
+    default: []
+  schema_extend:
+    description: Classes the rollout extended (as M(ad_schema)'s O(ad_schema#module:extend)).
+    type: list
+    elements: dict
+    default: []
   gpo_name:
     description: Display name of the credential roaming GPO.
     type: str
@@ -201,7 +222,11 @@ try:
     from ansible.module_utils.credroam.gpo.model import GpoError
     from ansible.module_utils.credroam.gpo.settings import CREDENTIAL_ROAMING, policy_entries
     from ansible.module_utils.credroam.roaming.model import Policy, ReconcileError
-    from ansible.module_utils.credroam.schema.definitions import definitions_from_params
+    from ansible.module_utils.credroam.schema.definitions import (
+        CREDROAM_OID_BASE,
+        SchemaDefinitionError,
+        definitions_from_params,
+    )
     from ansible.module_utils.credroam.timestamps import filetime_now
     from ansible.module_utils.credroam_sysvol_ansible import gpo_engine, sysvol_argument_spec
 
@@ -246,6 +271,10 @@ def argument_spec() -> dict:
     }
     spec.update(
         dc_addresses={"type": "dict", "default": {}},
+        schema_oid_base={"type": "str"},
+        schema_attributes={"type": "list", "elements": "dict", "default": []},
+        schema_classes={"type": "list", "elements": "dict", "default": []},
+        schema_extend={"type": "list", "elements": "dict", "default": []},
         gpo_name={"type": "str", "default": "Credential Roaming"},
         gpo_links={"type": "list", "elements": "str", "default": []},
         credential_roaming={"type": "dict", "options": roaming},
@@ -275,6 +304,21 @@ def validated_hosts(module: AnsibleModule) -> tuple[HostWanted, list[HostFacts] 
     except (TypeError, ValueError) as exc:
         module.fail_json(msg=f"hosts: {exc}")
     return wanted, hosts
+
+
+def validated_schema(module: AnsibleModule):
+    """credroam's definitions plus those the rollout added, as the rollout gave them."""
+    params = module.params
+    try:
+        return definitions_from_params(
+            attributes=params["schema_attributes"],
+            classes=params["schema_classes"],
+            extend=params["schema_extend"],
+            oid_base=params["schema_oid_base"] or CREDROAM_OID_BASE,
+            preset="credroam",
+        )
+    except SchemaDefinitionError as exc:
+        module.fail_json(msg=f"invalid schema definition: {exc}")
 
 
 def validated(module: AnsibleModule) -> tuple[Policy, Sizing, list[dict], set[str]]:
@@ -340,8 +384,7 @@ class Run:
         for conn in self.dc_conns.values():
             conn.unbind()
 
-    def schema(self) -> None:
-        defs = definitions_from_params(preset="credroam")
+    def schema(self, defs) -> None:
         for fqdn in self.dcs:
             if fqdn in self.dc_errors:
                 self.results += schema_results(fqdn, None, None, self.dc_errors[fqdn])
@@ -416,13 +459,14 @@ class Run:
 def run(module: AnsibleModule) -> dict:
     policy, sizing, wanted, chosen = validated(module)
     host_wanted, hosts = validated_hosts(module)
+    defs = validated_schema(module)
     conn = connect_or_fail(module)
     run = Run(module, conn)
     unreadable: dict[str, str] = {}
     try:
         run.open_dcs()
         if wants(chosen, "schema."):
-            run.schema()
+            run.schema(defs)
         if wants(chosen, "gpo."):
             run.gpo(wanted)
         if wants(chosen, "user.") or "replication.timestamp" in chosen:

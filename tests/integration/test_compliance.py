@@ -5,16 +5,20 @@ delegated right to read confidential attributes; without that right the users ar
 unreadable, never passed. Each broken state is caught by exactly the check meant for it and by
 no other. The HTML report is opened in a real headless Chromium.
 
-Not covered here (left for later): an attribute missing on one DC (it needs one DC's schema
-held behind the other's; the lab's DCs replicate schema changes within seconds, and pausing one
-DC's inbound replication was not tried; the check itself is unit-tested) and a stale agent (the
-host checks wait for the agent).
+The host checks read the lab's client hosts over SSH, as the compliance play does anywhere:
+alice logs on to client1 once (her last sync there is judged); a stale agent is a real older
+build (version 0.0.9) installed on client3 by the sync_agent role. An attribute missing on one
+DC is made by pausing dc2's inbound replication (`samba-tool drs options dc2
+--dsa-option=+DISABLE_INBOUND_REPL`) while the rollout adds an attribute of its own to the
+schema; afterwards replication is resumed and dc2 catches up (schema objects cannot be deleted,
+so each run adds an attribute of a new name).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -40,7 +44,8 @@ from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_d
 from tests.integration.roaming_lab import clear_everywhere, plant, replicate, self_signed
 from tests.integration.test_gpo import samba_tool, sysvol_dir
 from tests.integration.test_site import roaming_gpo, site
-from tests.lab import ANSIBLE_PLAYBOOK, REPO, Account, Lab
+from tests.integration.test_sync_agent_role import COMMAND
+from tests.lab import ANSIBLE_PLAYBOOK, REPO, Account, Lab, PlaybookRun
 
 pytestmark = pytest.mark.integration
 
@@ -91,11 +96,41 @@ class Run:
         )
 
 
+AGENT_VERSION = re.search(
+    r'__version__ = "([^"]+)"', (REPO / "agent/credroam_agent/__init__.py").read_text()
+).group(1)
+
+
+def playbook(lab: Lab, path: str, *args: str) -> PlaybookRun:
+    done = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), path, *args],
+        cwd=REPO,
+        env={**os.environ, "CREDROAM_LAB": lab.name},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    run = PlaybookRun(done.returncode, done.stdout + done.stderr)
+    assert run.returncode == 0, run.output[-4000:]
+    return run
+
+
 @pytest.fixture(scope="module")
 def rolled_out(lab: Lab) -> Lab:
+    """The rollout, then alice's first logon on client1 (so the host checks have a last sync
+    to judge), replicated both ways so the DCs agree on her timestamp."""
     site(lab)
     for user in lab.users:
         clear_everywhere(lab, user)
+    alice = lab.user("alice")
+    login = lab.client(0).ssh(
+        f"printf '%s' '{alice.password}' | {COMMAND} login --user alice", check=False
+    )
+    assert login.returncode == 0, login.stderr[-2000:]
+    for index in range(1, len(lab.dcs)):
+        replicate(lab, index, 0)
+        replicate(lab, 0, index)
     return lab
 
 
@@ -120,6 +155,14 @@ def test_a_healthy_rollout_passes_with_every_output_valid(healthy, rolled_out):
     assert checks == set(healthy.report["checks"]), "every check ran on the lab"
     subjects = {r["subject"]["name"].lower() for r in healthy.report["results"]}
     assert {dc.fqdn for dc in rolled_out.dcs} | {u.dn.lower() for u in rolled_out.users} <= subjects
+    hosts = {h.name for h in rolled_out.clients}
+    assert hosts <= subjects, "every client host is checked"
+    synced = healthy.result("host.last_sync", f"{rolled_out.client(0).name}/alice")
+    assert synced["status"] == "pass" and "hours ago" in synced["message"]
+    listed = {h["host"]: h for h in healthy.report["hosts"]["hosts"]}
+    assert set(listed) == hosts
+    assert {h["agent"] for h in listed.values()} == {f"credroam-agent {AGENT_VERSION}"}
+    assert listed[rolled_out.client(0).name]["last_syncs"]["alice"] is not None
     junit = ET.parse(healthy.out / "report.junit.xml").getroot()
     assert len(junit.findall("./testsuite/testcase")) == len(healthy.report["results"])
     assert junit.get("failures") == "0" and junit.get("errors") == "0"
@@ -289,6 +332,99 @@ def test_a_planted_plaintext_key_fails_only_user_plaintext_keys(rolled_out, caro
     message = run.result("user.plaintext_keys", carol.dn)["message"]
     assert "PKCS#8 DER private key in mspkiaccountcredentials value 0, hex-encoded" in message
     assert run.returncode != 0
+
+
+def drs_options(lab: Lab, dc: int, option: str) -> None:
+    target = lab.dc(dc)
+    target.run(
+        "samba-tool",
+        "drs",
+        "options",
+        target.name,
+        f"--dsa-option={option}",
+        f"--username={lab.admin.upn}",
+        f"--password={lab.admin.password}",
+    )
+
+
+@pytest.fixture
+def dc2_inbound_paused(rolled_out: Lab) -> Iterator[Lab]:
+    """dc2 takes no replication in until the test is over; then it catches up at once."""
+    lab = rolled_out
+    drs_options(lab, 1, "+DISABLE_INBOUND_REPL")
+    try:
+        yield lab
+    finally:
+        drs_options(lab, 1, "-DISABLE_INBOUND_REPL")
+        schema_nc = f"CN=Schema,CN=Configuration,{lab.base_dn}"
+        lab.dc(1).run(
+            "samba-tool",
+            "drs",
+            "replicate",
+            lab.dc(1).name,
+            lab.dc(0).name,
+            schema_nc,
+            f"--username={lab.admin.upn}",
+            f"--password={lab.admin.password}",
+        )
+
+
+def test_an_attribute_missing_on_one_dc_fails_only_schema_present_on_that_dc(
+    dc2_inbound_paused, compliance
+):
+    lab = dc2_inbound_paused
+    suffix = uuid.uuid4()
+    added = {
+        "roaming_schema_extra_attributes": [
+            {
+                "name": f"credroamCheck{suffix.hex[:10]}",
+                "syntax": "unicode-string",
+                "oid_index": 10_000 + suffix.int % 1_000_000,
+            }
+        ],
+        "roaming_schema_wait_for_replication": False,
+    }
+    playbook(lab, "playbooks/schema.yml", "-e", json.dumps(added))
+    name = added["roaming_schema_extra_attributes"][0]["name"]
+    # The compliance run checks what the rollout made: the same variables, as in an inventory.
+    run = compliance("-e", json.dumps(added))
+    assert run.failing() == {("schema.present", lab.dc(1).fqdn)}
+    assert (
+        f"{lab.dc(1).fqdn} lacks {name}" in run.result("schema.present", lab.dc(1).fqdn)["message"]
+    )
+    assert run.returncode != 0, "schema.present is critical"
+
+
+@pytest.fixture
+def stale_agent(rolled_out: Lab, tmp_path: Path) -> Iterator[str]:
+    """A real older build (0.0.9) of the agent, installed on client3 by the sync_agent role;
+    the current one is put back afterwards."""
+    tree = tmp_path / "old"
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "agent", tree / "agent", ignore=skip)
+    shutil.copytree(REPO / "module_utils/credroam", tree / "module_utils/credroam", ignore=skip)
+    init = tree / "agent/credroam_agent/__init__.py"
+    init.write_text(init.read_text().replace(f'"{AGENT_VERSION}"', '"0.0.9"'))
+    pyz = tmp_path / "credroam-agent-0.0.9.pyz"
+    python = REPO / ".venv/bin/python"
+    subprocess.run([str(python), str(tree / "agent/build_zipapp.py"), str(pyz)], check=True)
+    host = rolled_out.client(2).name
+    old = {"sync_agent_build": False, "sync_agent_zipapp": str(pyz)}
+    playbook(rolled_out, "playbooks/agent.yml", "--limit", host, "-e", json.dumps(old))
+    try:
+        yield host
+    finally:
+        playbook(rolled_out, "playbooks/agent.yml", "--limit", host)
+
+
+def test_a_stale_agent_fails_only_host_agent_on_that_host(stale_agent, compliance):
+    run = compliance()
+    assert run.failing() == {("host.agent", stale_agent)}
+    message = run.result("host.agent", stale_agent)["message"]
+    assert f"agent 0.0.9 on {stale_agent}, older than the wanted {AGENT_VERSION}" in message
+    listed = {h["host"]: h["agent"] for h in run.report["hosts"]["hosts"]}
+    assert listed[stale_agent] == "credroam-agent 0.0.9"
+    assert run.returncode != 0, "host.agent is high: the run fails"
 
 
 # --- who runs it --------------------------------------------------------------------------
