@@ -109,11 +109,12 @@ hunt: deps  ## Bug hunt: every property test with HUNT_EXAMPLES fresh random exa
 	HYPOTHESIS_PROFILE=hunt HYPOTHESIS_HUNT_EXAMPLES=$(HUNT_EXAMPLES) $(BIN)/pytest -q \
 	    -p no:cacheprovider -m hypothesis --hypothesis-show-statistics tests/unit
 
-bench: deps  ## Benchmarks (core, agent, sync on a lab DC, lab up/down; bench/README.md), to bench/out/.
+bench: deps  ## Benchmarks (core, agent, sync on a lab DC, lab up/down, rollout; bench/README.md), to bench/out/.
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/agent.py
 	$(BIN)/python bench/sync_lab.py
 	$(BIN)/python bench/lab_updown.py --rounds 1 --clients 1
+	$(BIN)/python bench/rollout.py --hosts 1,3
 
 # Coverage-guided fuzzing (atheris, libFuzzer inside): one target per parser of hostile input,
 # fuzz/fuzz_<name>.py. atheris is kept out of the project's venv: pip installs its wheel into

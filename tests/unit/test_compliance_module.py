@@ -39,6 +39,14 @@ def run_module(args: dict[str, Any], monkeypatch, capsys) -> dict:
         ({"sizing": {"machines": 0}}, "sizing: every value must be at least 1"),
         ({"checks": ["user.limits", "user.nonsense"]}, "checks: unknown user.nonsense"),
         ({"fail_on_severity": "severe"}, "fail_on_severity"),
+        ({"agent_version": "latest"}, "hosts: agent_version 'latest' is not a version"),
+        ({"max_sync_age_hours": 0}, "hosts: max_sync_age_hours must be at least 1"),
+        ({"hosts": [{"host": "client1", "agnt": 1}]}, "host facts of client1: unknown keys agnt"),
+        ({"hosts": [{"error": "x"}]}, "host facts of ?: no host name"),
+        (
+            {"schema_attributes": [{"name": "credroamX", "syntax": "nonsense"}]},
+            "invalid schema definition: attribute 'credroamX'.syntax must be one of",
+        ),
     ],
 )
 def test_bad_arguments_fail_before_any_connection(args, message, monkeypatch, capsys):
