@@ -123,10 +123,10 @@ options:
     default: false
   hosts:
     description:
-      - What was read on each agent host, one mapping per host (the fact C(sync_agent_host_facts)
+      - "What was read on each agent host, one mapping per host (the fact C(sync_agent_host_facts)
         that C(roles/sync_agent/tasks/facts.yml) sets; its keys are the fields of
         C(credroam.compliance.checks.HostFacts)). A host that could not be read is given as
-        C({host: name, error: why}) and its host checks are V(unknown).
+        C({host: name, error: why}) and its host checks are V(unknown)."
       - Unset, hosts are not checked and the report says so.
     type: list
     elements: dict
