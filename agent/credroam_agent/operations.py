@@ -28,13 +28,12 @@ from credroam.roaming.fsutil import (
 )
 from credroam.roaming.roamingkey import RoamingKeyError, obtain_roaming_key
 from credroam.roaming.state import StateFile
-from credroam.roaming.store import StoreError
-from credroam.roaming.store.file import FileStore
+from credroam.roaming.store import CertificateStore, StoreError
 from credroam.roaming.sync import SyncBusy, SyncReport, sync_user
 from credroam.timestamps import filetime_now, from_filetime
 from credroam.tokens import TokenError
 
-from . import dcs, policy
+from . import dcs, policy, windows
 from .config import AgentConfig, ConfigError, PolicyInForce
 from .enroll import enroll_outstanding
 from .events import EventId, EventLog, refusal_event
@@ -251,7 +250,7 @@ def _roaming_key(
     return key
 
 
-def _report_events(session: Session, report: SyncReport, store: FileStore) -> None:
+def _report_events(session: Session, report: SyncReport, store: CertificateStore) -> None:
     emit = session.events.emit
     for problem in store.problems:
         emit(EventId.LOCAL_STORE_READ, problem)
@@ -311,10 +310,10 @@ def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
         print("nothing to do")
 
 
-def _open_store(session: Session) -> tuple[FileStore, StateFile] | None:
+def _open_store(session: Session) -> tuple[CertificateStore, StateFile] | None:
     paths = session.paths
     try:
-        store = FileStore(paths.store)
+        store = windows.open_store(session.config, paths.store)
     except StoreError as exc:
         session.events.emit(EventId.LOCAL_STORE_READ, str(exc))
         return None
@@ -344,6 +343,7 @@ def _one_sync(
             key,
             session.clock,
             check_mode=dry_run,
+            native_roaming=windows.native_roaming(session.config, in_force.enabled),
         )
     except SyncBusy as exc:
         emit(EventId.LOCAL_STORE_READ, str(exc))
