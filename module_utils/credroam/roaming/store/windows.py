@@ -15,9 +15,10 @@ Items. A certificate of ``My`` is ``%3\\<thumbprint>`` (``%7`` when it was writt
 certificate token: the bookkeeping remembers), archived as its ``Archived`` property says. Its
 private key, when it has one, is ``%9\\<thumbprint>`` owned by it: the PKCS#8 of the key, read
 by exporting the certificate as PKCS#12 under a one-time password and opening that with
-``cryptography``. A key Windows will not export (non-exportable, TPM) is not listed and is
-reported; one that credroam imported is listed from the bookkeeping (below) and, if Windows
-will not export it either, held (``held_keys``): never taken for a deletion. Smart-card keys
+``cryptography``. A key credroam imported is listed from the bookkeeping (below), without
+exporting it. A key Windows will not export (non-exportable, TPM) that the bookkeeping does not
+know is not listed, is reported, and is held (``held_keys``): sync never takes it for a
+deletion, nor replaces it. Smart-card keys
 are the card's: never listed, and their certificates are flagged ``smartcard``.
 ``CurrentUser\\REQUEST`` is listed and reported, not roamed: Windows keeps a pending request
 as a self-signed dummy certificate with its enrollment state, not as the PKCS#10 credroam
@@ -574,10 +575,10 @@ class WindowsStore:
             index.pop(key, None)
         self._save_index(index)
 
-    def _modified(self, candidates: list[dict], digest: str, **match: object) -> int:
+    def _modified(self, candidates: list[dict], digest: str) -> int:
         """The recorded time of this content, else now (never earlier than a recorded one)."""
         for entry in reversed(candidates):
-            if entry["content_hash"] == digest and all(entry.get(k) == v for k, v in match.items()):
+            if entry["content_hash"] == digest:
                 return entry["modified"]
         latest = max((entry["modified"] for entry in candidates), default=-1)
         return max(self.clock(), latest + 1)
@@ -621,11 +622,8 @@ class WindowsStore:
 
     def _certificate_key(self, identifier: str, index: Mapping[str, list[dict]]) -> str:
         """``%3\\<id>``, or ``%7\\<id>`` when the bookkeeping has it as a CNG certificate."""
-        for token_type in (TokenType.CNG_CERTIFICATE,):
-            key = f"%{token_type.value}\\{identifier}"
-            if index.get(key):
-                return key
-        return f"%{TokenType.CERTIFICATE.value}\\{identifier}"
+        cng = f"%{TokenType.CNG_CERTIFICATE.value}\\{identifier}"
+        return cng if index.get(cng) else f"%{TokenType.CERTIFICATE.value}\\{identifier}"
 
     def _certificate_item(
         self, certificate: WindowsCertificate, index: Mapping[str, list[dict]]
