@@ -33,6 +33,11 @@ fault (exit code 2). Example (every key optional except ``directory.domain``)::
 
     [recovery]     # the organisation's recovery public key(s), PEM: the roaming key is also
     public_keys = ["/etc/credroam/recovery.pem"]   # wrapped for each (README, Key recovery)
+    [windows]                        # read on Windows hosts only (agent/credroam_agent/windows.py)
+    native_roaming = "auto"          # "auto": Windows' own client roams where the policy turns
+                                     # roaming on (then only credroam's sealed keys come in,
+                                     # roaming/native.py); "on"; "off": credroam roams it all
+    non_exportable_keys = false      # keys credroam imports are marked non-exportable
 
     [policy]       # defaults; Group Policy wins where it sets a value. Any option of the GPO
     enabled = true # settings tables (gpo/settings.py), with the same ranges:
@@ -63,6 +68,7 @@ DEFAULT_PATH = "/etc/credroam/agent.toml"
 CONFIG_ENV = "CREDROAM_AGENT_CONFIG"  # another file, e.g. for tests; same checks
 BIND_METHODS = ("gssapi", "simple")
 TLS_MODES = ("ldaps", "starttls")
+NATIVE_ROAMING_MODES = ("auto", "on", "off")
 DEFAULT_PATHS = {
     "store": "~/.local/share/credroam/store",
     "state": "~/.local/state/credroam/state.json",
@@ -92,6 +98,14 @@ class DirectoryConfig:
 
 
 @dataclass(frozen=True)
+class WindowsConfig:
+    """The ``[windows]`` section: how the agent works beside Windows' own roaming client."""
+
+    native_roaming: str = "auto"
+    non_exportable_keys: bool = False
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: str
     directory: DirectoryConfig
@@ -104,6 +118,7 @@ class AgentConfig:
     stores: tuple[str, ...] = ("file",)  # the file store and the mirrors of it to keep
     recovery_key_files: tuple[str, ...] = ()
     recovery_public_keys: tuple[bytes, ...] = ()  # their PEM, read and checked by load_config
+    windows: WindowsConfig = field(default_factory=WindowsConfig)
 
     def account_for(self, local_name: str) -> str:
         """The sAMAccountName a local user roams as (the mapping, else the same name)."""
@@ -246,6 +261,19 @@ def _stores(data: Mapping[str, Any], path: str) -> tuple[str, ...]:
     return names
 
 
+def _windows(data: Mapping[str, Any], path: str) -> WindowsConfig:
+    table = _table(data, path, "windows")
+    _check_keys(table, path, "windows", {"native_roaming", "non_exportable_keys"})
+    mode = _get(table, path, "windows", "native_roaming", str, "auto")
+    if mode not in NATIVE_ROAMING_MODES:
+        raise ConfigError(
+            f"{_where(path, 'windows.native_roaming')} must be one of "
+            f"{', '.join(NATIVE_ROAMING_MODES)}, not {mode!r}"
+        )
+    non_exportable = _get(table, path, "windows", "non_exportable_keys", bool, False)
+    return WindowsConfig(native_roaming=mode, non_exportable_keys=non_exportable)
+
+
 def parse_policy_values(table: Mapping[str, Any], where: str) -> dict[str, bool | int | str]:
     """The [policy] values, each checked as ``ad_gpo`` checks the same GPO setting."""
     _check_keys(table, where, "policy", set(POLICY_SETTINGS))
@@ -266,7 +294,7 @@ def parse_config(text: str, path: str) -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    sections = {"directory", "users", "paths", "enrollment", "policy", "recovery"}
+    sections = {"directory", "users", "paths", "enrollment", "policy", "recovery", "windows"}
     _check_keys(data, path, "top level", sections | {"stores"})
     directory = _directory(data, path)
     user_realm, user_map = _users(data, path, directory.realm)
@@ -287,6 +315,7 @@ def parse_config(text: str, path: str) -> AgentConfig:
         policy=parse_policy_values(_table(data, path, "policy"), path),
         stores=_stores(data, path),
         recovery_key_files=_recovery_key_files(data, path),
+        windows=_windows(data, path),
     )
 
 

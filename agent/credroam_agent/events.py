@@ -95,9 +95,11 @@ def refusal_event(reason: str) -> EventId:
 
 def warning_event(warning: str) -> EventId:
     """The event of what reconcile left alone (``SyncReport.warnings``, refusals aside): a
-    directory value it cannot use (held, R34), else something of the local store it cannot
-    roam, such as a private key whose certificate is not here (R36)."""
-    if "directory value is unusable" in warning:
+    value held because it cannot be used (R34: mostly a directory value that cannot be opened,
+    whose own 1012 names the check; or a key a Windows store holds but will not export), else
+    something of the local store it cannot roam, such as a key whose certificate is not here
+    (R36)."""
+    if "there but cannot be used" in warning:
         return EventId.ATTRIBUTE_PROBLEM
     return EventId.LOCAL_STORE_READ
 

@@ -28,14 +28,13 @@ from credroam.roaming.fsutil import (
 )
 from credroam.roaming.roamingkey import RoamingKeyError, obtain_roaming_key
 from credroam.roaming.state import StateFile
-from credroam.roaming.store import StoreError
-from credroam.roaming.store.file import FileStore
+from credroam.roaming.store import CertificateStore, StoreError
 from credroam.roaming.store.mirror import Mirror, MirrorReport, make_mirrors, sync_mirrors
 from credroam.roaming.sync import SyncBusy, SyncReport, sync_user
 from credroam.timestamps import filetime_now, from_filetime
 from credroam.tokens import TokenError
 
-from . import dcs, policy
+from . import dcs, policy, windows
 from .config import AgentConfig, ConfigError, PolicyInForce
 from .enroll import enroll_outstanding
 from .events import EventId, EventLog, refusal_event, warning_event
@@ -340,10 +339,10 @@ def _print_plan(session: Session, report: SyncReport, as_json: bool) -> None:
         print("nothing to do")
 
 
-def _open_store(session: Session) -> tuple[FileStore, StateFile] | None:
+def _open_store(session: Session) -> tuple[CertificateStore, StateFile] | None:
     paths = session.paths
     try:
-        store = FileStore(paths.store)
+        store = windows.open_store(session.config, paths.store)
     except StoreError as exc:
         session.events.emit(EventId.LOCAL_STORE_READ, str(exc))
         return None
@@ -382,6 +381,7 @@ def _one_sync(
             retired_keys=retired,
             force_full=force_full,
             local_markers=[mirror.change_marker for mirror in mirrors],
+            native_roaming=windows.native_roaming(session.config, in_force.enabled),
         )
     except SyncBusy as exc:
         emit(EventId.LOCAL_STORE_READ, str(exc))

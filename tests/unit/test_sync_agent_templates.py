@@ -40,6 +40,14 @@ FULL = {
     "sync_agent_recovery_public_key_src": "files/recovery.pem",
     "sync_agent_recovery_public_key_file": "/etc/credroam/org-recovery.pem",
 }
+WINDOWS_FULL = {
+    "sync_agent_domain": "corp.example",
+    "sync_agent_platform": "windows",
+    "sync_agent_windows_native_roaming": "off",
+    "sync_agent_windows_non_exportable_keys": True,
+    "sync_agent_windows_paths": {"store": "~/AppData/Local/cr/store"},
+    "sync_agent_windows_config_dir": "D:\\credroam",
+}
 RENDER = """
 - hosts: localhost
   gather_facts: false
@@ -59,6 +67,16 @@ RENDER = """
         mode: "0644"
       vars: {full}
     - ansible.builtin.template:
+        src: "{role}/templates/agent.toml.j2"
+        dest: "{out}/windows.toml"
+        mode: "0644"
+      vars: {{"sync_agent_domain": "corp.example", "sync_agent_platform": "windows"}}
+    - ansible.builtin.template:
+        src: "{role}/templates/agent.toml.j2"
+        dest: "{out}/windows-full.toml"
+        mode: "0644"
+      vars: {windows_full}
+    - ansible.builtin.template:
         src: "{role}/templates/{{{{ item }}}}.j2"
         dest: "{out}/{{{{ item }}}}"
         mode: "0644"
@@ -73,7 +91,11 @@ RENDER = """
 def rendered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sync_agent")
     playbook = out / "render.yml"
-    playbook.write_text(RENDER.format(role=ROLE, out=out, full=json.dumps(FULL)))
+    playbook.write_text(
+        RENDER.format(
+            role=ROLE, out=out, full=json.dumps(FULL), windows_full=json.dumps(WINDOWS_FULL)
+        )
+    )
     agent = out / "credroam-agent"
     agent.write_text("#!/bin/sh\n")
     agent.chmod(0o755)
@@ -115,6 +137,23 @@ def test_every_variable_reaches_its_key_in_agent_toml(rendered):
     assert dict(config.policy) == {"tombstone_days": 30, "remove_at_logoff": True}
     assert config.stores == ("file", "nss", "networkmanager")
     assert config.recovery_key_files == ("/etc/credroam/org-recovery.pem",)
+
+
+def test_a_windows_config_has_windows_paths_and_the_windows_section(rendered):
+    config = parse_config((rendered / "windows.toml").read_text(), "agent.toml")
+    assert (config.windows.native_roaming, config.windows.non_exportable_keys) == ("auto", False)
+    assert config.paths["store"] == "~/AppData/Local/credroam/store"
+    assert config.paths["state"] == "~/AppData/Local/credroam/state.json"
+    assert config.paths["policy_cache"] == "~/AppData/Local/credroam/policy"
+    assert config.paths["key_cache"].startswith("$XDG_RUNTIME_DIR")  # unset on purpose: README
+    assert config.directory.ca_file == "C:\\ProgramData\\credroam\\ca.pem"
+    full = parse_config((rendered / "windows-full.toml").read_text(), "agent.toml")
+    assert (full.windows.native_roaming, full.windows.non_exportable_keys) == ("off", True)
+    assert full.paths["store"] == "~/AppData/Local/cr/store"
+    assert full.directory.ca_file == "D:\\credroam\\ca.pem"
+    linux = parse_config((rendered / "minimal.toml").read_text(), "agent.toml")
+    assert "[windows]" not in (rendered / "minimal.toml").read_text()
+    assert linux.paths["store"] == "~/.local/share/credroam/store"
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")

@@ -417,11 +417,12 @@ def reconcile(
     the strength of absence, and a directory tombstone still beats a local copy not newer than
     it. ``directory_timestamp`` (msPKIRoamingTimeStamp last change, as read) goes into the new
     base unchanged. ``hold_keys`` are keys whose directory value exists but cannot be used
-    (unreadable, sealed under another roaming key, damaged): nothing is done to them on either
-    side and their base entry is kept, since their absence from ``directory`` proves nothing
-    (R34). Each is reported in ``warnings``. ``refuse_uploads`` maps keys the caller cannot
-    upload to the reason (e.g. a private key with no roaming key to seal it): a planned upload
-    of one is refused like one over the limits, with its group (R25).
+    (unreadable, sealed under another roaming key, damaged), or that a local store holds but
+    cannot list (``sync._held_here``): nothing is done to them on either side and their base
+    entry is kept, since their absence proves nothing (R34). Each is reported in ``warnings``.
+    ``refuse_uploads`` maps keys the caller cannot upload to the reason (e.g. a private key
+    with no roaming key to seal it): a planned upload of one is refused like one over the
+    limits, with its group (R25).
     """
     if isinstance(now, bool) or not isinstance(now, int) or now < 0:
         raise ReconcileError(f"now must be a FILETIME int, not {now!r}")
@@ -434,7 +435,9 @@ def reconcile(
         d = _Decision(key, local.get(key), directory.get(key), entries.get(key))
         if key in held:
             d.hold = d.unusable = True
-            warnings.append(f"{key} left alone on both sides: its directory value is unusable")
+            # Unusable in the directory, or held by a store that cannot list it (a Windows key
+            # that will not export): present either way, so never taken for a deletion.
+            warnings.append(f"{key} left alone on both sides: it is there but cannot be used")
         elif _never_roams(d.local, policy) or _never_roams(d.directory, policy):
             d.hold = True
         else:

@@ -77,6 +77,7 @@ from .directory import (
 from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
 from .fsutil import LockHeld
 from .model import Base, Item, ItemKind, Plan, Policy, StoreName, content_hash, newest
+from .native import native_plan
 from .reconcile import reconcile
 from .roamingkey import RoamingKeyError, parse_wrapped_keys, roaming_key_id, sealing_user_id
 from .state import HEAD_VERSION, SyncHeader
@@ -516,6 +517,7 @@ def sync_user(
     force_full: bool = False,
     local_markers: Sequence[ChangeMarker] = (),
     retired_keys: Sequence[bytes] = (),
+    native_roaming: bool = False,
 ) -> SyncReport:
     """Sync one user's roaming items between ``store`` and the directory.
 
@@ -539,6 +541,11 @@ def sync_user(
     ``retired_keys`` are roaming keys that lost to ``roaming_key``
     (``roamingkey.KeyChanges.retired``): the sync is a full one, re-seals under ``roaming_key``
     what they sealed and removes their records (:func:`reseal_changes`).
+
+    ``native_roaming``: Windows' own client roams this user's certificates here, so the plan
+    is :func:`.native.native_plan` (only credroam's sealed keys come in) instead of
+    ``reconcile``. A store may name keys it holds but cannot list (``held_keys``, e.g. a
+    private key Windows will not export): they are held as unusable values are (R34).
     """
     with contextlib.ExitStack() as held:
         try:
@@ -551,18 +558,36 @@ def sync_user(
         markers = _local_markers(store, local_markers)
         retired = tuple(retired_keys) if roaming_key is not None else ()
         head = None if force_full or retired else _load_header(state)
-        reason = _fast_check(conn, user_dn, head, markers, policy, roaming_key, clock)
+        settings = _settings_digest(user_dn, policy, roaming_key, native_roaming)
+        reason = _fast_check(conn, user_dn, head, markers, policy, settings, clock)
         if reason is None:
             return SyncReport(user_dn=user_dn, check_mode=check_mode, full_sync_reason=None)
         report = _sync_locked(
             conn, user_dn, store, state, policy, roaming_key, clock, check_mode, max_attempts,
-            markers, retired,
+            markers, retired, native_roaming,
         )  # fmt: skip
         if force_full:
             reason = FullSyncReason.FORCED
         elif retired:
             reason = FullSyncReason.RESEAL
         return replace(report, full_sync_reason=reason)
+
+
+def _held_here(store: CertificateStore, side: DirectorySide, base: Base | None) -> frozenset[str]:
+    """Keys the store holds but cannot list (``held_keys``) that the directory or the base
+    knows: held, so their absence from the listing is never taken for a local deletion."""
+    held = frozenset(getattr(store, "held_keys", ()))
+    known = side.items.keys() | (base.entries.keys() if base is not None else set())
+    return held & known
+
+
+def _private_key_owners(store: CertificateStore, local: Mapping[str, Item]) -> frozenset[str]:
+    """The local certificates that have a private key here: the store's own account of it
+    (``private_key_owners``, which counts keys it cannot list), else the listed keys' owners."""
+    owners = getattr(store, "private_key_owners", None)
+    if owners is not None:
+        return frozenset(owners)
+    return frozenset(item.owner for item in local.values() if item.owner is not None)
 
 
 def _unsealable(local: Mapping[str, Item], roaming_key: bytes | None) -> dict[str, str]:
@@ -585,6 +610,7 @@ def _sync_locked(
     max_attempts: int,
     markers: Sequence[ChangeMarker] = (),
     retired_keys: Sequence[bytes] = (),
+    native_roaming: bool = False,
 ) -> SyncReport:
     marker_before = combine(markers) if markers else None
     if not check_mode:
@@ -597,16 +623,28 @@ def _sync_locked(
         record = read_roaming(conn, user_dn, READ_LIMITS)
         side = map_record(record, roaming_key, local, now=now, retired_keys=retired_keys)
         stamp = record.timestamp.last_change if record.timestamp else None
-        plan = reconcile(
-            local,
-            side.items,
-            base,
-            policy,
-            now,
-            directory_timestamp=stamp,
-            hold_keys=side.unusable_keys,
-            refuse_uploads=_unsealable(local, roaming_key),
-        )
+        held = side.unusable_keys | _held_here(store, side, base)
+        if native_roaming:
+            plan = native_plan(
+                local,
+                side.items,
+                base,
+                now,
+                private_key_owners=_private_key_owners(store, local),
+                directory_timestamp=stamp,
+                hold_keys=held,
+            )
+        else:
+            plan = reconcile(
+                local,
+                side.items,
+                base,
+                policy,
+                now,
+                directory_timestamp=stamp,
+                hold_keys=held,
+                refuse_uploads=_unsealable(local, roaming_key),
+            )
         changes = directory_changes(plan, record, store, roaming_key)
         if roaming_key is not None and retired_keys:
             changes += reseal_changes(plan, record, side, roaming_key, retired_keys)
@@ -636,8 +674,9 @@ def _sync_locked(
             new_base = replace(new_base, directory_timestamp=applied.timestamp.last_change)
         state.save(new_base)
         if not applied.changed:
+            settings = _settings_digest(user_dn, policy, roaming_key, native_roaming)
             _record_header(state, user_dn, record, conn, markers, marker_before, plan, side,
-                           local, policy, roaming_key, now)  # fmt: skip
+                           local, policy, settings, now)  # fmt: skip
     report = _report(
         user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False, problems
     )
@@ -674,10 +713,13 @@ def _clear_header(state: BaseStore) -> None:
         clear()
 
 
-def _settings_digest(user_dn: str, policy: Policy, roaming_key: bytes | None) -> str:
-    """What a plan depends on besides the two sides: the policy and the roaming key (its hash
-    only: the head is no place for the key)."""
-    digest = hashlib.sha256(f"credroam-head {HEAD_VERSION}\0{user_dn}\0{policy!r}\0".encode())
+def _settings_digest(
+    user_dn: str, policy: Policy, roaming_key: bytes | None, native_roaming: bool = False
+) -> str:
+    """What a plan depends on besides the two sides: the policy, the roaming key (its hash
+    only: the head is no place for the key) and whether Windows roams natively here."""
+    text = f"credroam-head {HEAD_VERSION}\0{user_dn}\0{policy!r}\0"
+    digest = hashlib.sha256((text + ("native\0" if native_roaming else "")).encode())
     digest.update(hashlib.sha256(roaming_key).digest() if roaming_key is not None else b"-")
     return digest.hexdigest()
 
@@ -688,7 +730,7 @@ def _fast_check(
     head: SyncHeader | None,
     markers: Sequence[ChangeMarker],
     policy: Policy,
-    roaming_key: bytes | None,
+    settings: str,
     clock: Callable[[], int],
 ) -> str | None:
     """None when ``head`` proves that nothing changed; else why a full sync must run.
@@ -704,7 +746,7 @@ def _fast_check(
         return FullSyncReason.INTERVAL  # (a clock set back: the interval cannot be trusted)
     if head.due is not None and now >= head.due:
         return FullSyncReason.DUE
-    if head.settings != _settings_digest(user_dn, policy, roaming_key):
+    if head.settings != settings:
         return FullSyncReason.SETTINGS
     if combine(markers) != head.local_marker:
         return FullSyncReason.LOCAL
@@ -739,7 +781,7 @@ def _record_header(
     side: DirectorySide,
     local: Mapping[str, Item],
     policy: Policy,
-    roaming_key: bytes | None,
+    settings: str,
     now: int,
 ) -> None:
     """Write the head when this sync can prove what it saw, else leave none.
@@ -759,7 +801,7 @@ def _record_header(
     save(
         SyncHeader(
             user_dn=user_dn,
-            settings=_settings_digest(user_dn, policy, roaming_key),
+            settings=settings,
             dc=(dc.service_name, dc.invocation_id, dc.host_name),
             usn_changed=record.usn_changed,
             directory_timestamp=record.timestamp_raw,

@@ -31,8 +31,9 @@ Every identifier is untrusted (it may come from the directory, CVE-2022-30170): 
 
 Where applications look (the NSS database, NetworkManager's files) is served by mirrors of the
 file store, not by stores of their own: ``mirror`` (what they share), ``nss``,
-``networkmanager``. Room is left for Windows (CurrentUser\\My and \\REQUEST through crypt32
-or PowerShell); not implemented.
+``networkmanager``. On Windows, ``windows`` is the store over CurrentUser\\My and \\REQUEST
+(PowerShell and .NET's X509Store); a store may also report ``held_keys`` (present, not
+listable: held by sync) and ``private_key_owners`` (certificates with a private key here).
 """
 
 from __future__ import annotations
