@@ -49,5 +49,6 @@ def test_the_staging_example_is_valid_yaml_and_its_agent_values_fit_the_role():
     for name, value in values.items():
         if name in spec:
             assert isinstance(value, types[spec[name]["type"]]), (name, value)
-            if "choices" in spec[name]:
-                assert value in spec[name]["choices"], (name, value)
+            if "choices" in spec[name]:  # of the value, or of each element of a list
+                chosen = value if isinstance(value, list) else [value]
+                assert set(chosen) <= set(spec[name]["choices"]), (name, value)
