@@ -58,6 +58,9 @@ def lab_vars(lab: dict) -> dict:
         "credroam_ldap_server": lab["dcs"][0]["ip"],
         "credroam_ldap_servers": [dc["ip"] for dc in lab["dcs"]],
         "credroam_ldap_ca_file": lab["ca_cert"],
+        # The lab CA's key (lab_forest_pki writes it beside ca.pem): the lab issues the users'
+        # certificates with it (the demonstration in summary.yml, Molecule's roaming story).
+        "credroam_lab_ca_key": str(Path(lab["ca_cert"]).with_name("ca.key")),
         "credroam_ldap_bind_user": lab["admin"]["upn"],
         "credroam_ldap_bind_password": lab["admin"]["password"],
         "credroam_dc_addresses": {dc["fqdn"]: dc["ip"] for dc in lab["dcs"]},

@@ -56,30 +56,7 @@ WITH_NSS = "/etc/credroam/with-nss.toml"  # the file store and its NSS mirror (~
 WAIT = 120.0  # seconds: a generous bound for what the watch tests wait for (a loaded machine)
 # Samba has no certificate authority: the lab's enrollment command signs the CSR on stdin with
 # the lab CA (its key readable by the lab users on the lab hosts only) and prints the PEM.
-LAB_ENROLL = """import datetime, sys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
-
-csr = x509.load_pem_x509_csr(sys.stdin.buffer.read())
-if not csr.is_signature_valid:
-    sys.exit("request signature invalid")
-ca = x509.load_pem_x509_certificate(open("/etc/credroam/ca.pem", "rb").read())
-ca_key = serialization.load_pem_private_key(open("/etc/credroam/lab-ca.key", "rb").read(), None)
-now = datetime.datetime.now(datetime.timezone.utc)
-certificate = (
-    x509.CertificateBuilder()
-    .subject_name(csr.subject)
-    .issuer_name(ca.subject)
-    .public_key(csr.public_key())
-    .serial_number(x509.random_serial_number())
-    .not_valid_before(now - datetime.timedelta(minutes=5))
-    .not_valid_after(now + datetime.timedelta(days=365))
-    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    .sign(ca_key, hashes.SHA256())
-)
-sys.stdout.buffer.write(certificate.public_bytes(serialization.Encoding.PEM))
-"""
+LAB_ENROLL = (REPO / "roles" / "lab_forest" / "files" / "lab-enroll.py").read_text()
 
 
 @pytest.fixture(scope="module")

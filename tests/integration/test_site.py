@@ -19,8 +19,13 @@ pytestmark = pytest.mark.integration
 
 
 def site(lab: Lab, *args: str) -> PlaybookRun:
+    return playbook(lab, "playbooks/site.yml", *args)
+
+
+def playbook(lab: Lab, path: str, *args: str) -> PlaybookRun:
+    """Run the playbook at ``path`` (from the repository root) on ``lab``; it must succeed."""
     run = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "playbooks/site.yml", *args],
+        [str(ANSIBLE_PLAYBOOK), path, *args],
         cwd=REPO,
         env={**os.environ, "CREDROAM_LAB": lab.name},
         capture_output=True,

@@ -69,5 +69,11 @@ def test_absent_removes_the_agent_and_its_pam_lines_then_present_restores_it(rol
         assert "credroam" not in left.replace("/etc/pam.d/", "")
         assert "sshd:0" in left and "login:0" in left
     assert site(lab, "--tags", "agent", "-e", "sync_agent_state=absent").changed == 0
+    # --check --diff on hosts without the agent: every install shown, nothing installed.
+    planned = site(lab, "--tags", "agent", "--check", "--diff")
+    assert planned.changed >= 3 * len(lab.clients)
+    assert "pam-hook --agent" in planned.output and "[directory]" in planned.output
+    for host in lab.clients:
+        assert host.ssh(f"ls {PREFIX} {COMMAND} 2>/dev/null; true").stdout == ""
     site(lab, "--tags", "agent")
     assert site(lab, "--tags", "agent").changed == 0
