@@ -104,10 +104,17 @@ agent: deps  ## Build dist/credroam-agent.pyz, the sync agent as one reproducibl
 
 # Property tests in CI are derandomized (tests/hypothesis_profiles.py); a hunt draws fresh ones.
 HUNT_EXAMPLES ?= 2000
+HUNT_SCHEDULES ?= 100000
+HUNT_SEED ?= 1
+HUNT_JOBS ?= 2
 
-hunt: deps  ## Bug hunt: every property test with HUNT_EXAMPLES fresh random examples (default 2000).
+hunt: deps hunt-schedules  ## Bug hunt: hunt-schedules, then every property test with HUNT_EXAMPLES (2000) fresh examples.
 	HYPOTHESIS_PROFILE=hunt HYPOTHESIS_HUNT_EXAMPLES=$(HUNT_EXAMPLES) $(BIN)/pytest -q \
 	    -p no:cacheprovider -m hypothesis --hypothesis-show-statistics tests/unit
+
+hunt-schedules: deps  ## HUNT_SCHEDULES (100000) seeded convergence schedules; prints what broke (all 0).
+	PYTHONPATH=module_utils:. $(BIN)/python -m tests.unit.convergence_hunt \
+	    --schedules $(HUNT_SCHEDULES) --seed $(HUNT_SEED) --jobs $(HUNT_JOBS)
 
 bench: deps  ## Benchmarks (core, agent, sync on a lab DC, lab up/down, rollout; bench/README.md), to bench/out/.
 	$(BIN)/python bench/core.py

@@ -5,7 +5,8 @@ change, by a write or by replication (Samba's uSNChanged, measured on the lab:
 tests/integration/test_fast_path.py); each host a local change counter. A sync whose head (DC,
 its counter, the local counter, all as the last full sync read them) still matches, whose
 full sync interval is not over and whose next expiry is not due, stops without planning, as
-sync._fast_check does. A head is recorded only by a full sync that wrote nothing to either side.
+sync._fast_check does. A head is recorded only by a full sync that wrote nothing to either
+side; a full sync clears it first, so a sync that crashed leaves none.
 
 Besides the simulation's own oracle (convergence, no loss, no resurrection), every skipped
 sync is checked directly: a full sync at that moment would have written nothing, except the
@@ -14,11 +15,14 @@ purge of tombstones past their lifetime, which may wait for the full sync interv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from credroam.roaming.model import Plan, StoreName, newest
 from credroam.roaming.reconcile import reconcile
+from tests.hypothesis_profiles import examples
 from tests.unit.test_convergence import (
     DCS,
     HOSTS,
@@ -33,13 +37,13 @@ INTERVAL = POLICY.full_sync_interval_ticks
 
 
 class FastWorld(World):
-    def __init__(self) -> None:
-        super().__init__()
-        self.usn = [0] * DCS
-        self._seen = [frozenset() for _ in range(DCS)]
-        self.local_version = [0] * HOSTS
-        self.heads: list[tuple[int, int, int, int, int | None] | None] = [None] * HOSTS
-        self._read_marks: list[tuple[int, int, int] | None] = [None] * HOSTS
+    def __init__(self, hosts: int = HOSTS, dcs: int = DCS, skews: Sequence[int] = ()) -> None:
+        super().__init__(hosts, dcs, skews)
+        self.usn = [0] * dcs
+        self._seen = [frozenset() for _ in range(dcs)]
+        self.local_version = [0] * hosts
+        self.heads: list[tuple[int, int, int, int, int | None] | None] = [None] * hosts
+        self._read_marks: list[tuple[int, int, int] | None] = [None] * hosts
         self.skipped = 0
 
     # --- the counters ------------------------------------------------------------------------
@@ -76,8 +80,13 @@ class FastWorld(World):
         super().replicate()
         self._observe()
 
+    def replicate_one(self, source: int, destination: int) -> None:
+        super().replicate_one(source, destination)
+        self._observe()
+
     # --- the fast path -----------------------------------------------------------------------
     def _plan(self, h: int, d: int):
+        self.heads[h] = None  # a full sync clears the head before anything else
         read, plan = super()._plan(h, d)
         self._read_marks[h] = (d, self.usn[d], self.local_version[h])
         return read, plan
@@ -89,8 +98,8 @@ class FastWorld(World):
         head_dc, usn, version, last_full, due = head
         return (
             (head_dc, usn, version) == (d, self.usn[d], self.local_version[h])
-            and last_full <= self.clock < last_full + INTERVAL
-            and (due is None or self.clock < due)
+            and last_full <= self.now(h) < last_full + INTERVAL
+            and (due is None or self.now(h) < due)
         )
 
     def begin_sync(self, h: int, d: int) -> None:
@@ -106,18 +115,31 @@ class FastWorld(World):
             key: newest(v.item for v in values)
             for key, values in self.dcs[d].values_by_key().items()
         }
-        plan = reconcile(dict(host.local), directory, host.base, POLICY, self.clock)
+        plan = reconcile(dict(host.local), directory, host.base, POLICY, self.now(h))
         purges = plan.purge_directory
         assert not (plan.changes_local or (plan.changes_directory and not purges)), (
             f"host {h} skipped a sync via DC {d} that had work: {plan}"
         )
 
-    def _apply(self, h: int, d: int, read, plan: Plan, planned_at: int) -> bool:
-        applied = super()._apply(h, d, read, plan, planned_at)
+    def _apply(
+        self,
+        h: int,
+        d: int,
+        read,
+        plan: Plan,
+        planned_at: int,
+        crash_at: str | None = None,
+        crash_after: int = 0,
+    ) -> bool:
+        before = dict(self.hosts[h].local)
+        applied = super()._apply(h, d, read, plan, planned_at, crash_at, crash_after)
         self._observe()
         if not applied:
             return False
         mark = self._read_marks[h]
+        if crash_at is not None:
+            self.local_version[h] += self.hosts[h].local != before
+            return True  # no head: the full sync cleared it and never got to record one
         if plan.changes_directory or plan.changes_local or mark is None:
             self.heads[h] = None  # a sync that wrote proves nothing about what it saw
             self.local_version[h] += plan.changes_local
@@ -131,12 +153,7 @@ class FastWorld(World):
         return True
 
 
-@settings(
-    max_examples=400,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@settings(max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operations, min_size=10, max_size=80))
 def test_hosts_with_the_fast_path_converge_and_skip_only_idle_syncs(ops) -> None:
     world = FastWorld()

@@ -29,7 +29,7 @@ from credroam.roaming.model import (
     StoreName,
 )
 from credroam.roaming.store.file import FileStore
-from credroam.roaming.sync import SyncBusy, SyncError, sync_user
+from credroam.roaming.sync import SyncBusy, SyncError, SyncStep, sync_user
 from credroam.tokens import (
     Token,
     TokenError,
@@ -303,6 +303,57 @@ def test_a_local_failure_keeps_the_old_base_and_the_next_sync_completes(cert_and
     store.fail_on = set()
     report = run(directory, store, state, roaming_key, now=NOW + 6)
     assert report.downloaded == (cert_and_key[1][0].key,) and state.saves == 1
+
+
+class Killed(Exception):
+    """The process died at a checkpoint (what the agent's test hook does with SIGKILL)."""
+
+
+def killed_at(step: str):
+    def checkpoint(reached: str) -> None:
+        if reached == step:
+            raise Killed(step)
+
+    return checkpoint
+
+
+def test_a_sync_passes_its_write_steps_in_order(cert_and_key):
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    run(directory, FakeStore(cert_and_key), FakeState(), roaming_key)
+    steps: list[str] = []
+    run(directory, FakeStore(), FakeState(), roaming_key, now=NOW + 5, checkpoint=steps.append)
+    # Two downloads: the store is half written after the first.
+    assert steps == list(SyncStep.ALL)
+
+
+def test_a_sync_killed_after_its_directory_write_remembers_what_it_uploaded(cert_and_key):
+    # Before the interim base, the base stayed the old one (none): the user's deletion of the
+    # uploaded pair before the next sync read as "new elsewhere", and both came back.
+    directory, store, state, roaming_key = (
+        FakeDirectory(),
+        FakeStore(cert_and_key),
+        FakeState(),
+        new_roaming_key(),
+    )
+    with pytest.raises(Killed):
+        run(directory, store, state, roaming_key, checkpoint=killed_at(SyncStep.DIRECTORY_WRITTEN))
+    assert not store.locked and set(state.base.entries) == set(store.entries)
+    store.entries.clear()  # the user deletes the certificate and its key
+    report = run(directory, store, state, roaming_key, now=NOW + 5)
+    assert set(report.tombstoned) == {item.key for item, _ in cert_and_key}
+    assert report.downloaded == ()
+
+
+def test_a_sync_killed_while_writing_the_store_leaves_it_to_the_next_one(cert_and_key):
+    directory, roaming_key = FakeDirectory(), new_roaming_key()
+    run(directory, FakeStore(cert_and_key), FakeState(), roaming_key)
+    store, state = FakeStore(), FakeState()
+    with pytest.raises(Killed):
+        run(directory, store, state, roaming_key, now=NOW + 5,
+            checkpoint=killed_at(SyncStep.STORE_HALF_WRITTEN))  # fmt: skip
+    assert len(store.entries) == 1 and state.base is None
+    report = run(directory, store, state, roaming_key, now=NOW + 6)
+    assert len(report.downloaded) == 1 and set(store.entries) == {i.key for i, _ in cert_and_key}
 
 
 def test_sync_holds_the_store_lock_throughout_and_releases_it(cert_and_key):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -320,6 +320,47 @@ class Plan:
     def is_empty(self) -> bool:
         """True when nothing is to be written (refusals and warnings may still be reported)."""
         return not (self.changes_directory or self.changes_local)
+
+    @property
+    def needs_interim_base(self) -> bool:
+        """Whether the caller must save :meth:`interim_base` before the local writes."""
+        return self.changes_directory or bool(self.delete_local)
+
+    def interim_base(self, old: Base | None) -> Base:
+        """The base to save once the directory half is written, before the local half.
+
+        ``base`` (saved last) holds only once every local write is done; ``old`` no longer
+        does once the directory changed. Between the two, a sync that stops (a crash, a full
+        disk) must leave a base that neither takes an item it uploaded and the user then
+        deleted for one new elsewhere (it would come back), nor takes an item it removed
+        locally for one the user deleted (its tombstone would beat a newer edit made
+        elsewhere). So: ``base``, except that an item still to be downloaded keeps its ``old``
+        entry (the next sync plans the download again), and an item to be removed locally
+        that ``base`` forgets (R16, R23: its deletion elsewhere was purged) gets a tombstone
+        at its own time: the copy still here is then an old copy of a deleted item (R20),
+        and once it is gone, nothing is to be done (R31) until a newer version arrives
+        (R21). An item to be archived locally is here already, in the same content: ``base``
+        is right for it either way.
+        """
+        entries = dict(self.base.entries)
+        before = old.entries if old is not None else {}
+        for item in self.download:
+            if item.key in before:
+                entries[item.key] = before[item.key]
+            else:
+                entries.pop(item.key, None)
+        for deletion in self.delete_local:
+            item = deletion.item
+            if item.key not in entries:
+                gone = replace(
+                    item, content_hash="", size=0, tombstone=True, archived=False, expires=None
+                )
+                entries[item.key] = BaseEntry.of(gone, self.made_at or item.modified)
+        return Base(
+            entries=entries,
+            directory_timestamp=self.base.directory_timestamp,
+            last_sync=old.last_sync if old is not None else None,
+        )
 
     @property
     def made_at(self) -> int | None:

@@ -7,12 +7,16 @@ chosen so that a sync interrupted anywhere leaves both sides valid and the next 
 2. reconcile against the local store and the last-synced base;
 3. write the directory first, optimistically (on :class:`ConcurrentModification` re-read and
    re-plan, at most ``max_attempts`` times). Until it succeeded nothing local has changed;
-4. then write the local store, item by item, in one store batch (the store records its
+4. save an interim base (:meth:`.model.Plan.interim_base`: the directory's new state, the old
+   entries of items still to be written locally), so a sync that stops now neither brings
+   back an item it uploaded and the user then deleted, nor takes an item it is about to
+   remove locally for one the user deleted;
+5. then write the local store, item by item, in one store batch (the store records its
    bookkeeping once, at the end; a crash inside the batch still leaves a store that lists each
    item at its true version). Every local write only brings the local side to a version the
-   directory now holds, so if one fails the next sync plans it again (the old base is kept,
-   and with the old base an item both sides already agree on is simply left alone);
-5. save the new base last, and only when every write succeeded.
+   directory now holds, so if one fails the next sync plans it again (the interim base is kept,
+   and with it an item both sides already agree on is simply left alone);
+6. save the new base last, and only when every write succeeded.
 
 A sync first takes the fast path (:func:`_fast_check`): when the state file's head proves that
 nothing changed since the last full sync (same DC, same uSNChanged and msPKIRoamingTimeStamp of
@@ -93,6 +97,7 @@ __all__ = [
     "SyncBusy",
     "SyncError",
     "SyncReport",
+    "SyncStep",
     "directory_changes",
     "map_record",
     "reseal_changes",
@@ -133,6 +138,29 @@ class BaseStore(Protocol):
     def load(self) -> Base | None: ...
 
     def save(self, base: Base) -> None: ...
+
+
+class SyncStep:
+    """The steps of a full sync at which ``sync_user(..., checkpoint=)`` is called, in order.
+
+    Each names what has happened when the checkpoint runs; a sync stopped there (a crash, a
+    killed process, a lost DC) must leave both sides valid, and the next sync completes it.
+    Fault tests stop or kill the agent at one (its test hook, ``credroam_agent.testhook``), and
+    the convergence simulation crashes its hosts at each.
+    """
+
+    PLANNED = "planned"  # read and planned; nothing written yet
+    DIRECTORY_WRITTEN = "directory-written"  # the LDAP modify succeeded; nothing local yet
+    STORE_HALF_WRITTEN = "store-half-written"  # the first local write of several is done
+    BASE_NOT_SAVED = "base-not-saved"  # every local write done; the new base not saved yet
+    ALL = (PLANNED, DIRECTORY_WRITTEN, STORE_HALF_WRITTEN, BASE_NOT_SAVED)
+
+
+Checkpoint = Callable[[str], None]
+
+
+def _no_checkpoint(step: str) -> None:
+    """The default: a sync runs through its steps without stopping."""
 
 
 class FullSyncReason:
@@ -483,15 +511,27 @@ def _retired_records(
 
 
 def _apply_local(
-    plan: Plan, payloads: Mapping[str, bytes], store: CertificateStore
+    plan: Plan,
+    payloads: Mapping[str, bytes],
+    store: CertificateStore,
+    checkpoint: Checkpoint = _no_checkpoint,
 ) -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
+    remaining = len(plan.download) + len(plan.archive_local) + len(plan.delete_local)
+
+    def one_done() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining:
+            checkpoint(SyncStep.STORE_HALF_WRITTEN)
+
     with store.batch():
         for item in (*plan.download, *plan.archive_local):
             try:
                 store.write(item, payloads[item.key])
             except Exception as exc:  # one item's failure must not stop the others
                 errors.append((item.key, f"{type(exc).__name__}: {exc}"))
+            one_done()
         for deletion in plan.delete_local:
             try:
                 store.delete(
@@ -499,6 +539,7 @@ def _apply_local(
                 )
             except Exception as exc:
                 errors.append((deletion.item.key, f"{type(exc).__name__}: {exc}"))
+            one_done()
     return errors
 
 
@@ -518,6 +559,7 @@ def sync_user(
     local_markers: Sequence[ChangeMarker] = (),
     retired_keys: Sequence[bytes] = (),
     native_roaming: bool = False,
+    checkpoint: Checkpoint = _no_checkpoint,
 ) -> SyncReport:
     """Sync one user's roaming items between ``store`` and the directory.
 
@@ -546,6 +588,9 @@ def sync_user(
     is :func:`.native.native_plan` (only credroam's sealed keys come in) instead of
     ``reconcile``. A store may name keys it holds but cannot list (``held_keys``, e.g. a
     private key Windows will not export): they are held as unusable values are (R34).
+
+    ``checkpoint`` is called with each :class:`SyncStep` a full sync (not in check mode)
+    reaches (fault tests stop or kill the process there).
     """
     with contextlib.ExitStack() as held:
         try:
@@ -564,7 +609,7 @@ def sync_user(
             return SyncReport(user_dn=user_dn, check_mode=check_mode, full_sync_reason=None)
         report = _sync_locked(
             conn, user_dn, store, state, policy, roaming_key, clock, check_mode, max_attempts,
-            markers, retired, native_roaming,
+            markers, retired, native_roaming, checkpoint,
         )  # fmt: skip
         if force_full:
             reason = FullSyncReason.FORCED
@@ -611,6 +656,7 @@ def _sync_locked(
     markers: Sequence[ChangeMarker] = (),
     retired_keys: Sequence[bytes] = (),
     native_roaming: bool = False,
+    checkpoint: Checkpoint = _no_checkpoint,
 ) -> SyncReport:
     marker_before = combine(markers) if markers else None
     if not check_mode:
@@ -653,6 +699,7 @@ def _sync_locked(
             return _report(
                 user_dn, plan, side, attempt, tuple(modifications), changes, (), True, problems
             )
+        checkpoint(SyncStep.PLANNED)
         if not plan.is_current(clock()):
             continue  # too long since the read (R32): re-read and re-plan
         try:
@@ -666,8 +713,15 @@ def _sync_locked(
             f"changing its roaming values on {conn.server.host}, or each plan went stale "
             "before it could be written"
         )
-    errors = _apply_local(plan, side.payloads, store)
+    if plan.needs_interim_base:
+        interim = plan.interim_base(base)
+        if applied.timestamp is not None:
+            interim = replace(interim, directory_timestamp=applied.timestamp.last_change)
+        state.save(interim)  # what the directory now holds, before any local write
+    checkpoint(SyncStep.DIRECTORY_WRITTEN)
+    errors = _apply_local(plan, side.payloads, store, checkpoint)
     recovery = _tend_recovery(store, record, roaming_key, policy, now)
+    checkpoint(SyncStep.BASE_NOT_SAVED)
     if not errors:
         new_base = plan.base
         if applied.timestamp is not None:
