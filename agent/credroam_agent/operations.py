@@ -34,7 +34,7 @@ from credroam.roaming.sync import SyncBusy, SyncReport, sync_user
 from credroam.timestamps import filetime_now, from_filetime
 from credroam.tokens import TokenError
 
-from . import dcs, policy, windows
+from . import dcs, policy, testhook, windows
 from .config import AgentConfig, ConfigError, PolicyInForce
 from .enroll import enroll_outstanding
 from .events import EventId, EventLog, refusal_event, warning_event
@@ -382,6 +382,7 @@ def _one_sync(
             force_full=force_full,
             local_markers=[mirror.change_marker for mirror in mirrors],
             native_roaming=windows.native_roaming(session.config, in_force.enabled),
+            checkpoint=testhook.checkpoint(),  # inert unless a fault test sets it
         )
     except SyncBusy as exc:
         emit(EventId.LOCAL_STORE_READ, str(exc))
