@@ -101,7 +101,8 @@ class Host:
     deleted_since_sync: set[str] = field(default_factory=set)
     recovered: dict[str, set[str]] = field(default_factory=dict)
     pending: tuple[int, dict[str, frozenset[Value]], Plan, int] | None = None
-    # Keys a crashed sync wrote locally that no saved base records yet (see ``delete``).
+    # Keys a crashed sync was writing locally, done or not, that no saved base records yet:
+    # the user's deletion of one cannot be told from the sync's own (``_record_deletions``).
     unrecorded: set[str] = field(default_factory=set)
     skew: int = 0  # how far this host's clock is ahead of the world's (behind if negative)
 
@@ -284,17 +285,17 @@ class World:
                 # know"), and the deletion's tombstone is gone from the DC it reads.
                 self.baseless_uploads.add(item.key)
         if plan.needs_interim_base:
-            host.base = plan.interim_base(host.base)  # as sync saves it
+            host.base = plan.interim_base(host.base, host.local)  # as sync saves it
             self._record_deletions(h, plan, planned_at)
+        if crash_at is not None:
+            host.unrecorded |= {key for _, key in self._local_writes(host, plan)}
         if crash_at == SyncStep.DIRECTORY_WRITTEN:
             return True
         local_writes = self._local_writes(host, plan)
         if crash_at == SyncStep.STORE_HALF_WRITTEN:
             local_writes = local_writes[: crash_after % (len(local_writes) + 1)]
-        for write, key in local_writes:
+        for write, _ in local_writes:
             write()
-            if crash_at is not None:
-                host.unrecorded.add(key)
         if crash_at is not None:
             return True  # the base is not saved: the next sync starts from the interim one
         self._record_deletions(h, plan, planned_at)
@@ -310,9 +311,10 @@ class World:
             # A deletion takes effect at the time its tombstone carries (reconcile may date it
             # after the sync: max(now, B.modified + 1), the base written by a host ahead).
             # The one deletion no host can know of: of an item a sync killed before it saved
-            # its base had written here. Its absence reads as "never written", so the next sync
-            # writes it again unless the old base knew it (a sync never tombstones what may
-            # not have been here). Either outcome keeps the promises; the oracle accepts both.
+            # its base was writing here (downloading or removing it). Its absence cannot be
+            # told from that sync's own work: the next sync writes it again unless the base
+            # knew it (a sync never tombstones what may not have been here). Either outcome
+            # keeps the promises; the oracle accepts both.
             kind = "del?" if key in host.unrecorded else "del"
             self.events.setdefault(key, []).append((tombstones.get(key, planned_at), kind, "", h))
 

@@ -8,7 +8,7 @@ of versions, how long a plan holds) are set out in ``reconcile``'s docstring and
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
@@ -326,7 +326,7 @@ class Plan:
         """Whether the caller must save :meth:`interim_base` before the local writes."""
         return self.changes_directory or bool(self.delete_local)
 
-    def interim_base(self, old: Base | None) -> Base:
+    def interim_base(self, old: Base | None, local: Collection[str] = ()) -> Base:
         """The base to save once the directory half is written, before the local half.
 
         ``base`` (saved last) holds only once every local write is done; ``old`` no longer
@@ -335,7 +335,11 @@ class Plan:
         deleted for one new elsewhere (it would come back), nor takes an item it removed
         locally for one the user deleted (its tombstone would beat a newer edit made
         elsewhere). So: ``base``, except that an item still to be downloaded keeps its ``old``
-        entry (the next sync plans the download again), and an item to be removed locally
+        entry when the local store (``local``, the keys it held when planned) holds a version
+        of it (the next sync plans the download again) and has none when it holds none (the
+        next sync downloads it again: with the old entry it would take the absence for a
+        deletion made now, and that newer deletion would beat what this plan let win), and
+        an item to be removed locally
         that ``base`` forgets (R16, R23: its deletion elsewhere was purged) gets a tombstone
         at its own time: the copy still here is then an old copy of a deleted item (R20),
         and once it is gone, nothing is to be done (R31) until a newer version arrives
@@ -345,7 +349,7 @@ class Plan:
         entries = dict(self.base.entries)
         before = old.entries if old is not None else {}
         for item in self.download:
-            if item.key in before:
+            if item.key in before and item.key in local:
                 entries[item.key] = before[item.key]
             else:
                 entries.pop(item.key, None)

@@ -714,7 +714,7 @@ def _sync_locked(
             "before it could be written"
         )
     if plan.needs_interim_base:
-        interim = plan.interim_base(base)
+        interim = plan.interim_base(base, local)
         if applied.timestamp is not None:
             interim = replace(interim, directory_timestamp=applied.timestamp.last_change)
         state.save(interim)  # what the directory now holds, before any local write
