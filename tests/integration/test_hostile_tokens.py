@@ -13,6 +13,7 @@ of them are in tests/unit/test_tokens.py and fuzz/fuzz_dn_binary.py.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from tests.hostile_certificates import (
     expiring_in_year,
     with_unknown_version,
 )
+from tests.integration import test_agent
 from tests.integration.roaming_lab import (
     CVE_EXPLOIT_NAME,
     clear_everywhere,
@@ -278,3 +280,47 @@ def test_a_certificate_expiring_before_1601_is_refused_and_the_rest_roams(lab, a
     _refused_and_the_rest_roams(
         lab, alice, Host(tmp_path / "home" / "alice"), expired_before_1601()
     )
+
+
+# The same corpus through the real agent on a lab host (the zipapp under Debian's python3,
+# started as root for alice, dropping to her): it refuses each value with its check, reports
+# each as event 1012, writes nothing outside alice's store and state, and roams the rest.
+pyz, agent_lab = test_agent.pyz, test_agent.agent_lab
+
+
+def _host_files(lab, host) -> set[Path]:
+    root = lab.state_dir / host.name
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def test_the_agent_refuses_each_hostile_token_reports_it_and_roams_the_rest(agent_lab, alice):
+    lab, host = agent_lab, agent_lab.client(0)
+    host.ssh("rm -rf ~alice/.local ~alice/.cache")
+    now = filetime_now()
+    corpus = _corpus(now, lab.user("bob").dn)
+    conn = connect_as(lab, alice)
+    for hostile in corpus:
+        _plant(conn, alice.dn, hostile.attribute,
+               format_dn_binary(hostile.blob, hostile.dn or alice.dn))  # fmt: skip
+    roamed = certificate_token(self_signed("alice roamed")[0], now)
+    _plant(conn, alice.dn, ACCOUNT_CREDENTIALS, format_dn_binary(encode_token(roamed), alice.dn))
+    local, _ = test_agent.new_certificate(host, "alice", "alice local")
+    before = _host_files(lab, host)
+
+    run = test_agent.agent(host, "login", password=alice.password)
+
+    assert run.returncode == 1, run.stderr  # done, with problems
+    refusals = [line for line in run.stderr.splitlines() if "event=1012" in line]
+    checks = sorted(re.search(r" check=([^ :]+)", line).group(1) for line in refusals)
+    assert checks == sorted(h.check for h in corpus if h.check is not None), run.stderr
+    assert 1 in test_agent.events(run)  # and the sync itself was done
+    files = test_agent.store_files(lab, host, "alice")
+    assert f"MY/{roamed.identifier}.cert.pem" in files
+    assert {f"%3\\{local}", f"%9\\{local}"} <= test_agent.directory_keys(lab, alice)
+    home = Path("home/alice")
+    allowed = [home / test_agent.STORE, home / ".local/state/credroam",
+               home / ".cache/credroam"]  # fmt: skip
+    outside = [p for p in _host_files(lab, host) - before
+               if not any(p.is_relative_to(a) for a in allowed)]  # fmt: skip
+    assert outside == [], outside
+    assert not [p for p in files if "escaped" in p or ".bat" in p or "Startup" in p]
