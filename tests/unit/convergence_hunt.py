@@ -52,7 +52,7 @@ def _broken(seed_and_number: tuple[int, int]) -> tuple[int, tuple[str, ...]]:
     return number, tuple(sorted({v.broken for v in run_schedule(schedule_number(seed, number))}))
 
 
-def hunt(seed: int, count: int, first: int = 0, jobs: int = 1, progress: int = 10000) -> Counter:
+def hunt(seed: int, count: int, first: int = 0, jobs: int = 1, progress: int = 1000) -> Counter:
     tally: Counter = Counter()
     shown = 0
     started = time.monotonic()
@@ -67,7 +67,9 @@ def hunt(seed: int, count: int, first: int = 0, jobs: int = 1, progress: int = 1
                 _show(seed, number, failed[0])
             if progress and tally["schedules run"] % progress == 0:
                 elapsed = time.monotonic() - started
-                print(f"... {tally['schedules run']} schedules, {elapsed:.0f} s", flush=True)
+                counts = ", ".join(f"{b}: {tally[b]}" for b in (*Broken.ALL, Broken.BASELESS))
+                print(f"... {tally['schedules run']} schedules in {elapsed:.0f} s; {counts}",
+                      flush=True)  # fmt: skip
     return tally
 
 

@@ -425,7 +425,9 @@ def violations(world: World) -> list[Violation]:
 
     owners = {key: item.owner for key, item in _all_items(world).items() if item.owner}
     for key, events in world.events.items():
-        time, kind, content, h = max(events)
+        # The last operation, in reconcile's version order: at equal times a deletion (a
+        # tombstone) beats an edit, and between edits the larger content hash wins.
+        time, kind, content, h = max(events, key=lambda e: (e[0], e[1] != "set", e[2]))
         if key in owners and owners[key] not in live:
             # R35: a key goes with its certificate, whatever its own last operation was.
             if key in live:
