@@ -246,7 +246,8 @@ def _seed_directory(lab: Lab, account: Account) -> str:
 @contextmanager
 def mounted(host: ClientHost, *mount: str, target: str) -> Iterator[None]:
     """A mount in the host's own mount namespace, unmounted afterwards."""
-    host.run("install", "-d", "-o", "alice", "-g", "alice", "-m", "700", target)
+    # Made by alice herself: folders root made above her store would lock her out of them.
+    host.run("runuser", "-u", "alice", "--", "mkdir", "-p", "-m", "700", target)
     host.run("mount", *mount, target)
     try:
         yield
