@@ -46,7 +46,8 @@ bound = bind_as_user(load_config("/etc/credroam/dc1-only.toml"), "bob", sys.stdi
 conn = bound.conn
 record = read_roaming(conn, {dn!r})
 conn.search({dn!r}, "(objectClass=*)", "BASE", attributes=list(READ_ATTRIBUTES))
-seen = sorted(conn.response[0]["raw_attributes"]) if conn.response else []
+raw = conn.response[0]["raw_attributes"] if conn.response else {{}}
+seen = sorted(name for name, values in raw.items() if values)
 token = Token(TokenType.CERTIFICATE, "A" * 40, 133000000000000000, TokenFlags.TOMBSTONE, b"")
 try:
     change = put_token(record, ACCOUNT_CREDENTIALS, token)
