@@ -122,7 +122,14 @@ class KeyedWorld(World):
         return read, plan
 
     def _apply(
-        self, h: int, d: int, read: dict[str, frozenset[Value]], plan: Plan, planned_at: int
+        self,
+        h: int,
+        d: int,
+        read: dict[str, frozenset[Value]],
+        plan: Plan,
+        planned_at: int,
+        crash_at: str | None = None,
+        crash_after: int = 0,
     ) -> bool:
         keys, dc = self.decided[h], self.dcs[d]
         written = {i.key for i in [*plan.upload, *plan.tombstone_directory, *plan.purge_directory]}
@@ -137,7 +144,7 @@ class KeyedWorld(World):
         if any(current.get(key, frozenset()) != values for key, values in reseal.items()):
             return False  # a concurrent writer: re-read and re-plan
         before = set(dc.values)
-        if not super()._apply(h, d, read, plan, planned_at):
+        if not super()._apply(h, d, read, plan, planned_at, crash_at, crash_after):
             return False
         for value in dc.values - before:
             if value.item.kind is ItemKind.KEY and not value.item.tombstone:
