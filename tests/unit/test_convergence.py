@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import count
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -496,8 +497,14 @@ def violations(world: World) -> list[Violation]:
     return found
 
 
+def broken_promises(found: Sequence[Violation]) -> list[Violation]:
+    """What must never happen: every violation but the documented known limit (``BASELESS``,
+    counted apart by the hunt and in the README)."""
+    return [v for v in found if v.broken != Broken.BASELESS]
+
+
 def _check_converged(world: World) -> None:
-    found = violations(world)
+    found = broken_promises(violations(world))
     assert not found, "\n".join(f"{v.broken}: {v.message}" for v in found)
 
 
@@ -626,6 +633,14 @@ def random_schedule(rng: random.Random) -> Schedule:
     )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fast_world_imported() -> None:
+    """Import FastWorld's module before any example runs: importing it inside one (as
+    :func:`run_schedule` would, on its first fast-path schedule) defines @given tests inside
+    a @given test, which hypothesis refuses as nested (when this file runs alone)."""
+    import tests.unit.test_convergence_fast_path  # noqa: F401
+
+
 def run_schedule(schedule: Schedule) -> list[Violation]:
     """Run ``schedule`` to quiescence; what the oracle finds wrong."""
     if schedule.fast_path:
@@ -734,7 +749,7 @@ def test_hosts_and_dcs_converge_without_loss_or_resurrection(ops: list[Operation
 def test_worlds_of_any_size_converge_through_crashes_skew_and_the_fast_path(
     schedule: Schedule,
 ) -> None:
-    found = run_schedule(schedule)
+    found = broken_promises(run_schedule(schedule))
     assert not found, "\n".join(f"{v.broken}: {v.message}" for v in found)
 
 

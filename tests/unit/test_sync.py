@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import struct
@@ -28,6 +29,7 @@ from credroam.roaming.model import (
     Policy,
     StoreName,
 )
+from credroam.roaming.state import StateFile
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.sync import SyncBusy, SyncError, SyncStep, sync_user
 from credroam.tokens import (
@@ -622,3 +624,26 @@ def test_a_pending_request_as_windows_keeps_it_is_held_and_the_rest_syncs(
     assert rejected.check == "element" and "as Windows keeps it" in str(rejected.error)
     assert report.held == (dummy.key,) and dummy.key not in store.entries
     assert set(report.uploaded) == {item.key for item, _ in cert_and_key}
+
+
+def test_a_certificate_already_expired_when_first_seen_is_archived_on_both_sides_at_once(
+    tmp_path, make_certificate_der
+):
+    """Found by the Molecule story: the upload went out archived but the local copy stayed
+    in MY (its archiving looked for a directory payload there was none of), until the next
+    sync archived it after a 501."""
+    der = make_certificate_der("expired", datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC))
+    key = f"%3\\{thumbprint(der)}"
+    (tmp_path / "store" / "MY").mkdir(parents=True)
+    pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "store" / "MY" / f"{thumbprint(der)}.cert.pem").write_bytes(pem)
+    directory, state = FakeDirectory(), StateFile(str(tmp_path / "state.json"))
+
+    first = run(directory, FileStore(str(tmp_path / "store")), state, new_roaming_key())
+
+    assert first.local_errors == () and first.archived == (key,)
+    assert FileStore(str(tmp_path / "store")).items()[key].archived
+    (value,) = directory.values["msPKIAccountCredentials"]
+    assert decode_token(parse_dn_binary(value)[0]).identifier == thumbprint(der)
+    again = run(directory, FileStore(str(tmp_path / "store")), state, new_roaming_key())
+    assert (again.archived, again.conflicts, directory.writes) == ((), (), 1)

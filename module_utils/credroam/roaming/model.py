@@ -286,8 +286,10 @@ class Plan:
 
     Each action carries the item exactly as it must be stored after the write:
     ``upload``/``archive_directory``: write this version to the directory (payload read from
-    the local store); ``download``/``archive_local``: write it locally (payload read from the
-    directory); ``tombstone_directory``: write this tombstone; ``purge_directory``: remove this
+    the local store); ``download``: write it locally (payload read from the directory);
+    ``archive_local``: write it locally (the same content, archived: the directory's payload,
+    else the local copy's);
+    ``tombstone_directory``: write this tombstone; ``purge_directory``: remove this
     tombstone from the directory.
     """
 

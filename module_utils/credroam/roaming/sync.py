@@ -528,7 +528,10 @@ def _apply_local(
     with store.batch():
         for item in (*plan.download, *plan.archive_local):
             try:
-                store.write(item, payloads[item.key])
+                # An archiving has the same content as the local copy: a certificate that was
+                # already expired when first seen has no directory payload, so its own is used.
+                payload = payloads[item.key] if item.key in payloads else store.read(item)
+                store.write(item, payload)
             except Exception as exc:  # one item's failure must not stop the others
                 errors.append((item.key, f"{type(exc).__name__}: {exc}"))
             one_done()
