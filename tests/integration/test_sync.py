@@ -106,7 +106,8 @@ def test_a_token_named_like_the_cve_exploit_is_refused_and_nothing_lands_outside
     assert report.uploaded == (f"%3\\{thumb}",) and report.downloaded == ()
     new_files = files_under(tmp_path) - before
     outside = {path for path in new_files if not path.is_relative_to(host.root)}
-    assert outside == {host.home / "state.json"}  # the state file, beside the store
+    state = host.home / "state.json"  # the state file beside the store, and its previous copy
+    assert outside == {state, state.with_name("state.json.prev")}  # (an interim base came first)
     in_store = {path.relative_to(host.root).as_posix() for path in files_under(host.root)}
     assert in_store == {".lock", "index.json", f"MY/{thumb}.cert.pem"}  # index: store metadata
     record = read_roaming(connect_as(lab, alice), alice.dn)
