@@ -117,6 +117,13 @@ def _pem(label: str, der: bytes) -> bytes:
     )
 
 
+def _pem_file(token_type: TokenType, identifier: str, der: bytes) -> tuple[str, bytes]:
+    """The file name and the PEM content of an item as this store keeps it (``_LAYOUT``): the
+    Windows store's recovery copies take the same form, so they read the same everywhere."""
+    _, suffix, label, _ = _LAYOUT[token_type]
+    return identifier + suffix, _pem(label, der)
+
+
 def _unpem(label: str, data: bytes) -> bytes:
     """The DER of exactly one PEM block with ``label``; ValueError otherwise."""
     lines = data.decode("ascii").strip().splitlines()
@@ -580,16 +587,16 @@ class FileStore:
         except ValueError as exc:
             raise StoreError(f"{item.key}: payload refused: {exc}") from exc
         store = self._target_store(item, token_type)
-        _, suffix, label, _ = _LAYOUT[token_type]
+        name, content = _pem_file(token_type, identifier, payload)
         folder = self._folder(store, item.archived, create=True)
-        path = self._inside(folder, identifier + suffix)
+        path = self._inside(folder, name)
         entry = _entry(item.modified, item.content_hash, item.archived, expires)
         with self._batched() as batch:
             previous = self._locate(item.key)
             try:
                 self._journal(batch, item.key, entry)
                 batch.doubtful.add(item.key)  # until the file is known to be replaced
-                atomic_write(path, _pem(label, payload))
+                atomic_write(path, content)
                 batch.records[item.key] = [entry]
                 batch.doubtful.discard(item.key)
                 batch.settled.add(item.key)

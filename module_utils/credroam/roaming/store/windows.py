@@ -75,7 +75,7 @@ from ..certelement import thumbprint
 from ..fsutil import atomic_write, ensure_private_dir, exclusive_lock, read_private
 from ..model import Item, ItemKind, StoreName, content_hash
 from . import StoreError, recovery, split_item_key
-from .file import _pem  # the file store's PEM form: recovery copies read the same everywhere
+from .file import _pem_file  # the file store's form: recovery copies read the same everywhere
 
 __all__ = [
     "POWERSHELL",
@@ -99,12 +99,6 @@ _THUMBPRINT = re.compile(r"[0-9A-F]{40}")
 _STORE_NAMES = {StoreName.MY: "My", StoreName.REQUEST: "REQUEST"}
 _STORE_OF_NAME = {name: store for store, name in _STORE_NAMES.items()}
 _CERTIFICATE_TYPES = (TokenType.CERTIFICATE, TokenType.CNG_CERTIFICATE)
-_PEM_SUFFIX = {  # recovery copies are named as the file store names its files
-    TokenType.CERTIFICATE: ".cert.pem",
-    TokenType.CNG_CERTIFICATE: ".cng.cert.pem",
-    TokenType.CNG_KEY: ".key.pem",
-}
-_PEM_LABEL = {ItemKind.CERTIFICATE: "CERTIFICATE", ItemKind.KEY: "PRIVATE KEY"}
 
 
 class WindowsStoreError(StoreError):
@@ -701,6 +695,13 @@ class WindowsStore:
                 return certificate
         return None
 
+    def _present(self, key: str) -> WindowsCertificate:
+        """The listed certificate an item key names; StoreError when there is none."""
+        certificate = self._located(key)
+        if certificate is None:
+            raise StoreError(f"{key} is not in CurrentUser\\My")
+        return certificate
+
     def _list_again(self) -> dict[str, WindowsCertificate]:
         """A fresh listing for an operation, keeping the sync's problems of its own listing."""
         problems = self.problems
@@ -712,9 +713,7 @@ class WindowsStore:
     def read(self, item: Item | str) -> bytes:
         key = item.key if isinstance(item, Item) else item
         token_type, identifier = split_item_key(key)
-        certificate = self._located(key)
-        if certificate is None:
-            raise StoreError(f"{key} is not in CurrentUser\\My")
+        certificate = self._present(key)
         if token_type is TokenType.CNG_KEY:
             if not certificate.has_private_key:
                 raise StoreError(f"{key}: CurrentUser\\My\\{identifier} has no private key")
@@ -839,12 +838,10 @@ class WindowsStore:
 
     def _keep_copy(self, key: str, token_type: TokenType, identifier: str, undecided: bool) -> None:
         """A PEM copy of the item in the recovery area (the file store's, sealed by the sync)."""
-        payload = self.read(key)
-        kind = ItemKind.KEY if token_type is TokenType.CNG_KEY else ItemKind.CERTIFICATE
-        name = identifier + _PEM_SUFFIX[token_type]
+        name, content = _pem_file(token_type, identifier, self.read(key))
         staged = os.path.join(self.root, name)
         try:
-            atomic_write(staged, _pem(_PEM_LABEL[kind], payload))
+            atomic_write(staged, content)
             recovery.keep(staged, self.root, kept=self.clock(), undecided=undecided, inside=_inside)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -854,9 +851,7 @@ class WindowsStore:
     def archive(self, item: Item | str) -> None:
         key = item.key if isinstance(item, Item) else item
         _, identifier = split_item_key(key)
-        certificate = self._located(key)
-        if certificate is None:
-            raise StoreError(f"{key} is not in CurrentUser\\My")
+        certificate = self._present(key)
         if certificate.archived:
             return
         request = {"Store": _STORE_NAMES[StoreName.MY], "Thumbprint": identifier, "Archived": True}
