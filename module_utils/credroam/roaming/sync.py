@@ -373,10 +373,11 @@ def map_record(
     own: dict[str, set[Item]] = {}  # versions that opened with roaming_key
     under_retired: dict[str, dict[bytes, Item]] = {}  # raw value -> version, per key
 
+    user_id = str(record.object_guid)
+
     def key_item(stored: StoredToken) -> tuple[Item, bytes]:
         if roaming_key is None and not stored.token.is_tombstone:
             raise TokenError("envelope", f"no roaming key to open {stored.token.key}")
-        user_id = str(record.object_guid)
         try:
             opened = _key_item(stored, roaming_key or b"", user_id, owners)
         except TokenError:
@@ -612,7 +613,7 @@ def sync_user(
             return SyncReport(user_dn=user_dn, check_mode=check_mode, full_sync_reason=None)
         report = _sync_locked(
             conn, user_dn, store, state, policy, roaming_key, clock, check_mode, max_attempts,
-            markers, retired, native_roaming, checkpoint,
+            settings, markers, retired, native_roaming, checkpoint,
         )  # fmt: skip
         if force_full:
             reason = FullSyncReason.FORCED
@@ -656,6 +657,7 @@ def _sync_locked(
     clock: Callable[[], int],
     check_mode: bool,
     max_attempts: int,
+    settings: str,  # _settings_digest of this sync, for the head it may record
     markers: Sequence[ChangeMarker] = (),
     retired_keys: Sequence[bytes] = (),
     native_roaming: bool = False,
@@ -731,13 +733,15 @@ def _sync_locked(
             new_base = replace(new_base, directory_timestamp=applied.timestamp.last_change)
         state.save(new_base)
         if not applied.changed:
-            settings = _settings_digest(user_dn, policy, roaming_key, native_roaming)
             _record_header(state, user_dn, record, conn, markers, marker_before, plan, side,
                            local, policy, settings, now)  # fmt: skip
     report = _report(
         user_dn, plan, side, attempt, applied.modifications, changes, tuple(errors), False, problems
     )
-    retired = _retired_records(record, roaming_key, retired_keys) if roaming_key else {}
+    # Only a sync given retired keys has their records to name (the parse is skipped else).
+    retired = (
+        _retired_records(record, roaming_key, retired_keys) if roaming_key and retired_keys else {}
+    )
     return replace(
         report,
         recovery=recovery,
