@@ -291,6 +291,7 @@ from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
+    exit_with_diff,
     failure_message,
     ldap_argument_spec,
     require_libraries,
@@ -443,10 +444,7 @@ def main() -> None:
     warnings = result.pop("warnings")
     for warning in warnings:
         module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 def _admin_templates(module: AnsibleModule, applier: GpoApplier, request: GpoRequest) -> dict:

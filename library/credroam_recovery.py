@@ -146,9 +146,11 @@ from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
+    exit_with_diff,
     failure_message,
     ldap_argument_spec,
     require_libraries,
+    user_selector,
     validate_connection,
 )
 
@@ -249,14 +251,6 @@ def validated_keys(module: AnsibleModule):
     return private_key, new_public
 
 
-def _user_dn(conn, domain_dn: str, user: str) -> str:
-    if "=" in user:
-        return find_user(conn, domain_dn, dn=user).dn
-    if "@" in user:
-        return find_user(conn, domain_dn, upn=user).dn
-    return find_user(conn, domain_dn, sam_account_name=user).dn
-
-
 class Run:
     def __init__(self, module: AnsibleModule, conn, private_key, new_public) -> None:
         self.module = module
@@ -289,7 +283,7 @@ class Run:
             )
 
     def recover(self, domain_dn: str) -> None:
-        dn = _user_dn(self.conn, domain_dn, self.params["user"])
+        dn = find_user(self.conn, domain_dn, **user_selector(self.params["user"])).dn
         record = read_roaming(self.conn, dn)
         plan = plan_recovery(  # planned first, so the diff shows what the write will do
             record,
@@ -366,10 +360,9 @@ def main() -> None:
         "changed": any(user["changed"] for user in run.users),
         "users": run.users,
         "operations": run.operations,
+        "diff": run.diffs,
     }
-    if module._diff:
-        result["diff"] = run.diffs
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ import json
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.credroam_ansible import agent_argument_spec
+from ansible.module_utils.credroam_ansible import agent_argument_spec, exit_with_diff
 
 # What the agent reports per sync (its plan_fields) and the names this module returns them as.
 MOVED = {
@@ -233,12 +233,9 @@ def main() -> None:
         diffs.append(diff_of(user, results[user]))
     changed = any(changed_by(moved) for moved in results.values())
     failed_users = [user for user, moved in results.items() if moved["exit"] != 0]
-    result = {"changed": changed, "users": results}
-    if module._diff:
-        result["diff"] = diffs
     for user in failed_users:  # exit 1: synced, but something was reported (see its events)
         module.warn(f"credroam-agent synced {user} with problems; see users.{user}.events")
-    module.exit_json(**result)
+    exit_with_diff(module, {"changed": changed, "users": results, "diff": diffs})
 
 
 if __name__ == "__main__":

@@ -215,9 +215,11 @@ from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
     LDAP_REQUIRED_IF,
     connect_or_fail,
+    exit_with_diff,
     failure_message,
     ldap_argument_spec,
     require_libraries,
+    user_selector,
     validate_connection,
 )
 
@@ -286,15 +288,6 @@ def argument_spec() -> dict:
         confirm={"type": "bool", "default": False},
     )
     return spec
-
-
-def user_selector(user: str) -> dict[str, str]:
-    """find_user's selector: a DN holds '=', a UPN '@', anything else is a sAMAccountName."""
-    if "=" in user:
-        return {"dn": user}
-    if "@" in user:
-        return {"upn": user}
-    return {"sam_account_name": user}
 
 
 def validated(module: AnsibleModule) -> dict | None:
@@ -441,10 +434,7 @@ def main() -> None:
         module.fail_json(msg=failure_message(exc, module.params))
     finally:
         close(conn)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 if __name__ == "__main__":

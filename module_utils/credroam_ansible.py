@@ -110,6 +110,24 @@ def connect_or_fail(module: AnsibleModule, target: LdapTarget | None = None):
         module.fail_json(msg=str(exc))
 
 
+def user_selector(user: str) -> dict[str, str]:
+    """find_user's selector for a ``user`` option: a DN holds '=', a UPN '@', anything else is
+    a sAMAccountName."""
+    if "=" in user:
+        return {"dn": user}
+    if "@" in user:
+        return {"upn": user}
+    return {"sam_account_name": user}
+
+
+def exit_with_diff(module: AnsibleModule, result: dict[str, Any]) -> None:
+    """``exit_json`` with the result's ``diff`` returned only in diff mode."""
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
 def failure_message(exc: Exception, params: dict[str, Any]) -> str:
     """The message for a failure. credroam's own errors already name the DC, server, file or
     argument at fault; only ldap3's errors get the DC named here."""

@@ -19,6 +19,7 @@ from ansible.module_utils.credroam.gpo.sysvol import SysvolError
 from ansible.module_utils.credroam_ansible import (
     DIRECTORY_FAILURES,
     connect_or_fail,
+    exit_with_diff,
     failure_message,
     ldap_argument_spec,
 )
@@ -94,6 +95,25 @@ def test_validation_on_is_silent():
     with pytest.raises(Failed):
         connect_or_fail(module)
     assert module.warnings == []
+
+
+class ExitingModule:
+    def __init__(self, diff: bool) -> None:
+        self._diff = diff
+        self.result: dict | None = None
+
+    def exit_json(self, **result):
+        self.result = result
+
+
+@pytest.mark.parametrize("diff_mode", [True, False])
+def test_the_diff_is_returned_only_in_diff_mode(diff_mode):
+    module = ExitingModule(diff_mode)
+    exit_with_diff(module, {"changed": True, "diff": {"before": "a\n", "after": "b\n"}})
+    expected = {"changed": True}
+    if diff_mode:
+        expected["diff"] = {"before": "a\n", "after": "b\n"}
+    assert module.result == expected
 
 
 # --- every module: arguments checked before any traffic, missing libraries named -----------
