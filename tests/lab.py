@@ -269,6 +269,21 @@ class PlaybookRun:
         return sum(int(count) for count in counts)
 
 
+def ansible_playbook(lab: Lab, path: str | Path, *args: str, timeout: float = 600) -> PlaybookRun:
+    """Run the playbook at ``path`` (from the repository root) against ``lab`` (the dynamic
+    inventory's CREDROAM_LAB); output is kept, and the exit status is the caller's to judge."""
+    run = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), str(path), *args],
+        cwd=REPO,
+        env={**os.environ, "CREDROAM_LAB": lab.name},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return PlaybookRun(run.returncode, run.stdout + run.stderr)
+
+
 def lab_playbook(
     name: str,
     subnet: str,

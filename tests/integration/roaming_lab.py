@@ -13,9 +13,7 @@ from pathlib import Path
 
 import ldap3
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from credroam.connection import LdapTarget, connect
 from credroam.roaming.certelement import thumbprint
@@ -29,6 +27,7 @@ from credroam.roaming.directory import (
 from credroam.roaming.fsutil import atomic_write, ensure_private_dir
 from credroam.roaming.state import StateFile
 from credroam.roaming.store.file import FileStore
+from tests import credentials
 from tests.lab import Account, Lab
 
 # The name the CVE-2022-30170 exploit gave its token: a path into the Startup folder.
@@ -162,23 +161,11 @@ def self_signed(
     common_name: str, not_after: datetime.datetime | None = None
 ) -> tuple[bytes, bytes]:
     """(DER certificate, PKCS#8 DER private key) of a fresh self-signed EC certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(not_after or now + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return certificate.public_bytes(serialization.Encoding.DER), pkcs8
+    not_before = now - datetime.timedelta(days=1)
+    not_after = not_after or now + datetime.timedelta(days=365)
+    der, pkcs8, _ = credentials.self_signed(common_name, not_before, not_after)
+    return der, pkcs8
 
 
 def install(store_root: Path, certificate_der: bytes, key_der: bytes | None = None) -> str:

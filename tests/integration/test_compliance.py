@@ -43,9 +43,9 @@ from credroam.timestamps import filetime_now
 from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
 from tests.integration.roaming_lab import clear_everywhere, plant, replicate, self_signed
 from tests.integration.test_gpo import samba_tool, sysvol_dir
-from tests.integration.test_site import roaming_gpo, site
+from tests.integration.test_site import playbook, roaming_gpo, site
 from tests.integration.test_sync_agent_role import COMMAND
-from tests.lab import ANSIBLE_PLAYBOOK, REPO, Account, Lab, PlaybookRun
+from tests.lab import REPO, Account, Lab, ansible_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -60,23 +60,10 @@ class Run:
     """One run of playbooks/compliance.yml: exit status, output and the three reports."""
 
     def __init__(self, lab: Lab, out: Path, *extra: str) -> None:
-        done = subprocess.run(
-            [
-                str(ANSIBLE_PLAYBOOK),
-                "playbooks/compliance.yml",
-                "-e",
-                f"compliance_output_dir={out}",
-                *extra,
-            ],
-            cwd=REPO,
-            env={**os.environ, "CREDROAM_LAB": lab.name},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
+        done = ansible_playbook(
+            lab, "playbooks/compliance.yml", "-e", f"compliance_output_dir={out}", *extra
         )
-        self.returncode = done.returncode
-        self.output = done.stdout + done.stderr
+        self.returncode, self.output = done.returncode, done.output
         assert (out / "report.json").is_file(), self.output[-4000:]
         self.out = out
         self.report = json.loads((out / "report.json").read_text())
@@ -99,21 +86,6 @@ class Run:
 AGENT_VERSION = re.search(
     r'__version__ = "([^"]+)"', (REPO / "agent/credroam_agent/__init__.py").read_text()
 ).group(1)
-
-
-def playbook(lab: Lab, path: str, *args: str) -> PlaybookRun:
-    done = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), path, *args],
-        cwd=REPO,
-        env={**os.environ, "CREDROAM_LAB": lab.name},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    run = PlaybookRun(done.returncode, done.stdout + done.stderr)
-    assert run.returncode == 0, run.output[-4000:]
-    return run
 
 
 @pytest.fixture(scope="module")

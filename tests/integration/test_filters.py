@@ -10,9 +10,7 @@ lives in an OU of its own and is removed afterwards.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ import ldap3
 import pytest
 
 from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
-from tests.lab import ANSIBLE_PLAYBOOK, REPO, Lab
+from tests.lab import REPO, Lab, ansible_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -108,12 +106,8 @@ def read_with_filters(lab: Lab, spot: Written, output: Path) -> dict:
         "filters_ou_dn": spot.ou_dn,
         "filters_output": str(output),
     }
-    done = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), str(PLAYBOOK), "-e", json.dumps(extra)],
-        cwd=REPO, env={**os.environ, "CREDROAM_LAB": lab.name},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    done = ansible_playbook(lab, PLAYBOOK, "-e", json.dumps(extra), timeout=300)
+    assert done.returncode == 0, done.output[-5000:]
     return json.loads(output.read_text())
 
 

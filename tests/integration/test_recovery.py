@@ -11,8 +11,6 @@ nothing and the old recovery key no longer opens her key.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,7 +39,7 @@ from tests.integration.test_agent import (
     spki,
     store_files,
 )
-from tests.lab import ANSIBLE_PLAYBOOK, REPO, Lab, PlaybookRun
+from tests.lab import Lab, PlaybookRun, ansible_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -82,16 +80,7 @@ def recover_playbook(lab: Lab, tmp_path: Path, *args: str, **variables: str) -> 
     extra = tmp_path / "recover-vars.json"
     extra.write_text(json.dumps(variables))
     extra.chmod(0o600)
-    run = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "playbooks/recover.yml", "-e", f"@{extra}", *args],
-        cwd=REPO,
-        env={**os.environ, "CREDROAM_LAB": lab.name},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    return PlaybookRun(run.returncode, run.stdout + run.stderr)
+    return ansible_playbook(lab, "playbooks/recover.yml", "-e", f"@{extra}", *args)
 
 
 def roaming_key_values(lab: Lab, dn: str) -> list[bytes]:

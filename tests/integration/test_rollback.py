@@ -5,8 +5,6 @@ a second rollback changes nothing."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import ldap3
 import pytest
@@ -16,7 +14,7 @@ from tests.integration.test_agent import directory_keys
 from tests.integration.test_site import roaming_gpo, site
 from tests.integration.test_sync_agent_role import COMMAND, PREFIX
 from tests.integration.test_tokens import certificate_value
-from tests.lab import ANSIBLE_PLAYBOOK, REPO, Lab, PlaybookRun
+from tests.lab import Lab, PlaybookRun, ansible_playbook
 
 pytestmark = pytest.mark.integration
 PURGE_ALICE = json.dumps(
@@ -25,12 +23,7 @@ PURGE_ALICE = json.dumps(
 
 
 def rollback(lab: Lab, *args: str) -> PlaybookRun:
-    run = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "playbooks/rollback.yml", "-e", PURGE_ALICE, *args],
-        cwd=REPO, env={**os.environ, "CREDROAM_LAB": lab.name},
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    result = PlaybookRun(run.returncode, run.stdout + run.stderr)
+    result = ansible_playbook(lab, "playbooks/rollback.yml", "-e", PURGE_ALICE, *args, timeout=900)
     assert result.returncode == 0, result.output[-5000:]
     return result
 

@@ -7,13 +7,11 @@ prove that one forest description in the inventory feeds every role.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import ldap3
 import pytest
 
-from tests.lab import ANSIBLE_PLAYBOOK, REPO, Lab, PlaybookRun
+from tests.lab import Lab, PlaybookRun, ansible_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +22,7 @@ def site(lab: Lab, *args: str) -> PlaybookRun:
 
 def playbook(lab: Lab, path: str, *args: str) -> PlaybookRun:
     """Run the playbook at ``path`` (from the repository root) on ``lab``; it must succeed."""
-    run = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), path, *args],
-        cwd=REPO,
-        env={**os.environ, "CREDROAM_LAB": lab.name},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    result = PlaybookRun(run.returncode, run.stdout + run.stderr)
+    result = ansible_playbook(lab, path, *args)
     assert result.returncode == 0, result.output[-5000:]
     return result
 

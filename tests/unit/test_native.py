@@ -4,8 +4,6 @@ of a Linux host and a Windows host (the Windows store over its fake PowerShell).
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES
@@ -15,6 +13,7 @@ from credroam.roaming.native import KEY_ROAMING_OFF, native_plan, native_roaming
 from credroam.roaming.reconcile import reconcile
 from credroam.roaming.store.windows import WindowsStore
 from credroam.roaming.sync import sync_user
+from tests.credentials import certificate_items
 from tests.unit.test_store_windows import FakeWindows, make_credential, thumb
 from tests.unit.test_sync import NOW, USER_DN, FakeDirectory, FakeState, FakeStore
 
@@ -136,13 +135,8 @@ def test_n5_a_certificate_that_differs_between_the_sides_gets_no_base_entry():
 def linux_uploaded():
     """The directory after a Linux host uploaded a certificate and its sealed key."""
     der, pkcs8 = make_credential("alice")
-    items = [
-        (Item(f"%3\\{thumb(der)}", StoreName.MY, ItemKind.CERTIFICATE, NOW - 100,
-              hashlib.sha256(der).hexdigest(), len(der), expires=NOW * 2), der),
-        (Item(f"%9\\{thumb(der)}", StoreName.MY, ItemKind.KEY, NOW - 100,
-              hashlib.sha256(pkcs8).hexdigest(), len(pkcs8), expires=NOW * 2,
-              owner=f"%3\\{thumb(der)}"), pkcs8),
-    ]  # fmt: skip
+    certificate, key = certificate_items(der, pkcs8, NOW - 100, NOW * 2)
+    items = [(certificate, der), (key, pkcs8)]
     directory, roaming_key = FakeDirectory(), new_roaming_key()
     sync_user(directory, USER_DN, FakeStore(items), FakeState(), Policy(), roaming_key, lambda: NOW)
     assert len(directory.values[KEY_ENVELOPES]) == 1

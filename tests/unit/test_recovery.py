@@ -8,18 +8,16 @@ import stat
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from credroam.gpo.resolve import GpoSettings
 from credroam.gpo.settings import AGENT_POLICY
-from credroam.roaming.certelement import thumbprint
 from credroam.roaming.envelope import WrongUser, new_roaming_key
-from credroam.roaming.model import Item, ItemKind, Policy, ReconcileError, StoreName, content_hash
+from credroam.roaming.model import Item, Policy, ReconcileError
 from credroam.roaming.store import recovery
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.sync import sync_user
 from credroam.timestamps import TICKS_PER_DAY
+from tests.credentials import certificate_items, new_pkcs8
 from tests.unit.test_sync import GUID, NOW, USER_DN, FakeDirectory, FakeState
 
 KEPT = NOW - 10  # the store clock when a copy is kept
@@ -30,29 +28,8 @@ RETENTION = 30 * TICKS_PER_DAY
 @pytest.fixture
 def pair(make_certificate_der) -> tuple[tuple[Item, bytes], tuple[Item, bytes]]:
     """(certificate item, DER), (its key's item, PKCS#8 DER)."""
-    der = make_certificate_der("alice")
-    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    cert_item = Item(
-        f"%3\\{thumbprint(der)}",
-        StoreName.MY,
-        ItemKind.CERTIFICATE,
-        NOW - 100,
-        content_hash(der),
-        len(der),
-        expires=NOW * 2,
-    )
-    key_item = Item(
-        f"%9\\{thumbprint(der)}",
-        StoreName.MY,
-        ItemKind.KEY,
-        NOW - 100,
-        content_hash(key),
-        len(key),
-        expires=NOW * 2,
-        owner=cert_item.key,
-    )
+    der, key = make_certificate_der("alice"), new_pkcs8()
+    cert_item, key_item = certificate_items(der, key, NOW - 100, NOW * 2)
     return (cert_item, der), (key_item, key)
 
 

@@ -30,6 +30,7 @@ from credroam.roaming.store import StoreError
 from credroam.roaming.store import file as store_module
 from credroam.roaming.store.file import FileStore
 from credroam.timestamps import to_filetime
+from tests.credentials import self_signed
 from tests.hypothesis_profiles import examples
 
 T0 = 133_000_000_000_000_000
@@ -38,24 +39,8 @@ NOT_AFTER = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
 
 def _certificate(name: str = "alice") -> tuple[bytes, bytes]:
     """(DER certificate, PKCS#8 DER key) of a fresh self-signed EC certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
-        .not_valid_after(NOT_AFTER)
-        .sign(key, hashes.SHA256())
-    )
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return certificate.public_bytes(serialization.Encoding.DER), pkcs8
+    der, pkcs8, _ = self_signed(name, datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC), NOT_AFTER)
+    return der, pkcs8
 
 
 def _request() -> bytes:

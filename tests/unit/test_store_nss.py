@@ -19,15 +19,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from credroam.roaming.model import Item, ItemKind, StoreName
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.store.nss import NssMirror
 from credroam_agent.triggers import Inbox, InotifyWatcher
+from tests.credentials import self_signed
 from tests.nss_oracle import ec_key_id as _key_id
 from tests.nss_oracle import nss_certificates as _nss_certificates
 from tests.nss_oracle import nss_key_ids as _nss_key_ids
@@ -45,22 +44,7 @@ EXPIRED = datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC)
 
 def _credential(name: str = "alice", not_after: datetime.datetime = NOT_AFTER):
     """(certificate DER, PKCS#8 DER, private key) of a fresh self-signed EC certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return certificate.public_bytes(serialization.Encoding.DER), pkcs8, key
+    return self_signed(name, datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC), not_after)
 
 
 def _item(key: str, payload: bytes, kind: ItemKind, **extra) -> Item:

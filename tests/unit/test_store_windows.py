@@ -18,10 +18,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from credroam.roaming.model import Item, ItemKind, StoreName, content_hash
 from credroam.roaming.store import StoreError
@@ -35,6 +33,7 @@ from credroam.roaming.store.windows import (
     parse_listing,
     run_powershell,
 )
+from tests.credentials import self_signed
 from tests.unit.windows_store.make_fixtures import convert_to_json
 
 RECORDED = Path(__file__).resolve().parent / "windows_store"
@@ -191,22 +190,7 @@ NAME_OF_SCRIPT = {script: name for name, script in SCRIPTS.items()}
 
 
 def make_credential(name: str, not_after=datetime.datetime(2035, 1, 1, tzinfo=datetime.UTC)):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC))
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    der, pkcs8, _ = self_signed(name, datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC), not_after)
     return der, pkcs8
 
 

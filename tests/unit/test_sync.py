@@ -42,6 +42,7 @@ from credroam.tokens import (
     format_dn_binary,
     parse_dn_binary,
 )
+from tests.credentials import certificate_items, new_pkcs8
 
 USER_DN = "CN=alice,OU=Roaming,DC=lab,DC=example"
 GUID = uuid.UUID("6f1c9a52-0a5e-4d8b-9b1e-1d2c3b4a5f60")
@@ -162,32 +163,8 @@ class FakeState:
 
 @pytest.fixture
 def cert_and_key(make_certificate_der):
-    der = make_certificate_der("alice")
-    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    thumb = thumbprint(der)
-    cert_item = Item(
-        f"%3\\{thumb}",
-        StoreName.MY,
-        ItemKind.CERTIFICATE,
-        NOW - 100,
-        hashlib.sha256(der).hexdigest(),
-        len(der),
-        expires=NOW * 2,
-    )
-    key_item = Item(
-        f"%9\\{thumb}",
-        StoreName.MY,
-        ItemKind.KEY,
-        NOW - 100,
-        hashlib.sha256(key).hexdigest(),
-        len(key),
-        expires=NOW * 2,
-        owner=cert_item.key,
-    )
+    der, key = make_certificate_der("alice"), new_pkcs8()
+    cert_item, key_item = certificate_items(der, key, NOW - 100, NOW * 2)
     return (cert_item, der), (key_item, key)
 
 

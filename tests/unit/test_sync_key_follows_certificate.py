@@ -8,55 +8,26 @@ key file in ``MY/`` without its certificate, on any host, after any sync.
 from __future__ import annotations
 
 import datetime
-import hashlib
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from credroam.roaming.certelement import thumbprint
 from credroam.roaming.directory import ACCOUNT_CREDENTIALS
 from credroam.roaming.envelope import new_roaming_key
-from credroam.roaming.model import Item, ItemKind, Policy, StoreName
+from credroam.roaming.model import Item, Policy
 from credroam.roaming.store.file import FileStore
 from credroam.roaming.sync import SyncReport, sync_user
 from credroam.timestamps import to_filetime
+from tests.credentials import certificate_items, new_pkcs8
 from tests.unit.test_sync import NOW, USER_DN, FakeDirectory, FakeState
 
 ROAMING_KEY = new_roaming_key()
 EXPIRES = to_filetime(datetime.datetime(2034, 1, 1, tzinfo=datetime.UTC))
 
 
-def _private_key() -> bytes:
-    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _items(der: bytes, key: bytes, modified: int) -> tuple[Item, Item]:
-    thumb = thumbprint(der)
-    cert = Item(
-        f"%3\\{thumb}",
-        StoreName.MY,
-        ItemKind.CERTIFICATE,
-        modified,
-        hashlib.sha256(der).hexdigest(),
-        len(der),
-        expires=EXPIRES,
-    )
-    key_item = Item(
-        f"%9\\{thumb}",
-        StoreName.MY,
-        ItemKind.KEY,
-        modified,
-        hashlib.sha256(key).hexdigest(),
-        len(key),
-        expires=EXPIRES,
-        owner=cert.key,
-    )
-    return cert, key_item
+    return certificate_items(der, key, modified, EXPIRES)
 
 
 class Host:
@@ -82,7 +53,7 @@ def test_a_key_replaced_after_its_certificate_was_deleted_elsewhere_goes_with_it
     """Issue 8: host A deletes a certificate and its key; host B then replaces the key (newer
     than the deletion). B's sync must delete the key with the certificate instead of uploading
     it alone, and no host may be left with the key in MY/."""
-    der, key = make_certificate_der("alice"), _private_key()
+    der, key = make_certificate_der("alice"), new_pkcs8()
     cert, key_item = _items(der, key, NOW - 100)
     directory = FakeDirectory()
     a, b, c = (Host(tmp_path / name) for name in "abc")
@@ -97,7 +68,7 @@ def test_a_key_replaced_after_its_certificate_was_deleted_elsewhere_goes_with_it
         a.store.delete(key_item)
     assert set(a.sync(directory, NOW + 10).tombstoned) == {cert.key, key_item.key}
 
-    replaced = _private_key()
+    replaced = new_pkcs8()
     _, replaced_item = _items(der, replaced, NOW + 20)  # newer than A's deletion
     b.store.write(replaced_item, replaced)
     report = b.sync(directory, NOW + 30)
@@ -121,7 +92,7 @@ def test_a_key_without_its_certificate_is_never_downloaded(
 ) -> None:
     """The key's value reached the DC before its certificate's (linked values replicate one
     by one): nothing is downloaded until the certificate is there too."""
-    der, key = make_certificate_der("bob"), _private_key()
+    der, key = make_certificate_der("bob"), new_pkcs8()
     cert, key_item = _items(der, key, NOW - 100)
     directory = FakeDirectory()
     a, b = Host(tmp_path / "a"), Host(tmp_path / "b")
@@ -141,7 +112,7 @@ def test_a_key_without_its_certificate_is_never_downloaded(
 def test_a_private_key_file_without_its_certificate_is_reported(
     tmp_path: Path, make_certificate_der
 ) -> None:
-    der, key = make_certificate_der("carol"), _private_key()
+    der, key = make_certificate_der("carol"), new_pkcs8()
     _, key_item = _items(der, key, NOW - 100)
     host = Host(tmp_path / "a")
     host.my.mkdir(parents=True, mode=0o700)

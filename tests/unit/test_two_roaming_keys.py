@@ -7,17 +7,11 @@ with replication paused; ``resume`` merges their values as linked-value replicat
 
 from __future__ import annotations
 
-import hashlib
-
 import ldap3
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from credroam.roaming.certelement import thumbprint
 from credroam.roaming.directory import KEY_ENVELOPES, ROAMING_KEYS, read_roaming
 from credroam.roaming.envelope import ScryptParams, read_key_cache
-from credroam.roaming.model import Item, ItemKind, StoreName
 from credroam.roaming.roamingkey import (
     obtain_roaming_key,
     parse_wrapped_keys,
@@ -26,6 +20,7 @@ from credroam.roaming.roamingkey import (
     winning_key_id,
 )
 from credroam.roaming.sync import FullSyncReason
+from tests.credentials import certificate_items, new_pkcs8
 from tests.unit.test_sync import NOW, USER_DN, FakeDirectory, FakeState, FakeStore, run
 
 CHEAP = ScryptParams(log2_n=10, r=8, p=1)
@@ -54,30 +49,8 @@ class Host:
 
 
 def pair(make_certificate_der, name: str):
-    der = make_certificate_der(name)
-    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    thumb = thumbprint(der)
-    certificate = Item(
-        f"%3\\{thumb}",
-        StoreName.MY,
-        ItemKind.CERTIFICATE,
-        NOW - 100,
-        hashlib.sha256(der).hexdigest(),
-        len(der),
-        expires=NOW * 2,
-    )
-    private_key = Item(
-        f"%9\\{thumb}",
-        StoreName.MY,
-        ItemKind.KEY,
-        NOW - 100,
-        hashlib.sha256(key).hexdigest(),
-        len(key),
-        expires=NOW * 2,
-        owner=certificate.key,
-    )
+    der, key = make_certificate_der(name), new_pkcs8()
+    certificate, private_key = certificate_items(der, key, NOW - 100, NOW * 2)
     return [(certificate, der), (private_key, key)]
 
 

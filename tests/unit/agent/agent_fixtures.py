@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from credroam.gpo.resolve import GpoSettings
 from credroam.roaming.certelement import thumbprint
@@ -24,6 +22,7 @@ from credroam.roaming.fsutil import atomic_write, ensure_private_dir
 from credroam_agent import cli, dcs, policy
 from credroam_agent.identity import LocalUser
 from credroam_agent.policy import ResolvedPolicy
+from tests.credentials import self_signed
 from tests.unit.test_sync import FakeDirectory
 
 PASSWORD = "Alice-Pass-1!"
@@ -139,23 +138,16 @@ def make_host(root: Path, directory: Directory, monkeypatch) -> Host:
 
 
 def certificate_and_key(common_name: str = "alice") -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    """(PEM certificate, PEM PKCS#8 key) of a fresh self-signed EC certificate, valid from a
+    day ago for a year."""
     now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())
+    der, _, key = self_signed(
+        common_name, now - datetime.timedelta(days=1), now + datetime.timedelta(days=365)
     )
     pem_key = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return certificate.public_bytes(serialization.Encoding.PEM), pem_key
+    return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM), pem_key
 
 
 def install(store: Path, certificate_pem: bytes, key_pem: bytes | None = None) -> str:

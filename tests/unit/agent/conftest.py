@@ -1,6 +1,8 @@
 """The agent's unit tests import ``credroam_agent`` from agent/, as the zipapp lays it out.
 
-Fixtures: ``ca``, a folder holding a test CA (ca.pem, ca.key) for enrollment commands.
+Fixtures: ``ca``, a folder holding a test CA (ca.pem, ca.key) for enrollment commands;
+``directory``, a fake directory; ``host`` and ``other_host``, two hosts of alice on it
+(tests/unit/agent/agent_fixtures.py). A test module may define its own of these names.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from cryptography.x509.oid import NameOID
 AGENT = str(Path(__file__).resolve().parents[3] / "agent")
 if AGENT not in sys.path:
     sys.path.insert(0, AGENT)
+
+from tests.unit.agent.agent_fixtures import Directory, make_host
 
 
 def _name(cn: str) -> x509.Name:
@@ -47,3 +51,18 @@ def ca(tmp_path):
     )
     (tmp_path / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return tmp_path
+
+
+@pytest.fixture
+def directory() -> Directory:
+    return Directory()
+
+
+@pytest.fixture
+def host(tmp_path, directory, monkeypatch):
+    return make_host(tmp_path / "host-a", directory, monkeypatch)
+
+
+@pytest.fixture
+def other_host(tmp_path, directory, monkeypatch):
+    return make_host(tmp_path / "host-b", directory, monkeypatch)

@@ -24,7 +24,6 @@ from credroam.tokens import decode_token, format_dn_binary, parse_dn_binary
 from credroam_agent import cli
 from tests.unit.agent.agent_fixtures import (
     PASSWORD,
-    Directory,
     certificate_and_key,
     files,
     install,
@@ -34,21 +33,6 @@ from tests.unit.agent.agent_fixtures import (
 from tests.unit.test_sync import USER_DN
 
 SUBCOMMANDS = ("login", "sync", "status", "watch", "purge")
-
-
-@pytest.fixture
-def directory() -> Directory:
-    return Directory()
-
-
-@pytest.fixture
-def host(tmp_path, directory, monkeypatch):
-    return make_host(tmp_path / "host-a", directory, monkeypatch)
-
-
-@pytest.fixture
-def other_host(tmp_path, directory, monkeypatch):
-    return make_host(tmp_path / "host-b", directory, monkeypatch)
 
 
 def events(err: str) -> list[int]:

@@ -35,7 +35,6 @@ from credroam_agent import operations
 from tests.nss_oracle import ec_key_id, nss_certificates, nss_key_ids, thumbprint
 from tests.unit.agent.agent_fixtures import (
     PASSWORD,
-    Directory,
     certificate_and_key,
     install,
     make_host,
@@ -47,11 +46,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs certutil and pk12util (Debian's libnss3-tools)",
 )
 WITH_NSS = ("file", "nss")
-
-
-@pytest.fixture
-def directory() -> Directory:
-    return Directory()
 
 
 @pytest.fixture

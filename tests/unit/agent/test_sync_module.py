@@ -15,22 +15,10 @@ from ansible.module_utils.testing import patch_module_args
 
 from tests.unit.agent.agent_fixtures import (
     PASSWORD,
-    Directory,
     certificate_and_key,
     files,
     install,
-    make_host,
 )
-
-
-@pytest.fixture
-def directory() -> Directory:
-    return Directory()
-
-
-@pytest.fixture
-def host(tmp_path, directory, monkeypatch):
-    return make_host(tmp_path / "host-a", directory, monkeypatch)
 
 
 def without_lock(store_files: dict) -> dict:
