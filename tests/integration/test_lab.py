@@ -202,7 +202,7 @@ def test_check_mode_starts_nothing_and_absent_leaves_nothing() -> None:
     assert f"lab {name!r} is stale or half-started" in refused.output
     assert "lab processes still run" in refused.output
     assert f"-e lab_forest_name={name} -e lab_forest_state=absent" in refused.output
-    _kill_and_wait(lab_pids)
+    _kill_all_lab_processes(name)
     refused = lab_playbook(**CLEANTEST, state="present")
     assert refused.returncode != 0
     assert f"network namespaces cr-{name}-dc1, cr-{name}-client1" in refused.output
@@ -220,14 +220,17 @@ def test_check_mode_starts_nothing_and_absent_leaves_nothing() -> None:
     assert again.returncode == 0 and again.changed == 0, again.output[-4000:]
 
 
-def _kill_and_wait(pids: list[int]) -> None:
-    """SIGKILL lab processes as a crash would, and wait (bounded) until they are gone."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+def _kill_all_lab_processes(name: str) -> None:
+    """SIGKILL every process in lab ``name``'s namespaces, as a crash would, until none is left.
+
+    Listed again after each round: Samba's master restarts a prefork worker killed before it,
+    so one listing can miss the replacement (seen under load)."""
     deadline = time.monotonic() + 10
-    while any(pid_is_live(pid) for pid in pids):
-        assert time.monotonic() < deadline, "lab processes survived SIGKILL"
+    while pids := _namespace_pids(name):
+        assert time.monotonic() < deadline, f"lab processes survived SIGKILL: {pids}"
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
 
 
