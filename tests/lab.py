@@ -268,6 +268,15 @@ class PlaybookRun:
             raise AssertionError(f"no play recap in ansible-playbook output:\n{self.output}")
         return sum(int(count) for count in counts)
 
+    @property
+    def changed_tasks(self) -> list[str]:
+        """The names of the tasks that reported a change on some host, in the order they ran."""
+        return [
+            block.split("]", 1)[0]
+            for block in self.output.split("\nTASK [")[1:]
+            if re.search(r"^changed: ", block, re.MULTILINE)
+        ]
+
 
 def ansible_playbook(lab: Lab, path: str | Path, *args: str, timeout: float = 600) -> PlaybookRun:
     """Run the playbook at ``path`` (from the repository root) against ``lab`` (the dynamic

@@ -3,6 +3,8 @@
 Fixtures:
   lab              (session) tests.lab.Lab for lab `citest`: 172.29.200.0/24, 2 DCs, 3 clients.
   lab_admin_ldap   (function) bound LDAPS connection to dc1 as Administrator, CA validated.
+  rolled_out       (session) playbooks/site.yml run once on it, shared by the modules of
+                   rollout.SHARING_THE_ROLLOUT (which run last, in that order).
 
 CREDROAM_KEEP_LAB=1 reuses a running `citest` and leaves it up at the end (fast dev loops);
 otherwise the session starts from a clean lab and always tears it down, also on failure.
@@ -16,7 +18,8 @@ from collections.abc import Iterator
 import ldap3
 import pytest
 
-from tests.lab import Lab, LabNotUpError, lab_playbook
+from tests.integration.rollout import SHARING_THE_ROLLOUT, site
+from tests.lab import Lab, LabNotUpError, PlaybookRun, lab_playbook
 
 # CREDROAM_TEST_LAB / CREDROAM_TEST_SUBNET: a lab of one's own, so that engineers running
 # integration tests at the same time never share (or tear down) each other's lab.
@@ -66,3 +69,18 @@ def lab_admin_ldap(lab: Lab) -> Iterator[ldap3.Connection]:
         yield connection
     finally:
         connection.unbind()
+
+
+@pytest.fixture(scope="session")
+def rolled_out(lab: Lab) -> PlaybookRun:
+    return site(lab)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules sharing the session's rollout last, in their order (rollout.py says why)."""
+
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        return SHARING_THE_ROLLOUT.index(module) + 1 if module in SHARING_THE_ROLLOUT else 0
+
+    items.sort(key=rank)  # stable: every other test keeps its place

@@ -42,10 +42,10 @@ from credroam.schema.definitions import PRIVATE_INFORMATION
 from credroam.timestamps import filetime_now
 from credroam.tokens import Token, TokenFlags, TokenType, encode_token, format_dn_binary
 from tests.integration.roaming_lab import clear_everywhere, plant, replicate, self_signed
+from tests.integration.rollout import playbook, roaming_gpo
 from tests.integration.test_gpo import samba_tool, sysvol_dir
-from tests.integration.test_site import playbook, roaming_gpo, site
 from tests.integration.test_sync_agent_role import COMMAND
-from tests.lab import REPO, Account, Lab, ansible_playbook
+from tests.lab import REPO, Account, Lab, PlaybookRun, ansible_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -89,10 +89,9 @@ AGENT_VERSION = re.search(
 
 
 @pytest.fixture(scope="module")
-def rolled_out(lab: Lab) -> Lab:
-    """The rollout, then alice's first logon on client1 (so the host checks have a last sync
-    to judge), replicated both ways so the DCs agree on her timestamp."""
-    site(lab)
+def rolled_out(lab: Lab, rolled_out: PlaybookRun) -> Lab:
+    """The session's rollout, then alice's first logon on client1 (so the host checks have a
+    last sync to judge), replicated both ways so the DCs agree on her timestamp."""
     for user in lab.users:
         clear_everywhere(lab, user)
     alice = lab.user("alice")

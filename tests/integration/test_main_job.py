@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.integration.roaming_lab import clear_everywhere
+from tests.integration.rollout import playbook, site
 from tests.integration.test_agent import directory_keys, store_files
-from tests.integration.test_site import playbook, site
 from tests.lab import Lab, PlaybookRun
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,13 @@ def summary_lines(run: PlaybookRun) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(lab: Lab) -> tuple[PlaybookRun, PlaybookRun]:
-    # A first time for the demonstration: alice has nothing roamed and nothing on any host.
+def first_run(lab: Lab, rolled_out: PlaybookRun) -> tuple[PlaybookRun, PlaybookRun]:
+    """The session's rollout (site.yml), then summary.yml for the first time: alice has nothing
+    roamed and nothing on any host yet."""
     clear_everywhere(lab, lab.user("alice"))
     for host in lab.clients:
         host.ssh("rm -rf ~alice/.local ~alice/.cache /run/user/$(id -u alice)", check=False)
-    return main_job(lab)
+    return rolled_out, playbook(lab, "playbooks/summary.yml")
 
 
 def test_the_summary_names_forest_gpo_and_hosts_and_ends_the_output(first_run, lab):

@@ -10,8 +10,8 @@ import ldap3
 import pytest
 
 from tests.integration.roaming_lab import clear_everywhere, plant
+from tests.integration.rollout import roaming_gpo
 from tests.integration.test_agent import directory_keys
-from tests.integration.test_site import roaming_gpo, site
 from tests.integration.test_sync_agent_role import COMMAND, PREFIX
 from tests.integration.test_tokens import certificate_value
 from tests.lab import Lab, PlaybookRun, ansible_playbook
@@ -45,8 +45,7 @@ def agent_installed(lab: Lab) -> list[bool]:
     ]
 
 
-def test_rollback_unlinks_the_gpo_removes_the_agents_and_purges_alice(lab: Lab):
-    site(lab)
+def test_rollback_unlinks_the_gpo_removes_the_agents_and_purges_alice(rolled_out, lab: Lab):
     alice = lab.user("alice")
     clear_everywhere(lab, alice)
     value, key = certificate_value(alice)

@@ -11,36 +11,9 @@ import json
 import ldap3
 import pytest
 
-from tests.lab import Lab, PlaybookRun, ansible_playbook
+from tests.integration.rollout import roaming_gpo, site
 
 pytestmark = pytest.mark.integration
-
-
-def site(lab: Lab, *args: str) -> PlaybookRun:
-    return playbook(lab, "playbooks/site.yml", *args)
-
-
-def playbook(lab: Lab, path: str, *args: str) -> PlaybookRun:
-    """Run the playbook at ``path`` (from the repository root) on ``lab``; it must succeed."""
-    result = ansible_playbook(lab, path, *args)
-    assert result.returncode == 0, result.output[-5000:]
-    return result
-
-
-def roaming_gpo(conn: ldap3.Connection, lab: Lab) -> dict:
-    conn.search(
-        f"CN=Policies,CN=System,{lab.base_dn}",
-        "(&(objectClass=groupPolicyContainer)(displayName=Credential Roaming))",
-        attributes=["cn", "versionNumber"],
-    )
-    assert len(conn.entries) == 1, "exactly one GPO named Credential Roaming"
-    entry = conn.entries[0]
-    return {"guid": str(entry.cn), "version": int(entry.versionNumber.value)}
-
-
-@pytest.fixture(scope="module")
-def rolled_out(lab: Lab) -> PlaybookRun:
-    return site(lab)
 
 
 def test_site_extends_the_schema_and_links_the_policy_to_the_roaming_ou(rolled_out, lab):
@@ -57,19 +30,15 @@ def test_site_extends_the_schema_and_links_the_policy_to_the_roaming_ou(rolled_o
     assert gpo["guid"].lower() in str(conn.entries[0].gPLink.value).lower()
 
 
-def test_a_second_run_changes_nothing(rolled_out, lab):
-    assert site(lab).changed == 0
-
-
-def test_check_diff_on_the_rolled_out_forest_reports_no_change(rolled_out, lab):
-    assert site(lab, "--check", "--diff").changed == 0
-
-
-def test_check_diff_shows_a_policy_change_and_writes_nothing(rolled_out, lab):
+def test_check_diff_on_the_rolled_out_forest_shows_only_a_policy_change_and_writes_nothing(
+    rolled_out, lab
+):
     conn = lab.ldap_connection()
     before = roaming_gpo(conn, lab)
     override = {"roaming_gpo_credential_roaming": {"enabled": True, "tombstone_days": 30}}
     run = site(lab, "--check", "--diff", "-e", json.dumps(override))
+    # Nothing else is reported: the rolled-out forest and hosts are as site.yml wants them.
     assert run.changed == 1
+    assert run.changed_tasks == ["roaming_gpo : Credential roaming GPO (Credential Roaming)"]
     assert "DIMSRoamingTombstoneDays" in run.output
     assert roaming_gpo(conn, lab) == before
