@@ -92,6 +92,13 @@ def replicate(lab: Lab, source: int, dest: int) -> None:
     )
 
 
+def replicate_both_ways(lab: Lab) -> None:
+    """Replicate both ways between the first DC and each other, now."""
+    for index in range(1, len(lab.dcs)):
+        replicate(lab, index, 0)
+        replicate(lab, 0, index)
+
+
 def _inbound_replication(lab: Lab, option: str) -> None:
     for dc in lab.dcs:
         dc.run(
@@ -105,20 +112,24 @@ def _inbound_replication(lab: Lab, option: str) -> None:
         )
 
 
+def pause_replication(lab: Lab) -> None:
+    """No DC takes in another's changes (``+DISABLE_INBOUND_REPL`` on each) until
+    resume_replication."""
+    _inbound_replication(lab, "+")
+
+
 def resume_replication(lab: Lab) -> None:
     """Inbound replication on again on every DC, and a replicate both ways between the first
     DC and each other (Samba 4.17 catches up on its own only at the next change)."""
     _inbound_replication(lab, "-")
-    for index in range(1, len(lab.dcs)):
-        replicate(lab, index, 0)
-        replicate(lab, 0, index)
+    replicate_both_ways(lab)
 
 
 @contextlib.contextmanager
 def replication_paused(lab: Lab) -> Iterator[None]:
-    """No DC takes in another's changes inside the block (``+DISABLE_INBOUND_REPL`` on each);
-    replication resumed and forced both ways at the end, also on failure."""
-    _inbound_replication(lab, "+")
+    """Replication paused inside the block; resumed and forced both ways at the end, also on
+    failure."""
+    pause_replication(lab)
     try:
         yield
     finally:
@@ -129,9 +140,7 @@ def clear_everywhere(lab: Lab, account: Account) -> None:
     """Clear ``account`` on every DC and replicate, so no DC holds older values."""
     for index in range(len(lab.dcs)):
         clear_roaming(lab, account, index)
-    for index in range(1, len(lab.dcs)):
-        replicate(lab, index, 0)
-        replicate(lab, 0, index)
+    replicate_both_ways(lab)
 
 
 class CountingConnection:

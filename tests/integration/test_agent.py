@@ -307,8 +307,8 @@ def directory_keys(lab: Lab, account: Account, dc: int = 0) -> set[str]:
     }
 
 
-def tombstones(lab: Lab, account: Account) -> set[str]:
-    conn = connect_as(lab, account)
+def tombstones(lab: Lab, account: Account, dc: int = 0) -> set[str]:
+    conn = connect_as(lab, account, dc)
     try:
         record = read_roaming(conn, account.dn)
     finally:

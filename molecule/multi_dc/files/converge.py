@@ -1,142 +1,115 @@
 """The two-DC scenario's hands on the DCs, and its measurement of convergence.
 
-    converge.py LAB_JSON pause                 # +DISABLE_INBOUND_REPL on every DC
-    converge.py LAB_JSON replicate             # a forced replicate both ways, dc1 <-> each other
-    converge.py LAB_JSON converge --agent CMD --user alice
-        # resume (-DISABLE_INBOUND_REPL, forced replicate both ways), then rounds of one
+    converge.py LAB pause                 # +DISABLE_INBOUND_REPL on every DC
+    converge.py LAB replicate             # dc1 -> dc2 now (replication on)
+    converge.py LAB snapshot --user alice # what each host and each DC holds, as JSON
+    converge.py LAB converge --agent CMD --user alice
+        # resume (-DISABLE_INBOUND_REPL, replicate both ways), then rounds of one
         # `CMD --user alice login` on each client (client i through its own DC, as its agent
-        # config says) and a forced replicate, until every client's store and both DCs hold
-        # the same live set; prints JSON: seconds from resume to all equal, rounds, the sets.
+        # config says) and a replicate both ways, until every client's store and both DCs hold
+        # the same set; then one more round, which must change nothing. Prints JSON: seconds
+        # from resume to all equal, rounds, the sets.
 
-LAB_JSON is the lab's own description (.lab/<name>/lab.json, what the lab inventory reads).
-Run with the credroam core importable (PYTHONPATH=<repo>/module_utils). The sets compared are
-item keys (%3\\<thumbprint> certificates, %9\\<thumbprint> their keys): the live values of each
-DC read as the user over LDAPS with the lab CA, and the MY folder of the user's file store.
+LAB is the lab's name (.lab/<LAB>/lab.json, what the lab inventory reads). Run from the
+repository with the core and the tests importable (PYTHONPATH=<repo>/module_utils:<repo>): the
+lab is reached through the integration tests' own helpers. The sets compared are item keys
+(%3\\<thumbprint> certificates, %9\\<thumbprint> their keys): the live values and tombstones of
+each DC read as the user over LDAPS with the lab CA, and the MY folder of the user's file store.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
-from credroam.connection import LdapTarget, connect
-from credroam.roaming.directory import ACCOUNT_CREDENTIALS, KEY_ENVELOPES, read_roaming
+from tests.integration.roaming_lab import (
+    pause_replication,
+    replicate,
+    replicate_both_ways,
+    resume_replication,
+)
+from tests.integration.test_agent import directory_keys, store_files, tombstones
+from tests.lab import Account, ClientHost, Lab
 
-STORE_MY = ".local/share/credroam/store/MY"
 SUFFIX_TYPE = {".cert.pem": 3, ".key.pem": 9}
 MAX_ROUNDS = 5
+LOGIN_TIMEOUT = 600  # seconds; one login is a few seconds quiet, far more on a loaded machine
 
 
-def run_in_dc(lab: dict, dc: dict, *argv: str) -> None:
-    admin = lab["admin"]
-    command = [*dc["exec"], *argv, f"--username={admin['upn']}", f"--password={admin['password']}"]
-    env = {**os.environ, "SMB_CONF_PATH": dc["smb_conf"]}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        sys.exit(f"{dc['name']}: {' '.join(argv)} failed: {done.stderr.strip()[-2000:]}")
-
-
-def inbound(lab: dict, option: str) -> None:
-    for dc in lab["dcs"]:
-        run_in_dc(lab, dc, "samba-tool", "drs", "options", dc["name"], f"--dsa-option={option}")
-
-
-def replicate(lab: dict) -> None:
-    """Pull the domain partition both ways between the first DC and each other, now."""
-    first = lab["dcs"][0]
-    for other in lab["dcs"][1:]:
-        for dest, source in ((first, other), (other, first)):
-            run_in_dc(
-                lab, dest, "samba-tool", "drs", "replicate",
-                dest["name"], source["name"], lab["base_dn"], "--sync-forced",
-            )  # fmt: skip
-
-
-def user(lab: dict, name: str) -> dict:
-    return next(u for u in lab["users"] if u["name"] == name)
-
-
-def ssh(lab: dict, client: dict, command: str, stdin: str = "") -> subprocess.CompletedProcess:
-    argv = [
-        "ssh", "-i", lab["ssh_private_key"], "-o", f"UserKnownHostsFile={lab['known_hosts']}",
-        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-        f"root@{client['ip']}", command,
-    ]  # fmt: skip
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300)
-
-
-def login(lab: dict, client: dict, agent: str, account: dict) -> None:
+def login(host: ClientHost, agent: str, account: Account) -> None:
     """The agent's login as the user, with the logon password on stdin (what PAM does)."""
-    done = ssh(lab, client, f"{agent} --user {account['name']} login", account["password"] + "\0")
-    if done.returncode != 0:
-        sys.exit(f"{client['name']}: login of {account['name']} failed: {done.stderr[-2000:]}")
-
-
-def host_set(lab: dict, client: dict, account: dict) -> list[str]:
-    listing = ssh(lab, client, f"ls ~{account['name']}/{STORE_MY} 2>/dev/null || true").stdout
-    keys = []
-    for name in listing.split():
-        for suffix, token_type in SUFFIX_TYPE.items():
-            if name.endswith(suffix):
-                keys.append(f"%{token_type}\\{name.removesuffix(suffix)}")
-    return sorted(keys)
-
-
-def dc_sets(lab: dict, dc: dict, account: dict) -> tuple[list[str], list[str]]:
-    """(live keys, tombstoned keys) of the user's roaming values on ``dc``."""
-    target = LdapTarget(
-        server=dc["ip"],
-        bind_user=account["upn"],
-        bind_password=account["password"],
-        ca_cert=lab["ca_cert"],
-        timeout=10,
+    done = subprocess.run(
+        [*host.ssh_argv(), f"{agent} --user {account.name} login"],
+        input=account.password + "\0",
+        capture_output=True,
+        text=True,
+        timeout=LOGIN_TIMEOUT,
     )
-    conn = connect(target)
-    try:
-        record = read_roaming(conn, account["dn"])
-    finally:
-        conn.unbind()
-    live, dead = [], []
-    for attribute in (ACCOUNT_CREDENTIALS, KEY_ENVELOPES):
-        for key, stored in record.stored(attribute).items():
-            (dead if stored.token.is_tombstone else live).append(key)
-    return sorted(live), sorted(dead)
+    if done.returncode != 0:
+        sys.exit(f"{host.name}: login of {account.name} failed: {done.stderr[-2000:]}")
 
 
-def snapshot(lab: dict, account: dict) -> dict:
-    dcs = {dc["name"]: dc_sets(lab, dc, account) for dc in lab["dcs"]}
+def my_files(lab: Lab, host: ClientHost, account: Account) -> dict[str, bytes]:
+    """The user's MY folder on ``host``: item key -> the file's bytes."""
+    items = {}
+    for path, data in store_files(lab, host, account.name).items():
+        folder, _, name = path.rpartition("/")
+        for suffix, token_type in SUFFIX_TYPE.items():
+            if folder == "MY" and name.endswith(suffix):
+                items[f"%{token_type}\\{name.removesuffix(suffix)}"] = data
+    return items
+
+
+def snapshot(lab: Lab, account: Account) -> dict:
+    files = {host.name: my_files(lab, host, account) for host in lab.clients}
+    contents = list(files.values())
     return {
-        "hosts": {c["name"]: host_set(lab, c, account) for c in lab["clients"]},
-        "dcs": {name: live for name, (live, _) in dcs.items()},
-        "tombstones": {name: dead for name, (_, dead) in dcs.items()},
+        "hosts": {name: sorted(items) for name, items in files.items()},
+        # Nothing lost: every host holds each certificate and key byte for byte.
+        "same_files": all(items == contents[0] for items in contents),
+        "dcs": {dc.name: sorted(directory_keys(lab, account, i)) for i, dc in enumerate(lab.dcs)},
+        "tombstones": {
+            dc.name: sorted(tombstones(lab, account, i)) for i, dc in enumerate(lab.dcs)
+        },
     }
 
 
 def all_equal(seen: dict) -> bool:
     sets = [*seen["hosts"].values(), *seen["dcs"].values()]
-    tombstones = list(seen["tombstones"].values())
-    return all(s == sets[0] for s in sets) and all(t == tombstones[0] for t in tombstones)
+    tombstoned = list(seen["tombstones"].values())
+    return (
+        seen["same_files"]
+        and all(s == sets[0] for s in sets)
+        and all(t == tombstoned[0] for t in tombstoned)
+    )
 
 
-def converge(lab: dict, agent: str, account: dict) -> dict:
+def sync_round(lab: Lab, agent: str, account: Account) -> dict:
+    """One login on every host, each through its own DC, then a replicate both ways."""
+    for host in lab.clients:
+        login(host, agent, account)
+    replicate_both_ways(lab)
+    return snapshot(lab, account)
+
+
+def converge(lab: Lab, agent: str, account: Account) -> dict:
     started = time.monotonic()
-    inbound(lab, "-DISABLE_INBOUND_REPL")
-    replicate(lab)
+    resume_replication(lab)
     resumed = time.monotonic() - started
     rounds, seen = 0, {}
     while rounds < MAX_ROUNDS and not (seen and all_equal(seen)):
         rounds += 1
-        for client in lab["clients"]:
-            login(lab, client, agent, account)
-        replicate(lab)
-        seen = snapshot(lab, account)
+        seen = sync_round(lab, agent, account)
+    seconds = time.monotonic() - started
+    # Once converged, another round changes nothing: deletions stay deleted.
+    stable = all_equal(seen) and sync_round(lab, agent, account) == seen
     return {
         "converged": all_equal(seen),
-        "seconds": round(time.monotonic() - started, 2),
+        "stable": stable,
+        "seconds": round(seconds, 2),
         "resume_and_replicate_seconds": round(resumed, 2),
         "rounds": rounds,
         **seen,
@@ -145,21 +118,21 @@ def converge(lab: dict, agent: str, account: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("lab_json")
+    parser.add_argument("lab")
     parser.add_argument("action", choices=["pause", "replicate", "converge", "snapshot"])
     parser.add_argument("--agent", default="credroam-agent")
     parser.add_argument("--user", default="alice")
     args = parser.parse_args()
-    with open(args.lab_json, encoding="utf-8") as handle:
-        lab = json.load(handle)
+    lab = Lab.load(args.lab)
+    account = lab.user(args.user)
     if args.action == "pause":
-        inbound(lab, "+DISABLE_INBOUND_REPL")
+        pause_replication(lab)
     elif args.action == "replicate":
-        replicate(lab)
+        replicate(lab, 0, 1)
     elif args.action == "snapshot":
-        print(json.dumps(snapshot(lab, user(lab, args.user))))
+        print(json.dumps(snapshot(lab, account)))
     else:
-        print(json.dumps(converge(lab, args.agent, user(lab, args.user))))
+        print(json.dumps(converge(lab, args.agent, account)))
     return 0
 
 

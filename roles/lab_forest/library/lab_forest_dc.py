@@ -12,9 +12,9 @@ description:
     DCs) into the state folder, configures the lab's TLS certificate and removes the DNS
     forwarder, starts C(samba -F) detached (after checking that nothing else holds the DC's
     ports on its address) and waits until an LDAPS bind validated against the lab CA succeeds.
-    A joined DC is checked by forcing a replication from the first DC; once it has registered
-    its own service principals (C(ldap/<fqdn>), ...), the first DC pulls them, so the first
-    DC's KDC issues Kerberos tickets for every DC.
+    A joined DC is checked by forcing a replication from the first DC; its own service
+    principals (C(ldap/<fqdn>), ...) are registered (C(samba_spnupdate), run to its end) and
+    the first DC pulls them, so the first DC's KDC issues Kerberos tickets for every DC.
   - The DCs accept SASL binds without a signing layer inside TLS, as Kerberos binds from ldap3
     are (C(ldap server require strong auth = allow_sasl_over_tls)).
   - On the first DC, the roaming OU and O(users) converge on every run, also on a lab that is
@@ -126,6 +126,7 @@ actions:
 """
 
 import shutil
+import subprocess
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -161,6 +162,11 @@ except ImportError:
     HAS_LDAP3 = False
 
 NO_FORWARDER = ("dns forwarder",)
+# Provision and join run to their end, with no time limit of the lab's: how long they take is
+# the machine's load (a provision took 110 s with the lab held to 15 % of one core, against the
+# 120 s once allowed), and each ends by itself, failing when it cannot go on (a join's requests
+# to dc1 time out on their own).
+UNTIL_DONE = None
 
 
 class DomainController:
@@ -245,6 +251,7 @@ class DomainController:
                 f"--host-ip={self.ip}",
                 *self._common_options(),
             ],
+            timeout=UNTIL_DONE,
         )
         self._configure()
         (self.sandbox.root / "provisioned").touch()
@@ -272,6 +279,7 @@ class DomainController:
                 f"--option=netbios name={self.host.upper()}",
                 *self._common_options(),
             ],
+            timeout=UNTIL_DONE,
         )
         self._configure()
         (self.sandbox.root / "provisioned").touch()
@@ -431,16 +439,11 @@ class DomainController:
         )
 
     def _replicate_to_first(self) -> None:
-        """Samba registers a joined DC's own service principals (ldap/<fqdn>, ...) on that DC
-        shortly after it starts, and dc1 would pull them only on a later replication. Until
-        then dc1's KDC, the first in the lab krb5.conf, knows no ldap/<this DC> and a Kerberos
-        bind to this DC fails ("Server not found in Kerberos database"). Pull them now."""
-        wait_until(
-            self._holds_own_ldap_principal,
-            self.p["start_timeout"],
-            f"{self.host} to register ldap/{self.fqdn}",
-            interval=0.5,
-        )
+        """A joined DC's own service principals (ldap/<fqdn>, ...) reach dc1 only by a
+        replication. Until then dc1's KDC, the first in the lab krb5.conf, knows no
+        ldap/<this DC> and a Kerberos bind to this DC fails ("Server not found in Kerberos
+        database"). Register them (_register_own_principals), then pull them now."""
+        self._register_own_principals()
         self.sandbox_exec(
             [
                 "samba-tool",
@@ -456,6 +459,23 @@ class DomainController:
                 f"--password={self.p['admin_password']}",
             ]
         )
+
+    def _register_own_principals(self) -> None:
+        """Samba registers them itself shortly after it starts, by running samba_spnupdate
+        under a time limit of its own; on a loaded machine the script outlasts it, is killed
+        ("Failed SPN update - with error code 110" in the DC's log) and is tried again only
+        at the next name update, minutes later. So the lab runs it too, to its end (it adds
+        only what is missing). Samba's own run may add the same names meanwhile and make this
+        one fail: what counts is that the DC then holds ldap/<fqdn>."""
+        if self._holds_own_ldap_principal():
+            return
+        update = self.sandbox_exec(["samba_spnupdate", "-s", str(self.smb_conf)], check=False)
+        if not self._holds_own_ldap_principal():
+            output = (update.stderr or update.stdout).strip()[-2000:]
+            raise LabError(
+                f"samba_spnupdate on {self.host} (rc={update.returncode}) did not register "
+                f"ldap/{self.fqdn}: {output}"
+            )
 
     def _holds_own_ldap_principal(self) -> bool:
         """This DC's account, read on this DC, lists ldap/<fqdn>."""
@@ -473,11 +493,11 @@ class DomainController:
             conn.unbind()
         return f"ldap/{self.fqdn}" in [str(name).lower() for name in names]
 
-    def sandbox_exec(self, argv: list[str]) -> None:
+    def sandbox_exec(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
         pid = self.sandbox.running_pid()
         if pid is None:
             raise LabError(f"samba on {self.host} is not running")
-        run([*exec_prefix(pid), *argv])
+        return run([*exec_prefix(pid), *argv], check=check)
 
     def absent(self) -> None:
         self.actions += remove_host(self.sandbox, self.check_mode)

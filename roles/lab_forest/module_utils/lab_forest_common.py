@@ -161,9 +161,10 @@ def run(
     argv: Sequence[str],
     *,
     check: bool = True,
-    timeout: float = 120,
+    timeout: float | None = 120,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run argv, output captured; ``timeout=None``: until it ends, however long that is."""
     try:
         result = subprocess.run(
             list(argv),
@@ -597,7 +598,9 @@ class Sandbox:
             *argv,
         ]
 
-    def run(self, argv: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: Sequence[str], timeout: float | None = 120
+    ) -> subprocess.CompletedProcess[str]:
         return run(self.wrap(argv), timeout=timeout, env=_lab_env())
 
     def start(self, argv: Sequence[str]) -> int:
