@@ -92,12 +92,22 @@ molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml 
 molecule-multi-dc: deps  ## Molecule scenario multi_dc on lab `mdc` (2 DCs): paused replication, convergence timed.
 	$(BIN)/molecule test -s multi_dc
 
-test: deps  ## Everything CI runs: lint, Molecule, the core on Debian's Python, a short fuzz, pytest.
+test: deps  ## Everything CI runs: lint, the core on Debian's Python, a short fuzz, then Molecule beside pytest.
 	$(MAKE) --no-print-directory lint
-	$(BIN)/molecule test
 	$(MAKE) --no-print-directory unit-system
 	$(MAKE) --no-print-directory fuzz-short
-	$(BIN)/pytest -q tests
+	@# Molecule (lab `mol`) and pytest (lab `citest`) share nothing: their own names, subnets and
+	@# namespaces. Each waits mostly on its lab's hosts, so side by side on two cores they end
+	@# sooner than one after the other. Molecule's output is kept and shown when both have ended;
+	@# both always run to the end (each tears its lab down) and either failing fails the target.
+	@mkdir -p .stamps; log=.stamps/molecule-test.log; \
+	echo "molecule test: started beside pytest, output in $$log (shown when it ends)"; \
+	$(BIN)/molecule test >"$$log" 2>&1 & molecule=$$!; \
+	pytest_status=0; $(BIN)/pytest -q tests || pytest_status=$$?; \
+	molecule_status=0; wait $$molecule || molecule_status=$$?; \
+	echo "--- molecule test (ran beside pytest): exit $$molecule_status"; cat "$$log"; \
+	echo "--- pytest: exit $$pytest_status, molecule test: exit $$molecule_status"; \
+	[ $$pytest_status = 0 ] && [ $$molecule_status = 0 ]
 
 agent: deps  ## Build dist/credroam-agent.pyz, the sync agent as one reproducible zipapp.
 	$(BIN)/python agent/build_zipapp.py dist/credroam-agent.pyz
