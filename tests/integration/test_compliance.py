@@ -7,15 +7,17 @@ no other. The HTML report is opened in a real headless Chromium.
 
 The host checks read the lab's client hosts over SSH, as the compliance play does anywhere:
 alice logs on to client1 once (her last sync there is judged); a stale agent is a real older
-build (version 0.0.9) installed on client3 by the sync_agent role. An attribute missing on one
-DC is made by pausing dc2's inbound replication (`samba-tool drs options dc2
+build (version 0.0.9) put on client3 where and as the sync_agent role installs it. An attribute
+missing on one DC is made by pausing dc2's inbound replication (`samba-tool drs options dc2
 --dsa-option=+DISABLE_INBOUND_REPL`) while the rollout adds an attribute of its own to the
 schema; afterwards replication is resumed and dc2 catches up (schema objects cannot be deleted,
-so each run adds an attribute of a new name).
+so each run adds an attribute of a new name). Independent faults are planted together, a few
+to a compliance run (the broken-states section says why that still proves each one alone).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,6 +26,7 @@ import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
@@ -45,7 +48,7 @@ from tests.integration.roaming_lab import clear_everywhere, plant, replicate, se
 from tests.integration.rollout import playbook, roaming_gpo
 from tests.integration.test_gpo import samba_tool, sysvol_dir
 from tests.integration.test_sync_agent_role import COMMAND
-from tests.lab import REPO, Account, Lab, PlaybookRun, ansible_playbook
+from tests.lab import REPO, Account, ClientHost, Lab, PlaybookRun, ansible_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -213,45 +216,53 @@ def test_the_console_check_itself_sees_a_console_error(tmp_path):
 
 
 # --- broken states: each caught by exactly its check ------------------------------------------
+#
+# The faults are planted together, a few to a run, and the run must fail exactly the union of
+# their (check, subject) pairs, each message naming its own cause: so each fault is still caught
+# by its own check and by no other (a fault seen by a second check adds a pair; one missed
+# removes one). This holds because no two faults share a (check, subject) pair and none changes
+# what another check reads: each lives in its own place (one DC's SYSVOL file or folder ACL,
+# one user's values, one DC's schema, one host's agent files), and each check reads only its
+# own. What changes what the checks can read (another account, check mode, paging) is tested
+# on its own below. The threshold is judged per result (verdict.blocking counts them), so a
+# run holding both high and medium faults could not show that medium ones pass the run: those
+# have a run of their own.
 
 
-def test_gpo_versions_out_of_sync_fail_only_gpo_version_on_that_dc(rolled_out, compliance):
-    guid = roaming_gpo(rolled_out.ldap_connection(), rolled_out)["guid"]
-    gpt = sysvol_dir(rolled_out, 1) / guid / "GPT.INI"
+@contextmanager
+def gpt_version_changed(lab: Lab, dc: int) -> Iterator[None]:
+    """The DC's GPT.INI version no longer equals the GPC's versionNumber (put back after)."""
+    guid = roaming_gpo(lab.ldap_connection(), lab)["guid"]
+    gpt = sysvol_dir(lab, dc) / guid / "GPT.INI"
     original = gpt.read_bytes()
     gpt.write_text(original.decode().replace("Version=", "Version=1"))
     try:
-        run = compliance()
+        yield
     finally:
         gpt.write_bytes(original)
-    assert run.failing() == {("gpo.version", rolled_out.dc(1).fqdn)}
-    assert "in AD" in run.result("gpo.version", rolled_out.dc(1).fqdn)["message"]
-    assert run.returncode != 0, "gpo.version is high: the run fails"
 
 
-def test_acl_drift_fails_only_gpo_acl_and_samba_aclcheck_agrees(rolled_out, compliance):
-    """The folder ACL read over SMB is judged as Samba's own `gpo aclcheck` judges it."""
-    lab = rolled_out
+@contextmanager
+def folder_acl_drifted(lab: Lab, dc: int) -> Iterator[str]:
+    """The GPO folder's ACL on the DC no longer matches the GPC; yields the GPO's GUID."""
     guid = roaming_gpo(lab.ldap_connection(), lab)["guid"]
-    assert guid not in samba_tool(lab, "aclcheck"), "aclcheck agrees the healthy folder is right"
-    folder = str(sysvol_dir(lab, 0) / guid)
-    original = lab.dc(0).run("samba-tool", "ntacl", "get", "--as-sddl", folder).stdout.strip()
-    lab.dc(0).run("samba-tool", "ntacl", "set", "O:BAG:DUD:(A;OICI;FA;;;BA)", folder)
+    folder = str(sysvol_dir(lab, dc) / guid)
+    original = lab.dc(dc).run("samba-tool", "ntacl", "get", "--as-sddl", folder).stdout.strip()
+    lab.dc(dc).run("samba-tool", "ntacl", "set", "O:BAG:DUD:(A;OICI;FA;;;BA)", folder)
     try:
-        run = compliance()
-        aclcheck = samba_tool(lab, "aclcheck")
+        yield guid
     finally:
-        lab.dc(0).run("samba-tool", "ntacl", "set", original, folder)
-    assert run.failing() == {("gpo.acl", lab.dc(0).fqdn)}
-    assert guid in aclcheck, "and aclcheck names the same GPO"
-    assert run.returncode == 0, "gpo.acl is medium, below the default threshold"
+        lab.dc(dc).run("samba-tool", "ntacl", "set", original, folder)
 
 
 @pytest.fixture
-def carol(rolled_out: Lab) -> Iterator[Account]:
-    account = rolled_out.user("carol")
-    yield account
-    clear_everywhere(rolled_out, account)
+def carol_and_bob(rolled_out: Lab) -> Iterator[tuple[Account, Account]]:
+    """Two users to plant values on, cleared everywhere afterwards (alice is left alone: her
+    logon on client1 is what host.last_sync judges)."""
+    accounts = (rolled_out.user("carol"), rolled_out.user("bob"))
+    yield accounts
+    for account in accounts:
+        clear_everywhere(rolled_out, account)
 
 
 def token_value(account: Account, token: Token) -> bytes:
@@ -265,44 +276,26 @@ def capi_key(identifier_seed: int, data: bytes) -> Token:
     return Token(TokenType.CAPI_RSA_KEY, identifier, filetime_now(), TokenFlags(0), data)
 
 
-def test_a_user_over_the_limits_fails_only_user_limits(rolled_out, carol, compliance):
+def plant_oversize_token(lab: Lab, account: Account) -> None:
     oversize = capi_key(1, os.urandom(70_000))  # DIMSRoamingMaxTokenSize is 65535
-    plant(rolled_out, carol, ACCOUNT_CREDENTIALS, token_value(carol, oversize))
-    run = compliance()
-    assert run.failing() == {("user.limits", carol.dn)}
-    assert "over DIMSRoamingMaxTokenSize 65535" in run.result("user.limits", carol.dn)["message"]
-    assert run.returncode != 0
+    plant(lab, account, ACCOUNT_CREDENTIALS, token_value(account, oversize))
 
 
-def test_a_malformed_token_fails_only_user_tokens_and_blocks_at_medium(
-    rolled_out, carol, compliance
-):
-    token = certificate_token(self_signed("carol")[0], filetime_now())
+def plant_malformed_token(lab: Lab, account: Account) -> None:
+    token = certificate_token(self_signed(account.name)[0], filetime_now())
     broken = bytearray(encode_token(token, READ_LIMITS))
     broken[-1] ^= 0xFF  # the data no longer matches the token's SHA-1
-    plant(
-        rolled_out, carol, ACCOUNT_CREDENTIALS, format_dn_binary(bytes(broken), carol.dn).encode()
-    )
-    run = compliance()
-    assert run.failing() == {("user.tokens", carol.dn)}
-    assert "SHA-1" in run.result("user.tokens", carol.dn)["message"]
-    assert run.returncode == 0, "user.tokens is medium, below the default threshold (high)"
-    assert compliance("-e", "compliance_fail_on_severity=medium").returncode != 0
+    plant(lab, account, ACCOUNT_CREDENTIALS, format_dn_binary(bytes(broken), account.dn).encode())
 
 
-def test_a_planted_plaintext_key_fails_only_user_plaintext_keys(rolled_out, carol, compliance):
+def plant_plaintext_key(lab: Lab, account: Account) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pkcs8 = key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    plant(rolled_out, carol, ACCOUNT_CREDENTIALS, token_value(carol, capi_key(3, pkcs8)))
-    run = compliance()
-    assert run.failing() == {("user.plaintext_keys", carol.dn)}
-    message = run.result("user.plaintext_keys", carol.dn)["message"]
-    assert "PKCS#8 DER private key in mspkiaccountcredentials value 0, hex-encoded" in message
-    assert run.returncode != 0
+    plant(lab, account, ACCOUNT_CREDENTIALS, token_value(account, capi_key(3, pkcs8)))
 
 
 def drs_options(lab: Lab, dc: int, option: str) -> None:
@@ -318,21 +311,20 @@ def drs_options(lab: Lab, dc: int, option: str) -> None:
     )
 
 
-@pytest.fixture
-def dc2_inbound_paused(rolled_out: Lab) -> Iterator[Lab]:
-    """dc2 takes no replication in until the test is over; then it catches up at once."""
-    lab = rolled_out
-    drs_options(lab, 1, "+DISABLE_INBOUND_REPL")
+@contextmanager
+def inbound_replication_paused(lab: Lab, dc: int) -> Iterator[None]:
+    """The DC takes no replication in until the block is over; then it catches up at once."""
+    drs_options(lab, dc, "+DISABLE_INBOUND_REPL")
     try:
-        yield lab
+        yield
     finally:
-        drs_options(lab, 1, "-DISABLE_INBOUND_REPL")
+        drs_options(lab, dc, "-DISABLE_INBOUND_REPL")
         schema_nc = f"CN=Schema,CN=Configuration,{lab.base_dn}"
-        lab.dc(1).run(
+        lab.dc(dc).run(
             "samba-tool",
             "drs",
             "replicate",
-            lab.dc(1).name,
+            lab.dc(dc).name,
             lab.dc(0).name,
             schema_nc,
             f"--username={lab.admin.upn}",
@@ -340,10 +332,10 @@ def dc2_inbound_paused(rolled_out: Lab) -> Iterator[Lab]:
         )
 
 
-def test_an_attribute_missing_on_one_dc_fails_only_schema_present_on_that_dc(
-    dc2_inbound_paused, compliance
-):
-    lab = dc2_inbound_paused
+def attribute_added_on_dc1_only(lab: Lab) -> dict:
+    """The rollout adds an attribute of a new name to the schema (schema objects cannot be
+    deleted) while dc2 takes no replication in; returns the variables it ran with, which the
+    compliance run must be given too (as in an inventory)."""
     suffix = uuid.uuid4()
     added = {
         "roaming_schema_extra_attributes": [
@@ -356,46 +348,125 @@ def test_an_attribute_missing_on_one_dc_fails_only_schema_present_on_that_dc(
         "roaming_schema_wait_for_replication": False,
     }
     playbook(lab, "playbooks/schema.yml", "-e", json.dumps(added))
-    name = added["roaming_schema_extra_attributes"][0]["name"]
-    # The compliance run checks what the rollout made: the same variables, as in an inventory.
-    run = compliance("-e", json.dumps(added))
-    assert run.failing() == {("schema.present", lab.dc(1).fqdn)}
-    assert (
-        f"{lab.dc(1).fqdn} lacks {name}" in run.result("schema.present", lab.dc(1).fqdn)["message"]
-    )
-    assert run.returncode != 0, "schema.present is critical"
+    return added
+
+
+OLD_AGENT = "0.0.9"
+# Where the sync_agent role installs the zipapp and its install record on a Linux host
+# (roles/sync_agent/vars/main.yml, with the default sync_agent_prefix).
+AGENT_ZIPAPP = "/usr/lib/credroam/credroam-agent.pyz"
+AGENT_RECORD = "/usr/lib/credroam/VERSION"
+
+
+def read_host_file(host: ClientHost, path: str) -> bytes:
+    argv = [*host.ssh_argv(), f"cat {path}"]
+    return subprocess.run(argv, capture_output=True, check=True, timeout=60).stdout
+
+
+def write_host_file(host: ClientHost, path: str, data: bytes, mode: str) -> None:
+    """Replace ``path`` on ``host`` by a temporary file renamed over it, as the role's copy."""
+    command = f"cat > {path}.new && chmod {mode} {path}.new && mv {path}.new {path}"
+    argv = [*host.ssh_argv(), command]
+    subprocess.run(argv, input=data, capture_output=True, check=True, timeout=60)
+
+
+def install_record(version_line: str, zipapp: bytes) -> bytes:
+    """The install record the role writes (task "Record the installed version")."""
+    return f"{version_line}\nsha256 {hashlib.sha256(zipapp).hexdigest()}\n".encode()
 
 
 @pytest.fixture
 def stale_agent(rolled_out: Lab, tmp_path: Path) -> Iterator[str]:
-    """A real older build (0.0.9) of the agent, installed on client3 by the sync_agent role;
-    the current one is put back afterwards."""
+    """A real older build (0.0.9) of the agent on client3, in the role's place with the
+    record the role writes for it; the files the rollout installed are put back byte for byte
+    afterwards. (Installing it with playbooks/agent.yml and back costs two runs of 40 s;
+    host.agent judges only these two files and what the zipapp reports, and the record's form
+    is checked first against the one the role wrote for the current build.)"""
     tree = tmp_path / "old"
     skip = shutil.ignore_patterns("__pycache__")
     shutil.copytree(REPO / "agent", tree / "agent", ignore=skip)
     shutil.copytree(REPO / "module_utils/credroam", tree / "module_utils/credroam", ignore=skip)
     init = tree / "agent/credroam_agent/__init__.py"
-    init.write_text(init.read_text().replace(f'"{AGENT_VERSION}"', '"0.0.9"'))
-    pyz = tmp_path / "credroam-agent-0.0.9.pyz"
-    python = REPO / ".venv/bin/python"
-    subprocess.run([str(python), str(tree / "agent/build_zipapp.py"), str(pyz)], check=True)
-    host = rolled_out.client(2).name
-    old = {"sync_agent_build": False, "sync_agent_zipapp": str(pyz)}
-    playbook(rolled_out, "playbooks/agent.yml", "--limit", host, "-e", json.dumps(old))
+    init.write_text(init.read_text().replace(f'"{AGENT_VERSION}"', f'"{OLD_AGENT}"'))
+    pyz = tmp_path / f"credroam-agent-{OLD_AGENT}.pyz"
+    python = str(REPO / ".venv/bin/python")
+    subprocess.run([python, str(tree / "agent/build_zipapp.py"), str(pyz)], check=True)
+    old_version = subprocess.run(
+        [python, str(pyz), "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert old_version == f"credroam-agent {OLD_AGENT}"
+    host = rolled_out.client(2)
+    zipapp, record = read_host_file(host, AGENT_ZIPAPP), read_host_file(host, AGENT_RECORD)
+    assert record == install_record(f"credroam-agent {AGENT_VERSION}", zipapp), "the role's form"
+    old = pyz.read_bytes()
+    write_host_file(host, AGENT_ZIPAPP, old, "0755")
+    write_host_file(host, AGENT_RECORD, install_record(old_version, old), "0644")
     try:
-        yield host
+        yield host.name
     finally:
-        playbook(rolled_out, "playbooks/agent.yml", "--limit", host)
+        write_host_file(host, AGENT_ZIPAPP, zipapp, "0755")
+        write_host_file(host, AGENT_RECORD, record, "0644")
 
 
-def test_a_stale_agent_fails_only_host_agent_on_that_host(stale_agent, compliance):
-    run = compliance()
-    assert run.failing() == {("host.agent", stale_agent)}
-    message = run.result("host.agent", stale_agent)["message"]
-    assert f"agent 0.0.9 on {stale_agent}, older than the wanted {AGENT_VERSION}" in message
+def test_high_and_critical_faults_together_each_fail_only_their_own_check_and_the_run(
+    rolled_out, carol_and_bob, stale_agent, compliance
+):
+    """Over the limits (carol), a plaintext key (bob), GPO versions out of sync on dc2, an
+    attribute missing on dc2 and a stale agent on client3, in one run. dc2 stops taking
+    replication in only after the users' values reached it, so what it lacks is the new
+    attribute alone (the GPT.INI is a SYSVOL file, which DRS does not carry)."""
+    lab = rolled_out
+    carol, bob = carol_and_bob
+    dc2 = lab.dc(1).fqdn
+    plant_oversize_token(lab, carol)
+    plant_plaintext_key(lab, bob)
+    replicate(lab, 0, 1)
+    with inbound_replication_paused(lab, 1), gpt_version_changed(lab, 1):
+        added = attribute_added_on_dc1_only(lab)
+        run = compliance("-e", json.dumps(added))
+    expected = {
+        "user.limits": (carol.dn, "over DIMSRoamingMaxTokenSize 65535"),
+        "user.plaintext_keys": (
+            bob.dn,
+            "PKCS#8 DER private key in mspkiaccountcredentials value 0, hex-encoded",
+        ),
+        "gpo.version": (dc2, "in AD"),
+        "schema.present": (dc2, f"lacks {added['roaming_schema_extra_attributes'][0]['name']}"),
+        "host.agent": (stale_agent, f"agent {OLD_AGENT} on {stale_agent}, older than the wanted"),
+    }
+    assert run.failing() == {(check, subject) for check, (subject, _) in expected.items()}
+    for check, (subject, cause) in expected.items():
+        assert cause in run.result(check, subject)["message"], check
     listed = {h["host"]: h["agent"] for h in run.report["hosts"]["hosts"]}
-    assert listed[stale_agent] == "credroam-agent 0.0.9"
-    assert run.returncode != 0, "host.agent is high: the run fails"
+    assert listed[stale_agent] == f"credroam-agent {OLD_AGENT}"
+    assert run.report["verdict"]["blocking"] == len(expected), "each is high or critical"
+    assert run.returncode != 0
+
+
+def test_medium_faults_fail_only_their_own_check_and_block_only_at_medium(
+    rolled_out, carol_and_bob, compliance
+):
+    """A malformed token (carol) and ACL drift on dc1's GPO folder, which Samba's own `gpo
+    aclcheck` judges the same: medium, so they fail the run only at compliance_fail_on_severity
+    medium (both runs see the same state)."""
+    lab = rolled_out
+    carol, _ = carol_and_bob
+    guid = roaming_gpo(lab.ldap_connection(), lab)["guid"]
+    assert guid not in samba_tool(lab, "aclcheck"), "aclcheck agrees the healthy folder is right"
+    plant_malformed_token(lab, carol)
+    replicate(lab, 0, 1)
+    with folder_acl_drifted(lab, 0):
+        run = compliance()
+        aclcheck = samba_tool(lab, "aclcheck")
+        at_medium = compliance("-e", "compliance_fail_on_severity=medium")
+    expected = {("user.tokens", carol.dn), ("gpo.acl", lab.dc(0).fqdn)}
+    assert run.failing() == expected
+    assert "SHA-1" in run.result("user.tokens", carol.dn)["message"]
+    assert guid in aclcheck, "and aclcheck names the same GPO"
+    assert run.returncode == 0, "medium is below the default threshold (high)"
+    assert at_medium.failing() == expected
+    assert at_medium.report["verdict"]["blocking"] == len(expected), "each blocks at medium"
+    assert at_medium.returncode != 0
 
 
 # --- who runs it --------------------------------------------------------------------------
