@@ -352,10 +352,14 @@ def attribute_added_on_dc1_only(lab: Lab) -> dict:
 
 
 OLD_AGENT = "0.0.9"
-# Where the sync_agent role installs the zipapp and its install record on a Linux host
-# (roles/sync_agent/vars/main.yml, with the default sync_agent_prefix).
-AGENT_ZIPAPP = "/usr/lib/credroam/credroam-agent.pyz"
-AGENT_RECORD = "/usr/lib/credroam/VERSION"
+
+
+def installed_agent_files(host: ClientHost) -> tuple[str, str]:
+    """The zipapp and install record the role installed on ``host``: the command it links is
+    the zipapp, the record is VERSION beside it (roles/sync_agent/vars/main.yml)."""
+    zipapp = host.ssh(f"readlink -e {COMMAND}").stdout.strip()
+    assert zipapp.endswith("/credroam-agent.pyz"), zipapp
+    return zipapp, f"{zipapp.rsplit('/', 1)[0]}/VERSION"
 
 
 def read_host_file(host: ClientHost, path: str) -> bytes:
@@ -396,16 +400,17 @@ def stale_agent(rolled_out: Lab, tmp_path: Path) -> Iterator[str]:
     ).stdout.strip()
     assert old_version == f"credroam-agent {OLD_AGENT}"
     host = rolled_out.client(2)
-    zipapp, record = read_host_file(host, AGENT_ZIPAPP), read_host_file(host, AGENT_RECORD)
+    zipapp_path, record_path = installed_agent_files(host)
+    zipapp, record = read_host_file(host, zipapp_path), read_host_file(host, record_path)
     assert record == install_record(f"credroam-agent {AGENT_VERSION}", zipapp), "the role's form"
     old = pyz.read_bytes()
-    write_host_file(host, AGENT_ZIPAPP, old, "0755")
-    write_host_file(host, AGENT_RECORD, install_record(old_version, old), "0644")
+    write_host_file(host, zipapp_path, old, "0755")
+    write_host_file(host, record_path, install_record(old_version, old), "0644")
     try:
         yield host.name
     finally:
-        write_host_file(host, AGENT_ZIPAPP, zipapp, "0755")
-        write_host_file(host, AGENT_RECORD, record, "0644")
+        write_host_file(host, zipapp_path, zipapp, "0755")
+        write_host_file(host, record_path, record, "0644")
 
 
 def test_high_and_critical_faults_together_each_fail_only_their_own_check_and_the_run(
