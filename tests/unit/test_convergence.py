@@ -768,3 +768,19 @@ def test_simulation_detects_a_lost_edit() -> None:
         assert "lost" in str(exc)
     else:
         raise AssertionError("a lost edit went unnoticed")
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        4502,  # R35: a key roamed after its certificate's deletion was tombstoned with it, and
+        15373,  # the certificate, edited back to life, came back without it
+        16438,  # R35: the certificate deleted on a host without its key took the key along
+    ],
+)
+def test_schedules_the_hunt_found_keep_every_promise(number: int) -> None:
+    """Schedules of ``make hunt-schedules`` (seed 1) that broke a promise, replayed."""
+    from tests.unit.convergence_hunt import schedule_number  # it imports this module
+
+    found = broken_promises(run_schedule(schedule_number(1, number)))
+    assert not found, "\n".join(f"{v.broken}: {v.message}" for v in found)

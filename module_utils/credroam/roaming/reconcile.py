@@ -72,6 +72,9 @@ class _Decision:
     target: Item | None = None  # what both sides should hold; None: absent on both
     hold: bool = False  # write nothing on either side and keep the base entry as it is
     hold_directory: bool = False  # leave the directory alone (the deletion is already agreed)
+    # R35: leave the directory's value alone (a key waits there for its deleted owner's
+    # return); locally, and in the base, the target (a tombstone) holds.
+    leave_directory: bool = False
     keep_copy: bool = False
     undecided: bool = False  # R18: the copy stays until resolved
     deletion_reason: str = ""
@@ -266,24 +269,52 @@ def _tombstone_of(item: Item, modified: int) -> Item:
     )
 
 
-def _delete_with_owner(d: _Decision, owner: str, policy: Policy, now: int) -> None:
-    """R35: the key goes with its deleted certificate, whatever its own version says."""
-    own = d.target if d.target is not None and not d.target.tombstone else None
+def _delete_with_owner(d: _Decision, owner_decision: _Decision, policy: Policy, now: int) -> None:
+    """R35: the key goes with its deleted certificate or request, from the local store.
+
+    In the directory a deletion of the owner is no deletion of its key: while the owner's
+    tombstone is there, an edit newer than it may bring the owner back (R12, R17, R19, R21),
+    and its key must come back with it. So the key's roamed value stays in the directory,
+    sealed, unused here (R36), and is tombstoned only when the owner's tombstone is purged
+    (R23) or the owner is gone with none (R16). A tombstone of the key written with the
+    owner's instead beat key versions no user had deleted, and an owner edited back to life
+    came back without its key. A local edit of the key that has not roamed does not roam
+    now (R36): it is kept aside, and the directory's older versions get a tombstone dated
+    just after it, so none of them comes back over it.
+    """
+    owner = owner_decision.key
+    own = d.local if d.hold else d.target
+    assert own is not None and not own.tombstone  # the key is kept here by its own decision
     directory, base, local = d.directory, d.base, d.local
-    if directory is not None and directory.tombstone:
-        d.target = directory  # already deleted in the directory: nothing to write there
-    elif directory is not None or (base is not None and not base.tombstone):
-        live = [v.modified for v in (local, directory, base) if v is not None]
-        template = local or directory
-        assert template is not None  # a live target with no local copy is a download
-        d.target = _tombstone_of(template, max(now, max(live) + 1))
-    else:
-        d.target = None  # never roamed: only the local copy goes
+    # The directory holds it (or held it, for a DC that lags): not a local edit of the key.
+    roamed = any(
+        side is not None and (side.modified, side.content_hash) == (own.modified, own.content_hash)
+        for side in (directory, base)
+    )
+    owner_tombstoned = owner_decision.target is not None and owner_decision.target.tombstone
+    live = [v.modified for v in (local, directory, base) if v is not None and not v.tombstone]
     changed = local is not None and (base is None or local.version != base.version)
     d.hold = d.hold_directory = False
     d.keep_copy = policy.keep_deleted_copy or changed
     d.deletion_reason = f"deleted with its certificate or request {owner}"
-    if own is not None and (base is None or own.version != base.version):
+    deleted_there = directory is not None and directory.tombstone
+    if owner_tombstoned and roamed and not deleted_there:
+        # Left in the directory for the owner's return. The base records it as deleted here
+        # just before that version, so any version of it comes here once the owner does (R21).
+        d.target, d.leave_directory = _tombstone_of(own, own.modified - 1), True
+        if local is not None and local.version != own.version:
+            d.conflict = f"changed elsewhere, but {owner} was deleted: kept in the directory"
+        return
+    if deleted_there and (roamed or max(live) <= directory.modified):
+        d.target = directory  # already deleted in the directory: nothing to write there
+    elif directory is not None or (base is not None and not base.tombstone):
+        # After a local edit, the tombstone beats the older versions, not edits made since
+        # elsewhere; with the owner gone for good it is dated at the sync, after everything.
+        modified = max(live) + 1 if owner_tombstoned else max([now, *(t + 1 for t in live)])
+        d.target = _tombstone_of(local or directory or own, modified)
+    else:
+        d.target = None  # never roamed: only the local copy goes
+    if base is None or own.version != base.version:
         d.conflict = f"changed, but {owner} was deleted: the key follows it (copy kept aside)"
         d.keep_copy = d.keep_copy or local is not None
     _finish_target(d, policy, now)
@@ -312,7 +343,8 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             d.hold, d.target, d.hold_directory, d.keep_copy = False, None, True, True
             d.deletion_reason = f"deleted with its certificate or request {owner}"
         elif owner_gone and not untouchable and kept_here:
-            _delete_with_owner(d, owner, policy, now)
+            assert owner_decision is not None
+            _delete_with_owner(d, owner_decision, policy, now)
         elif not owner_gone and not d.hold and kept_here:
             why = _why_key_cannot_roam(owner, owner_decision, policy)
             if why:
@@ -450,7 +482,7 @@ def reconcile(
     uploads: dict[str, Item] = {}
     new_other = 0
     for d in decisions:
-        if d.hold or d.hold_directory:
+        if d.hold or d.hold_directory or d.leave_directory:
             continue
         if d.target is None:
             new_other -= d.directory is not None
@@ -525,7 +557,7 @@ def _emit(
         )
 
     # Directory side.
-    if d.hold_directory:
+    if d.hold_directory or d.leave_directory:
         pass
     elif target is None:
         if directory is not None:
