@@ -784,6 +784,7 @@ def test_simulation_detects_a_lost_edit() -> None:
         16438,  # R35: the certificate deleted on a host without its key took the key along
         23998,  # oracle: a key waiting (R36) for a certificate a base-less host brought back
         35302,  # oracle: two edits at one tick, the expired one archived, which ranks first
+        59399,  # a sync killed half-way removed a certificate, not yet its key, then edited
     ],
 )
 def test_schedules_the_hunt_found_keep_every_promise(number: int) -> None:

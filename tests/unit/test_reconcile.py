@@ -659,8 +659,8 @@ def test_r35_key_replaced_here_is_deleted_with_its_certificate_deleted_elsewhere
     replaced = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
     deleted = [tomb(modified=T0 + 5), replace(tomb(KEY, T0 + 5), owner=CERT)]
     plan = run(local=[SYNCED_CERT, replaced], directory=deleted, base=BOTH_SYNCED)
-    only(plan, delete_local=[CERT, KEY], tombstone_directory=[KEY])
-    key_deletion = plan.delete_local[1]
+    only(plan, delete_local=[KEY, CERT], tombstone_directory=[KEY])
+    key_deletion = plan.delete_local[0]
     assert key_deletion.keep_copy and CERT in key_deletion.reason
     assert [c.key for c in plan.conflicts] == [KEY]
     assert plan.tombstone_directory[0].modified == T0 + 10
@@ -676,7 +676,7 @@ def test_r35_a_key_roamed_after_its_certificate_was_deleted_waits_for_its_return
     roamed = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
     deleted = tomb(modified=T0 + 5)
     plan = run(local=[SYNCED_CERT, SYNCED_KEY], directory=[deleted, roamed], base=BOTH_SYNCED)
-    only(plan, delete_local=[CERT, KEY])
+    only(plan, delete_local=[KEY, CERT])
     assert [c.key for c in plan.conflicts] == [KEY]
     assert plan.base.entries[KEY].tombstone and plan.base.entries[KEY].modified < T0 + 9
     assert run(directory=[deleted, roamed], base=plan.base).is_empty
@@ -690,7 +690,7 @@ def test_r35_key_in_replication_lag_goes_with_its_certificate() -> None:
     """The key is held by its own rule (R14, the DC lags) but its certificate is deleted: it
     goes from here; its value on the other DCs is left to wait for the certificate's return."""
     plan = run(local=[SYNCED_CERT, SYNCED_KEY], directory=[tomb(modified=T0 + 5)], base=BOTH_SYNCED)
-    only(plan, delete_local=[CERT, KEY])
+    only(plan, delete_local=[KEY, CERT])
 
 
 def test_r35_a_certificate_deleted_here_leaves_its_roamed_key_in_the_directory() -> None:
@@ -708,7 +708,7 @@ def test_r35_a_certificate_deleted_here_leaves_its_roamed_key_in_the_directory()
 def test_r35_key_whose_directory_value_claims_a_smart_card_is_removed_locally_only() -> None:
     local, directory, base = KEY_CLAIMED_BY_A_SMARTCARD_VALUE
     plan = reconcile(local, directory, base, POLICY, NOW)
-    only(plan, delete_local=[CERT, KEY])
+    only(plan, delete_local=[KEY, CERT])
 
 
 def test_r35_unusable_key_value_is_removed_locally_only() -> None:
@@ -720,7 +720,7 @@ def test_r35_unusable_key_value_is_removed_locally_only() -> None:
         NOW,
         hold_keys={KEY},
     )
-    only(plan, delete_local=[CERT, KEY])
+    only(plan, delete_local=[KEY, CERT])
     assert plan.base.entries[KEY] == BOTH_SYNCED.entries[KEY]  # R34: the directory untouched
 
 

@@ -500,6 +500,11 @@ def reconcile(
     new_entries: dict[str, BaseEntry] = {}
     for d in decisions:
         _emit(d, refusals, policy, now, out, new_entries)
+    # Keys are downloaded after their certificates or requests and removed before them: a
+    # sync stopped half-way through the local store never leaves a key there without its
+    # owner, which the next sync could not decide (R36) and the user could edit meanwhile.
+    out["download"].sort(key=lambda item: item.kind is ItemKind.KEY)
+    out["delete_local"].sort(key=lambda deletion: deletion.item.kind is not ItemKind.KEY)
     return Plan(
         **{name: tuple(values) for name, values in out.items()},
         base=Base(entries=new_entries, directory_timestamp=directory_timestamp, last_sync=now),
