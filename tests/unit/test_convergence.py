@@ -785,6 +785,9 @@ def test_simulation_detects_a_lost_edit() -> None:
         23998,  # oracle: a key waiting (R36) for a certificate a base-less host brought back
         35302,  # oracle: two edits at one tick, the expired one archived, which ranks first
         59399,  # a sync killed half-way removed a certificate, not yet its key, then edited
+        5251,  # R37: a certificate edited back to life after its deletion was purged: the
+        22327,  # key, tombstoned with it, went without a copy from the host that edited it
+        63801,
     ],
 )
 def test_schedules_the_hunt_found_keep_every_promise(number: int) -> None:

@@ -705,6 +705,18 @@ def test_r35_a_certificate_deleted_here_leaves_its_roamed_key_in_the_directory()
     only(again, download=[CERT, KEY])
 
 
+def test_r37_a_key_deleted_elsewhere_while_its_certificate_stays_is_kept_aside() -> None:
+    """The hunt: a key tombstoned with its certificate, whose deletion was then purged; an
+    edit on a host away since brings the certificate back (R17), and the key's tombstone
+    deletes the only copy left of the key. The copy is kept aside and reported."""
+    away = base_of((SYNCED_CERT, T0 - 70 * DAY), (SYNCED_KEY, T0 - 70 * DAY))
+    edited = item(modified=NOW - 1, content="c2")
+    plan = run(local=[edited, SYNCED_KEY], directory=[tomb(KEY, NOW - DAY)], base=away)
+    only(plan, upload=[CERT], delete_local=[KEY])
+    assert plan.delete_local[0].keep_copy
+    assert [c.key for c in plan.conflicts] == [KEY]
+
+
 def test_r35_key_whose_directory_value_claims_a_smart_card_is_removed_locally_only() -> None:
     local, directory, base = KEY_CLAIMED_BY_A_SMARTCARD_VALUE
     plan = reconcile(local, directory, base, POLICY, NOW)

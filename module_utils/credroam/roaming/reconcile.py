@@ -328,6 +328,7 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
     R36: a key is downloaded, kept or uploaded only while the local store keeps its owner;
     a key whose owner is absent locally and not deleted (not yet replicated, unusable, or
     never roamed) is left alone on both sides and reported.
+    R37: a key removed here while its owner stays is kept aside, and reported.
     """
     for d in decisions.values():
         owner = _owner_of(d)
@@ -349,6 +350,15 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             why = _why_key_cannot_roam(owner, owner_decision, policy)
             if why:
                 d.hold, d.warning = True, f"{d.key} left alone: {why}"
+        elif d.local is not None and not kept_here and _stays_here(owner_decision):
+            # R37: the owner stays, its key goes: deleted elsewhere, perhaps only with its
+            # owner (R35), which an edit newer than that deletion then brought back.
+            d.keep_copy = True
+            d.conflict = d.conflict or f"deleted elsewhere, but {owner} stays: key kept aside"
+
+
+def _stays_here(d: _Decision | None) -> bool:
+    return d is not None and _live_locally_after(d)
 
 
 def _why_key_cannot_roam(owner: str, d: _Decision | None, policy: Policy) -> str:
