@@ -453,6 +453,10 @@ def violations(world: World) -> list[Violation]:
                 # The edit was kept aside (R18: its order against the purged deletion is
                 # unknowable) and the old copy came back from a base-less host.
                 fail(Broken.BASELESS, f"{key}: edit {content} kept aside, an old copy came back")
+            elif key in world.baseless_uploads and _came_back_deleted(world, owners.get(key)):
+                # An old copy of a key whose certificate, deleted last, a base-less host
+                # brought back: with no certificate the key went (R35), its copy with it.
+                fail(Broken.BASELESS, f"{key}: an old copy came back with its certificate")
             else:
                 fail(Broken.LOST, f"{key}: latest edit {content} lost")
         elif content not in world.hosts[h].recovered.get(key, set()):
@@ -501,6 +505,13 @@ def violations(world: World) -> list[Violation]:
                 keys = {i.key for i in actions} | {x.item.key for x in plan.delete_local}
                 disagree(Broken.NON_CONVERGENT, f"host {h} via DC {d} is not idle: {plan}", keys)
     return found
+
+
+def _came_back_deleted(world: World, key: str | None) -> bool:
+    """``key`` was deleted last, and a base-less host uploaded it again (the known limit)."""
+    if key is None or key not in world.baseless_uploads or key not in world.events:
+        return False
+    return max(world.events[key], key=lambda e: (e[0], e[1] != "set", e[2]))[1] != "set"
 
 
 def broken_promises(found: Sequence[Violation]) -> list[Violation]:
@@ -788,6 +799,8 @@ def test_simulation_detects_a_lost_edit() -> None:
         5251,  # R37: a certificate edited back to life after its deletion was purged: the
         22327,  # key, tombstoned with it, went without a copy from the host that edited it
         63801,
+        65875,  # oracle: an old key came back from a base-less host with its certificate,
+        70195,  # which was deleted last: the known limit's, not a lost edit
     ],
 )
 def test_schedules_the_hunt_found_keep_every_promise(number: int) -> None:
