@@ -33,7 +33,7 @@ Conventions (decided here, used by every caller):
 
 The rules are listed as a table in the README ("Reconciliation rules"); ``_decide``
 implements them in the same order, each key on its own. ``_follow_owners`` then makes each
-private key follow its certificate or request (R35, R36), and the limits refuse whole groups
+private key follow its certificate or request (R35 to R37), and the limits refuse whole groups
 (R25, R26).
 """
 
@@ -231,7 +231,7 @@ def _only_archived(before: Item, after: Item) -> bool:
     )
 
 
-# --- a private key follows its certificate or request (R35, R36) ------------------------------
+# --- a private key follows its certificate or request (R35 to R37) ---------------------------
 
 
 def _is_gone(d: _Decision) -> bool:
