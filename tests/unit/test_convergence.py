@@ -799,6 +799,9 @@ def test_simulation_detects_a_lost_edit() -> None:
         5251,  # R37: a certificate edited back to life after its deletion was purged: the
         22327,  # key, tombstoned with it, went without a copy from the host that edited it
         63801,
+        51642,  # R37: the key, edited after its certificate's deletion, went with the purge
+        62424,  # of that deletion; an edit of the certificate then brought it back (R17)
+        27069,
         65875,  # oracle: an old key came back from a base-less host with its certificate,
         70195,  # which was deleted last: the known limit's, not a lost edit
     ],

@@ -717,6 +717,43 @@ def test_r37_a_key_deleted_elsewhere_while_its_certificate_stays_is_kept_aside()
     assert [c.key for c in plan.conflicts] == [KEY]
 
 
+STRICT = Policy(keep_deleted_copy=False)
+LATER = T0 + 80 * DAY  # the certificate's deletion at T0 + 5 is purged by now
+
+
+def test_r37_a_key_roamed_after_its_certificate_was_deleted_is_kept_aside_at_the_purge() -> None:
+    """The hunt: the key, edited after its certificate's deletion, goes with the purge of
+    that deletion (R23, R35); an edit of the certificate on a host away since may still bring
+    it back (R17), and this was the last copy of the key's newest version."""
+    roamed = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
+    base = base_of((SYNCED_CERT, T0), (roamed, T0 + 9))
+    plan = run(
+        local=[SYNCED_CERT, roamed],
+        directory=[tomb(modified=T0 + 5), roamed],
+        base=base,
+        policy=STRICT,
+        now=LATER,
+    )
+    only(plan, delete_local=[KEY, CERT], tombstone_directory=[KEY], purge_directory=[CERT])
+    assert plan.delete_local[0].keep_copy and not plan.delete_local[1].keep_copy
+    assert [c.key for c in plan.conflicts] == [KEY]
+
+
+def test_r37_a_key_tombstone_outliving_its_certificates_purged_one_keeps_a_copy() -> None:
+    """The hunt: the certificate is gone by a deletion already purged (R16), its key by a
+    tombstone written after it, perhaps at that purge (R35): the key is kept aside."""
+    later_tombstone = replace(tomb(KEY, T0 + 70 * DAY), owner=CERT)
+    plan = run(
+        local=[SYNCED_CERT, SYNCED_KEY],
+        directory=[later_tombstone],
+        base=BOTH_SYNCED,
+        policy=STRICT,
+        now=LATER,
+    )
+    only(plan, delete_local=[KEY, CERT])
+    assert plan.delete_local[0].keep_copy and not plan.delete_local[1].keep_copy
+
+
 def test_r35_key_whose_directory_value_claims_a_smart_card_is_removed_locally_only() -> None:
     local, directory, base = KEY_CLAIMED_BY_A_SMARTCARD_VALUE
     plan = reconcile(local, directory, base, POLICY, NOW)

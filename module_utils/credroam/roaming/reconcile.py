@@ -75,6 +75,7 @@ class _Decision:
     # R35: leave the directory's value alone (a key waits there for its deleted owner's
     # return); locally, and in the base, the target (a tombstone) holds.
     leave_directory: bool = False
+    purged_deletion: bool = False  # R16: deleted elsewhere, and that tombstone is purged
     keep_copy: bool = False
     undecided: bool = False  # R18: the copy stays until resolved
     deletion_reason: str = ""
@@ -161,7 +162,7 @@ def _decide_present_locally(d: _Decision, policy: Policy, now: int) -> None:
                 d.hold = True  # keep it, and do not re-upload what the directory has
         elif not changed_since_base:
             d.target = None  # deleted elsewhere over tombstone days ago (no resurrection)
-            d.keep_copy = policy.keep_deleted_copy
+            d.keep_copy, d.purged_deletion = policy.keep_deleted_copy, True
             d.deletion_reason = "deleted elsewhere, tombstone already purged"
         elif local.modified > now - policy.tombstone_ticks:
             # The purged deletion happened at least tombstone days ago: this edit is newer.
@@ -317,6 +318,11 @@ def _delete_with_owner(d: _Decision, owner_decision: _Decision, policy: Policy, 
     if base is None or own.version != base.version:
         d.conflict = f"changed, but {owner} was deleted: the key follows it (copy kept aside)"
         d.keep_copy = d.keep_copy or local is not None
+    elif local is not None and _purged_before(owner_decision, own):
+        # R37: the owner's tombstone is purged now, and the key roamed after that deletion:
+        # an edit of the owner may still bring it back (R17), so its newest key is kept aside.
+        d.conflict = f"changed after {owner} was deleted, which is purged now: kept aside"
+        d.keep_copy = True
     _finish_target(d, policy, now)
 
 
@@ -328,7 +334,9 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
     R36: a key is downloaded, kept or uploaded only while the local store keeps its owner;
     a key whose owner is absent locally and not deleted (not yet replicated, unusable, or
     never roamed) is left alone on both sides and reported.
-    R37: a key removed here while its owner stays is kept aside, and reported.
+    R37: a key removed here while its owner stays, or by a tombstone that outlived its owner's
+    (purged) one, or with its owner's purge after roaming since the owner's deletion, is
+    kept aside and reported: the owner may come back by an edit newer than its deletion.
     """
     for d in decisions.values():
         owner = _owner_of(d)
@@ -355,6 +363,34 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             # owner (R35), which an edit newer than that deletion then brought back.
             d.keep_copy = True
             d.conflict = d.conflict or f"deleted elsewhere, but {owner} stays: key kept aside"
+        elif (
+            d.local is not None and not kept_here and _outlived_by_its_tombstone(d, owner_decision)
+        ):
+            # R37: the owner goes by a deletion already purged (R16), the key by a tombstone
+            # written after it: perhaps with the owner's purge (R35), which an edit of the
+            # owner may still beat (R17), bringing it back without this key.
+            d.keep_copy = True
+            d.conflict = d.conflict or f"deleted after {owner}, whose deletion is purged: kept"
+
+
+def _purged_before(owner: _Decision, key: Item) -> bool:
+    """The plan purges the owner's tombstone (R23), which is older than ``key``."""
+    gone = owner.directory
+    return (
+        owner.target is None
+        and gone is not None
+        and gone.tombstone
+        and gone.modified < key.modified
+    )
+
+
+def _outlived_by_its_tombstone(d: _Decision, owner: _Decision | None) -> bool:
+    return (
+        owner is not None
+        and owner.purged_deletion
+        and d.directory is not None
+        and d.directory.tombstone
+    )
 
 
 def _stays_here(d: _Decision | None) -> bool:
