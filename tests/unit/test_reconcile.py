@@ -754,6 +754,16 @@ def test_r37_a_key_tombstone_outliving_its_certificates_purged_one_keeps_a_copy(
     assert plan.delete_local[0].keep_copy and not plan.delete_local[1].keep_copy
 
 
+def test_r35_a_key_value_held_back_here_is_tombstoned_with_its_certificates_purge() -> None:
+    """The hunt: the base has the key deleted, so its older live value in the directory is
+    held back (R22); the certificate's tombstone is purged now (R23): no host may know of it
+    afterwards, so this plan tombstones the key, which would otherwise stay alone for ever."""
+    stale = item(KEY, modified=T0 + 3, content="k2", owner=CERT)
+    deleted = base_of((tomb(modified=T0 + 5), T0 + 5), (replace(tomb(KEY, T0 + 4), owner=CERT), T0))
+    plan = run(directory=[tomb(modified=T0 + 5), stale], base=deleted, policy=STRICT, now=LATER)
+    only(plan, tombstone_directory=[KEY], purge_directory=[CERT])
+
+
 def test_r35_key_whose_directory_value_claims_a_smart_card_is_removed_locally_only() -> None:
     local, directory, base = KEY_CLAIMED_BY_A_SMARTCARD_VALUE
     plan = reconcile(local, directory, base, POLICY, NOW)

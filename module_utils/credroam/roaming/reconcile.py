@@ -284,8 +284,8 @@ def _delete_with_owner(d: _Decision, owner_decision: _Decision, policy: Policy, 
     just after it, so none of them comes back over it.
     """
     owner = owner_decision.key
-    own = d.local if d.hold else d.target
-    assert own is not None and not own.tombstone  # the key is kept here by its own decision
+    own = (d.local or d.directory) if d.hold else d.target
+    assert own is not None and not own.tombstone  # kept here or in the directory (see caller)
     directory, base, local = d.directory, d.base, d.local
     # The directory holds it (or held it, for a DC that lags): not a local edit of the key.
     roamed = any(
@@ -351,7 +351,7 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             # The local copy goes; the directory value is left alone.
             d.hold, d.target, d.hold_directory, d.keep_copy = False, None, True, True
             d.deletion_reason = f"deleted with its certificate or request {owner}"
-        elif owner_gone and not untouchable and kept_here:
+        elif owner_gone and not untouchable and (kept_here or _left_alone(d, owner_decision)):
             assert owner_decision is not None
             _delete_with_owner(d, owner_decision, policy, now)
         elif not owner_gone and not d.hold and kept_here:
@@ -371,6 +371,16 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             # owner may still beat (R17), bringing it back without this key.
             d.keep_copy = True
             d.conflict = d.conflict or f"deleted after {owner}, whose deletion is purged: kept"
+
+
+def _left_alone(d: _Decision, owner: _Decision | None) -> bool:
+    """The owner goes for good (no tombstone of it stays) and the key's live value in the
+    directory is one this host holds back (R22: its base has the key deleted): no other
+    host may still know the owner is gone, so this plan tombstones the key (R35)."""
+    directory = d.directory
+    owner_gone_for_good = owner is not None and owner.target is None
+    live_there = directory is not None and not directory.tombstone
+    return d.hold and d.local is None and live_there and owner_gone_for_good
 
 
 def _purged_before(owner: _Decision, key: Item) -> bool:
