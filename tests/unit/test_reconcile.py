@@ -653,38 +653,121 @@ BOTH_SYNCED = base_of((SYNCED_CERT, T0), (SYNCED_KEY, T0))
 
 def test_r35_key_replaced_here_is_deleted_with_its_certificate_deleted_elsewhere() -> None:
     """Issue 8: the key, newer than the deletion, must not be uploaded alone (R12) while its
-    certificate is deleted here (R11): it goes too, kept aside as a copy, and it is reported."""
+    certificate is deleted here (R11): it goes too, kept aside as a copy, and it is reported.
+    Its tombstone is dated after it, so no older version of the key, roamed meanwhile by a
+    host that had not seen the deletion, comes back over the copy kept aside."""
     replaced = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
     deleted = [tomb(modified=T0 + 5), replace(tomb(KEY, T0 + 5), owner=CERT)]
     plan = run(local=[SYNCED_CERT, replaced], directory=deleted, base=BOTH_SYNCED)
-    only(plan, delete_local=[CERT, KEY])
-    key_deletion = plan.delete_local[1]
+    only(plan, delete_local=[KEY, CERT], tombstone_directory=[KEY])
+    key_deletion = plan.delete_local[0]
     assert key_deletion.keep_copy and CERT in key_deletion.reason
     assert [c.key for c in plan.conflicts] == [KEY]
-    assert plan.base.entries[KEY].tombstone
+    assert plan.tombstone_directory[0].modified == T0 + 10
+    older = item(KEY, modified=T0 + 7, content="k3", owner=CERT)
+    assert newest([plan.tombstone_directory[0], older]).tombstone
 
 
-def test_r35_a_key_uploaded_alone_elsewhere_is_tombstoned_with_its_certificate() -> None:
-    """A host without this rule uploaded the key alone over its tombstone: the next host that
-    deletes the certificate deletes the key in the directory too."""
-    alone = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
-    plan = run(
-        local=[SYNCED_CERT, SYNCED_KEY], directory=[tomb(modified=T0 + 5), alone], base=BOTH_SYNCED
-    )
-    only(plan, delete_local=[CERT, KEY], tombstone_directory=[KEY])
-    assert plan.tombstone_directory[0].modified == NOW
+def test_r35_a_key_roamed_after_its_certificate_was_deleted_waits_for_its_return() -> None:
+    """The hunt: a host that had not seen the certificate's deletion roamed a new key. A host
+    that sees both removes its copies, but leaves that key in the directory (a tombstone
+    dated at the sync beat it): when the certificate is edited back to life (newer than its
+    deletion, R12), it comes back with its newest key, on this host too."""
+    roamed = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
+    deleted = tomb(modified=T0 + 5)
+    plan = run(local=[SYNCED_CERT, SYNCED_KEY], directory=[deleted, roamed], base=BOTH_SYNCED)
+    only(plan, delete_local=[KEY, CERT])
+    assert [c.key for c in plan.conflicts] == [KEY]
+    assert plan.base.entries[KEY].tombstone and plan.base.entries[KEY].modified < T0 + 9
+    assert run(directory=[deleted, roamed], base=plan.base).is_empty
+    back = item(modified=T0 + 7, content="c2")
+    again = run(directory=[back, roamed], base=plan.base)
+    only(again, download=[CERT, KEY])
+    assert again.download[1].content_hash == "k2"
 
 
 def test_r35_key_in_replication_lag_goes_with_its_certificate() -> None:
-    """The key is held by its own rule (R14, the DC lags) but its certificate is deleted."""
+    """The key is held by its own rule (R14, the DC lags) but its certificate is deleted: it
+    goes from here; its value on the other DCs is left to wait for the certificate's return."""
     plan = run(local=[SYNCED_CERT, SYNCED_KEY], directory=[tomb(modified=T0 + 5)], base=BOTH_SYNCED)
-    only(plan, delete_local=[CERT, KEY], tombstone_directory=[KEY])
+    only(plan, delete_local=[KEY, CERT])
+
+
+def test_r35_a_certificate_deleted_here_leaves_its_roamed_key_in_the_directory() -> None:
+    """The hunt: a host holding the certificate but not its key deleted the certificate, and
+    tombstoned the key with it; another host then edited the certificate back to life (newer
+    than the deletion, R12) and it came back without its key, which no user had deleted."""
+    synced = base_of((SYNCED_CERT, T0))
+    plan = run(directory=[SYNCED_CERT, SYNCED_KEY], base=synced)
+    only(plan, tombstone_directory=[CERT])
+    back = item(modified=NOW + 1, content="c2")
+    again = run(directory=[back, SYNCED_KEY], base=plan.base, now=NOW + 2)
+    only(again, download=[CERT, KEY])
+
+
+def test_r37_a_key_deleted_elsewhere_while_its_certificate_stays_is_kept_aside() -> None:
+    """The hunt: a key tombstoned with its certificate, whose deletion was then purged; an
+    edit on a host away since brings the certificate back (R17), and the key's tombstone
+    deletes the only copy left of the key. The copy is kept aside and reported."""
+    away = base_of((SYNCED_CERT, T0 - 70 * DAY), (SYNCED_KEY, T0 - 70 * DAY))
+    edited = item(modified=NOW - 1, content="c2")
+    plan = run(local=[edited, SYNCED_KEY], directory=[tomb(KEY, NOW - DAY)], base=away)
+    only(plan, upload=[CERT], delete_local=[KEY])
+    assert plan.delete_local[0].keep_copy
+    assert [c.key for c in plan.conflicts] == [KEY]
+
+
+STRICT = Policy(keep_deleted_copy=False)
+LATER = T0 + 80 * DAY  # the certificate's deletion at T0 + 5 is purged by now
+
+
+def test_r37_a_key_roamed_after_its_certificate_was_deleted_is_kept_aside_at_the_purge() -> None:
+    """The hunt: the key, edited after its certificate's deletion, goes with the purge of
+    that deletion (R23, R35); an edit of the certificate on a host away since may still bring
+    it back (R17), and this was the last copy of the key's newest version."""
+    roamed = item(KEY, modified=T0 + 9, content="k2", owner=CERT)
+    base = base_of((SYNCED_CERT, T0), (roamed, T0 + 9))
+    plan = run(
+        local=[SYNCED_CERT, roamed],
+        directory=[tomb(modified=T0 + 5), roamed],
+        base=base,
+        policy=STRICT,
+        now=LATER,
+    )
+    only(plan, delete_local=[KEY, CERT], tombstone_directory=[KEY], purge_directory=[CERT])
+    assert plan.delete_local[0].keep_copy and not plan.delete_local[1].keep_copy
+    assert [c.key for c in plan.conflicts] == [KEY]
+
+
+def test_r37_a_key_tombstone_outliving_its_certificates_purged_one_keeps_a_copy() -> None:
+    """The hunt: the certificate is gone by a deletion already purged (R16), its key by a
+    tombstone written after it, perhaps at that purge (R35): the key is kept aside."""
+    later_tombstone = replace(tomb(KEY, T0 + 70 * DAY), owner=CERT)
+    plan = run(
+        local=[SYNCED_CERT, SYNCED_KEY],
+        directory=[later_tombstone],
+        base=BOTH_SYNCED,
+        policy=STRICT,
+        now=LATER,
+    )
+    only(plan, delete_local=[KEY, CERT])
+    assert plan.delete_local[0].keep_copy and not plan.delete_local[1].keep_copy
+
+
+def test_r35_a_key_value_held_back_here_is_tombstoned_with_its_certificates_purge() -> None:
+    """The hunt: the base has the key deleted, so its older live value in the directory is
+    held back (R22); the certificate's tombstone is purged now (R23): no host may know of it
+    afterwards, so this plan tombstones the key, which would otherwise stay alone for ever."""
+    stale = item(KEY, modified=T0 + 3, content="k2", owner=CERT)
+    deleted = base_of((tomb(modified=T0 + 5), T0 + 5), (replace(tomb(KEY, T0 + 4), owner=CERT), T0))
+    plan = run(directory=[tomb(modified=T0 + 5), stale], base=deleted, policy=STRICT, now=LATER)
+    only(plan, tombstone_directory=[KEY], purge_directory=[CERT])
 
 
 def test_r35_key_whose_directory_value_claims_a_smart_card_is_removed_locally_only() -> None:
     local, directory, base = KEY_CLAIMED_BY_A_SMARTCARD_VALUE
     plan = reconcile(local, directory, base, POLICY, NOW)
-    only(plan, delete_local=[CERT, KEY])
+    only(plan, delete_local=[KEY, CERT])
 
 
 def test_r35_unusable_key_value_is_removed_locally_only() -> None:
@@ -696,7 +779,7 @@ def test_r35_unusable_key_value_is_removed_locally_only() -> None:
         NOW,
         hold_keys={KEY},
     )
-    only(plan, delete_local=[CERT, KEY])
+    only(plan, delete_local=[KEY, CERT])
     assert plan.base.entries[KEY] == BOTH_SYNCED.entries[KEY]  # R34: the directory untouched
 
 

@@ -290,7 +290,9 @@ class Plan:
     ``archive_local``: write it locally (the same content, archived: the directory's payload,
     else the local copy's);
     ``tombstone_directory``: write this tombstone; ``purge_directory``: remove this
-    tombstone from the directory.
+    tombstone from the directory. The local store is written in that order: ``download``
+    (certificates and requests before their keys), ``archive_local``, ``delete_local`` (keys
+    before their certificates or requests).
     """
 
     upload: tuple[Item, ...] = ()

@@ -33,7 +33,7 @@ Conventions (decided here, used by every caller):
 
 The rules are listed as a table in the README ("Reconciliation rules"); ``_decide``
 implements them in the same order, each key on its own. ``_follow_owners`` then makes each
-private key follow its certificate or request (R35, R36), and the limits refuse whole groups
+private key follow its certificate or request (R35 to R37), and the limits refuse whole groups
 (R25, R26).
 """
 
@@ -72,6 +72,10 @@ class _Decision:
     target: Item | None = None  # what both sides should hold; None: absent on both
     hold: bool = False  # write nothing on either side and keep the base entry as it is
     hold_directory: bool = False  # leave the directory alone (the deletion is already agreed)
+    # R35: leave the directory's value alone (a key waits there for its deleted owner's
+    # return); locally, and in the base, the target (a tombstone) holds.
+    leave_directory: bool = False
+    purged_deletion: bool = False  # R16: deleted elsewhere, and that tombstone is purged
     keep_copy: bool = False
     undecided: bool = False  # R18: the copy stays until resolved
     deletion_reason: str = ""
@@ -158,7 +162,7 @@ def _decide_present_locally(d: _Decision, policy: Policy, now: int) -> None:
                 d.hold = True  # keep it, and do not re-upload what the directory has
         elif not changed_since_base:
             d.target = None  # deleted elsewhere over tombstone days ago (no resurrection)
-            d.keep_copy = policy.keep_deleted_copy
+            d.keep_copy, d.purged_deletion = policy.keep_deleted_copy, True
             d.deletion_reason = "deleted elsewhere, tombstone already purged"
         elif local.modified > now - policy.tombstone_ticks:
             # The purged deletion happened at least tombstone days ago: this edit is newer.
@@ -228,7 +232,7 @@ def _only_archived(before: Item, after: Item) -> bool:
     )
 
 
-# --- a private key follows its certificate or request (R35, R36) ------------------------------
+# --- a private key follows its certificate or request (R35 to R37) ---------------------------
 
 
 def _is_gone(d: _Decision) -> bool:
@@ -266,26 +270,59 @@ def _tombstone_of(item: Item, modified: int) -> Item:
     )
 
 
-def _delete_with_owner(d: _Decision, owner: str, policy: Policy, now: int) -> None:
-    """R35: the key goes with its deleted certificate, whatever its own version says."""
-    own = d.target if d.target is not None and not d.target.tombstone else None
+def _delete_with_owner(d: _Decision, owner_decision: _Decision, policy: Policy, now: int) -> None:
+    """R35: the key goes with its deleted certificate or request, from the local store.
+
+    In the directory a deletion of the owner is no deletion of its key: while the owner's
+    tombstone is there, an edit newer than it may bring the owner back (R12, R17, R19, R21),
+    and its key must come back with it. So the key's roamed value stays in the directory,
+    sealed, unused here (R36), and is tombstoned only when the owner's tombstone is purged
+    (R23) or the owner is gone with none (R16). A tombstone of the key written with the
+    owner's instead beat key versions no user had deleted, and an owner edited back to life
+    came back without its key. A local edit of the key that has not roamed does not roam
+    now (R36): it is kept aside, and the directory's older versions get a tombstone dated
+    just after it, so none of them comes back over it.
+    """
+    owner = owner_decision.key
+    own = (d.local or d.directory) if d.hold else d.target
+    assert own is not None and not own.tombstone  # kept here or in the directory (see caller)
     directory, base, local = d.directory, d.base, d.local
-    if directory is not None and directory.tombstone:
-        d.target = directory  # already deleted in the directory: nothing to write there
-    elif directory is not None or (base is not None and not base.tombstone):
-        live = [v.modified for v in (local, directory, base) if v is not None]
-        template = local or directory
-        assert template is not None  # a live target with no local copy is a download
-        d.target = _tombstone_of(template, max(now, max(live) + 1))
-    else:
-        d.target = None  # never roamed: only the local copy goes
+    # The directory holds it (or held it, for a DC that lags): not a local edit of the key.
+    roamed = any(
+        side is not None and (side.modified, side.content_hash) == (own.modified, own.content_hash)
+        for side in (directory, base)
+    )
+    owner_tombstoned = owner_decision.target is not None and owner_decision.target.tombstone
+    live = [v.modified for v in (local, directory, base) if v is not None and not v.tombstone]
     changed = local is not None and (base is None or local.version != base.version)
     d.hold = d.hold_directory = False
     d.keep_copy = policy.keep_deleted_copy or changed
     d.deletion_reason = f"deleted with its certificate or request {owner}"
-    if own is not None and (base is None or own.version != base.version):
+    deleted_there = directory is not None and directory.tombstone
+    if owner_tombstoned and roamed and not deleted_there:
+        # Left in the directory for the owner's return. The base records it as deleted here
+        # just before that version, so any version of it comes here once the owner does (R21).
+        d.target, d.leave_directory = _tombstone_of(own, own.modified - 1), True
+        if local is not None and local.version != own.version:
+            d.conflict = f"changed elsewhere, but {owner} was deleted: kept in the directory"
+        return
+    if deleted_there and (roamed or max(live) <= directory.modified):
+        d.target = directory  # already deleted in the directory: nothing to write there
+    elif directory is not None or (base is not None and not base.tombstone):
+        # After a local edit, the tombstone beats the older versions, not edits made since
+        # elsewhere; with the owner gone for good it is dated at the sync, after everything.
+        modified = max(live) + 1 if owner_tombstoned else max([now, *(t + 1 for t in live)])
+        d.target = _tombstone_of(local or directory or own, modified)
+    else:
+        d.target = None  # never roamed: only the local copy goes
+    if base is None or own.version != base.version:
         d.conflict = f"changed, but {owner} was deleted: the key follows it (copy kept aside)"
         d.keep_copy = d.keep_copy or local is not None
+    elif local is not None and _purged_before(owner_decision, own):
+        # R37: the owner's tombstone is purged now, and the key roamed after that deletion:
+        # an edit of the owner may still bring it back (R17), so its newest key is kept aside.
+        d.conflict = f"changed after {owner} was deleted, which is purged now: kept aside"
+        d.keep_copy = True
     _finish_target(d, policy, now)
 
 
@@ -297,6 +334,9 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
     R36: a key is downloaded, kept or uploaded only while the local store keeps its owner;
     a key whose owner is absent locally and not deleted (not yet replicated, unusable, or
     never roamed) is left alone on both sides and reported.
+    R37: a key removed here while its owner stays, or by a tombstone that outlived its owner's
+    (purged) one, or with its owner's purge after roaming since the owner's deletion, is
+    kept aside and reported: the owner may come back by an edit newer than its deletion.
     """
     for d in decisions.values():
         owner = _owner_of(d)
@@ -311,12 +351,60 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             # The local copy goes; the directory value is left alone.
             d.hold, d.target, d.hold_directory, d.keep_copy = False, None, True, True
             d.deletion_reason = f"deleted with its certificate or request {owner}"
-        elif owner_gone and not untouchable and kept_here:
-            _delete_with_owner(d, owner, policy, now)
+        elif owner_gone and not untouchable and (kept_here or _left_alone(d, owner_decision)):
+            assert owner_decision is not None
+            _delete_with_owner(d, owner_decision, policy, now)
         elif not owner_gone and not d.hold and kept_here:
             why = _why_key_cannot_roam(owner, owner_decision, policy)
             if why:
                 d.hold, d.warning = True, f"{d.key} left alone: {why}"
+        elif d.local is not None and not kept_here and _stays_here(owner_decision):
+            # R37: the owner stays, its key goes: deleted elsewhere, perhaps only with its
+            # owner (R35), which an edit newer than that deletion then brought back.
+            d.keep_copy = True
+            d.conflict = d.conflict or f"deleted elsewhere, but {owner} stays: key kept aside"
+        elif (
+            d.local is not None and not kept_here and _outlived_by_its_tombstone(d, owner_decision)
+        ):
+            # R37: the owner goes by a deletion already purged (R16), the key by a tombstone
+            # written after it: perhaps with the owner's purge (R35), which an edit of the
+            # owner may still beat (R17), bringing it back without this key.
+            d.keep_copy = True
+            d.conflict = d.conflict or f"deleted after {owner}, whose deletion is purged: kept"
+
+
+def _left_alone(d: _Decision, owner: _Decision | None) -> bool:
+    """The owner goes for good (no tombstone of it stays) and the key's live value in the
+    directory is one this host holds back (R22: its base has the key deleted): no other
+    host may still know the owner is gone, so this plan tombstones the key (R35)."""
+    directory = d.directory
+    owner_gone_for_good = owner is not None and owner.target is None
+    live_there = directory is not None and not directory.tombstone
+    return d.hold and d.local is None and live_there and owner_gone_for_good
+
+
+def _purged_before(owner: _Decision, key: Item) -> bool:
+    """The plan purges the owner's tombstone (R23), which is older than ``key``."""
+    gone = owner.directory
+    return (
+        owner.target is None
+        and gone is not None
+        and gone.tombstone
+        and gone.modified < key.modified
+    )
+
+
+def _outlived_by_its_tombstone(d: _Decision, owner: _Decision | None) -> bool:
+    return (
+        owner is not None
+        and owner.purged_deletion
+        and d.directory is not None
+        and d.directory.tombstone
+    )
+
+
+def _stays_here(d: _Decision | None) -> bool:
+    return d is not None and _live_locally_after(d)
 
 
 def _why_key_cannot_roam(owner: str, d: _Decision | None, policy: Policy) -> str:
@@ -450,7 +538,7 @@ def reconcile(
     uploads: dict[str, Item] = {}
     new_other = 0
     for d in decisions:
-        if d.hold or d.hold_directory:
+        if d.hold or d.hold_directory or d.leave_directory:
             continue
         if d.target is None:
             new_other -= d.directory is not None
@@ -468,6 +556,11 @@ def reconcile(
     new_entries: dict[str, BaseEntry] = {}
     for d in decisions:
         _emit(d, refusals, policy, now, out, new_entries)
+    # Keys are downloaded after their certificates or requests and removed before them: a
+    # sync stopped half-way through the local store never leaves a key there without its
+    # owner, which the next sync could not decide (R36) and the user could edit meanwhile.
+    out["download"].sort(key=lambda item: item.kind is ItemKind.KEY)
+    out["delete_local"].sort(key=lambda deletion: deletion.item.kind is not ItemKind.KEY)
     return Plan(
         **{name: tuple(values) for name, values in out.items()},
         base=Base(entries=new_entries, directory_timestamp=directory_timestamp, last_sync=now),
@@ -525,7 +618,7 @@ def _emit(
         )
 
     # Directory side.
-    if d.hold_directory:
+    if d.hold_directory or d.leave_directory:
         pass
     elif target is None:
         if directory is not None:
