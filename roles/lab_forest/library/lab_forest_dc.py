@@ -61,9 +61,9 @@ options:
     type: path
     required: true
   start_timeout:
-    description: Seconds to wait for LDAPS to answer after start.
+    description: Seconds to wait at most for LDAPS to answer after start.
     type: int
-    default: 90
+    default: 300
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - lab_forest
@@ -527,7 +527,7 @@ def main() -> None:
             "hosts": {"type": "dict", "required": True},
             "nameservers": {"type": "list", "elements": "str", "required": True},
             "ca_cert": {"type": "path", "required": True},
-            "start_timeout": {"type": "int", "default": 90},
+            "start_timeout": {"type": "int", "default": 300},
         },
         supports_check_mode=True,
     )

@@ -24,9 +24,9 @@ options:
     type: str
     required: true
   start_timeout:
-    description: Seconds to wait for sshd to answer after start.
+    description: Seconds to wait at most for sshd to answer after start.
     type: int
-    default: 30
+    default: 120
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - lab_forest
@@ -215,7 +215,7 @@ def main() -> None:
             "hosts": {"type": "dict", "required": True},
             "nameservers": {"type": "list", "elements": "str", "required": True},
             "authorized_key": {"type": "str", "required": True, "no_log": False},
-            "start_timeout": {"type": "int", "default": 30},
+            "start_timeout": {"type": "int", "default": 120},
         },
         supports_check_mode=True,
     )
