@@ -7,7 +7,7 @@ import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from credroam.roaming.certelement import thumbprint
@@ -23,11 +23,18 @@ def new_pkcs8() -> bytes:
     )
 
 
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
 def self_signed(
-    name: str, not_before: datetime.datetime, not_after: datetime.datetime
-) -> tuple[bytes, bytes, ec.EllipticCurvePrivateKey]:
-    """(DER certificate, PKCS#8 DER key, private key) of a fresh self-signed EC certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    name: str,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    key: PrivateKey | None = None,
+) -> tuple[bytes, bytes, PrivateKey]:
+    """(DER certificate, PKCS#8 DER key, private key) of a fresh self-signed certificate, for
+    ``key`` (a fresh EC P-256 key when None)."""
+    key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     certificate = (
         x509.CertificateBuilder()

@@ -717,18 +717,9 @@ def test_a_write_that_fails_after_replacing_the_file_is_recorded_by_content(
 
 def _rsa_pair() -> tuple[bytes, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rsa")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
-        .not_valid_after(NOT_AFTER)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.DER), key
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    certificate, _, _ = self_signed("rsa", start, NOT_AFTER, key)
+    return certificate, key
 
 
 def _pkcs8(key: rsa.RSAPrivateKey) -> bytes:
