@@ -22,6 +22,7 @@ import pytest
 
 from credroam.connection import LdapTarget, connect
 from credroam.errors import DirectoryError
+from tests.integration.roaming_lab import replicate_both_ways
 from tests.lab import REPO, Account, Lab
 
 pytestmark = pytest.mark.integration
@@ -90,27 +91,32 @@ def bound_sids(conn: ldap3.Connection) -> list[bytes]:
 
 @pytest.fixture
 def alice_secret(lab: Lab) -> Any:
-    """Per DC: a fresh value in alice's confidential attribute, written by alice on that DC."""
+    """Per DC: a fresh value in alice's confidential attribute, written by alice on that DC.
+
+    The DC first takes in every other DC's changes: an older write to the attribute elsewhere
+    (e.g. the previous test's clean-up on the other DC) has a higher version than this DC's copy
+    and would otherwise replicate in over the fresh value, which loses on version, not time."""
     alice = lab.user("alice")
     written: list[int] = []
 
-    def plant(dc: int) -> bytes:
-        value = secrets.token_bytes(8)
+    def write(dc: int, values: list[bytes]) -> None:
+        replicate_both_ways(lab)
         conn = lab.ldap_connection(alice.upn, alice.password, dc=dc)
         try:
-            conn.modify(alice.dn, {CONFIDENTIAL: [(ldap3.MODIFY_REPLACE, [value])]})
+            replaced = conn.modify(alice.dn, {CONFIDENTIAL: [(ldap3.MODIFY_REPLACE, values)]})
+            assert replaced, f"{lab.dc(dc).name}: {conn.result}"
         finally:
             conn.unbind()
+
+    def plant(dc: int) -> bytes:
+        value = secrets.token_bytes(8)
+        write(dc, [value])
         written.append(dc)
         return value
 
     yield plant
     for dc in written:
-        conn = lab.ldap_connection(alice.upn, alice.password, dc=dc)
-        try:
-            conn.modify(alice.dn, {CONFIDENTIAL: [(ldap3.MODIFY_REPLACE, [])]})
-        finally:
-            conn.unbind()
+        write(dc, [])
 
 
 def object_sid(lab: Lab, account: Account) -> bytes:
