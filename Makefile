@@ -92,22 +92,22 @@ molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml 
 molecule-multi-dc: deps  ## Molecule scenario multi_dc on lab `mdc` (2 DCs): paused replication, convergence timed.
 	$(BIN)/molecule test -s multi_dc
 
-test: deps  ## Everything CI runs: lint, the core on Debian's Python, a short fuzz, then Molecule beside pytest.
+# make test's second lab: the modules sharing one rollout (tests/integration/rollout.py) run
+# in a pytest of their own on it, beside the other tests (lab CREDROAM_TEST_LAB, default citest).
+TEST_ROLLOUT_LAB ?= citestro
+TEST_ROLLOUT_SUBNET ?= 172.29.202.0/24
+
+test: deps  ## Everything CI runs: lint, the core on Debian's Python, a short fuzz, then the lab-bound suites side by side.
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit-system
 	$(MAKE) --no-print-directory fuzz-short
-	@# Molecule (lab `mol`) and pytest (lab `citest`) share nothing: their own names, subnets and
-	@# namespaces. Each waits mostly on its lab's hosts, so side by side on two cores they end
-	@# sooner than one after the other. Molecule's output is kept and shown when both have ended;
-	@# both always run to the end (each tears its lab down) and either failing fails the target.
-	@mkdir -p .stamps; log=.stamps/molecule-test.log; \
-	echo "molecule test: started beside pytest, output in $$log (shown when it ends)"; \
-	$(BIN)/molecule test >"$$log" 2>&1 & molecule=$$!; \
-	pytest_status=0; $(BIN)/pytest -q tests || pytest_status=$$?; \
-	molecule_status=0; wait $$molecule || molecule_status=$$?; \
-	echo "--- molecule test (ran beside pytest): exit $$molecule_status"; cat "$$log"; \
-	echo "--- pytest: exit $$pytest_status, molecule test: exit $$molecule_status"; \
-	[ $$pytest_status = 0 ] && [ $$molecule_status = 0 ]
+	@# Three suites, each on a lab of its own (own name, subnet, namespaces), share nothing:
+	@# Molecule (lab `mol`), the rollout's modules (TEST_ROLLOUT_LAB) and every other test.
+	@tests/side_by_side.sh .stamps \
+	    molecule-test '$(BIN)/molecule test' \
+	    pytest-rollout 'CREDROAM_TEST_LAB=$(TEST_ROLLOUT_LAB) \
+	        CREDROAM_TEST_SUBNET=$(TEST_ROLLOUT_SUBNET) $(BIN)/pytest -q -m rollout tests/integration' \
+	    pytest '$(BIN)/pytest -q -m "not rollout" tests'
 
 agent: deps  ## Build dist/credroam-agent.pyz, the sync agent as one reproducible zipapp.
 	$(BIN)/python agent/build_zipapp.py dist/credroam-agent.pyz

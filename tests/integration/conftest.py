@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import ldap3
 import pytest
@@ -29,6 +30,7 @@ CITEST = {
     "dc_count": 2,
     "client_count": 3,
 }
+INTEGRATION = Path(__file__).resolve().parent
 
 
 def _running_citest() -> Lab | None:
@@ -76,11 +78,17 @@ def rolled_out(lab: Lab) -> PlaybookRun:
     return site(lab)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: `make test` runs `-m rollout` apart
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules sharing the session's rollout last, in their order (rollout.py says why)."""
+    """The modules sharing the session's rollout marked `rollout` and moved last, in their
+    order (rollout.py says why)."""
 
     def rank(item: pytest.Item) -> int:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        return SHARING_THE_ROLLOUT.index(module) + 1 if module in SHARING_THE_ROLLOUT else 0
+        if item.path.parent != INTEGRATION or item.path.stem not in SHARING_THE_ROLLOUT:
+            return 0  # e.g. tests/unit/test_compliance.py
+        return SHARING_THE_ROLLOUT.index(item.path.stem) + 1
 
+    for item in items:
+        if rank(item):
+            item.add_marker(pytest.mark.rollout)
     items.sort(key=rank)  # stable: every other test keeps its place
