@@ -811,6 +811,9 @@ def test_simulation_detects_a_lost_edit() -> None:
         47341,  # R35: at its certificate's purge, a key value held back here (R22) stayed alone
         65875,  # oracle: an old key came back from a base-less host with its certificate,
         70195,  # which was deleted last: the known limit's, not a lost edit
+        97850,  # R37: a host away past the purges of a certificate's deletion and of its key's
+        # tombstone removed the key without a copy; a host as long away brought the
+        # certificate back by an edit newer than the deletion (R17)
     ],
 )
 def test_schedules_the_hunt_found_keep_every_promise(number: int) -> None:
@@ -825,8 +828,8 @@ def test_a_key_gone_with_its_certificate_deleted_last_is_not_lost_when_a_baseles
     """Schedule 97850 of seed 1, cut to the 17 operations of its first violation: a key edited
     after its certificate's deletion went with the certificate (R35, what the oracle asks when
     the certificate stays deleted); a base-less host then brought the certificate back (the
-    known limit). The key's absence is that limit's, not a lost edit. (The whole schedule still
-    loses another key, README "Status and what is next".)"""
+    known limit). The key's absence is that limit's, not a lost edit. (The whole schedule is
+    replayed in test_schedules_the_hunt_found_keep_every_promise.)"""
     from tests.unit.convergence_hunt import schedule_number  # it imports this module
 
     whole = schedule_number(1, 97850)

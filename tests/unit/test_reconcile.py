@@ -754,6 +754,19 @@ def test_r37_a_key_tombstone_outliving_its_certificates_purged_one_keeps_a_copy(
     assert plan.delete_local[0].keep_copy and not plan.delete_local[1].keep_copy
 
 
+def test_r37_a_key_whose_tombstone_is_purged_too_keeps_a_copy_on_a_host_away_that_long() -> None:
+    """The hunt (schedule 97850): this host was away past the purge of the certificate's
+    deletion and of the key's own tombstone (written at that purge, R35): the directory holds
+    neither. A host away as long may still edit the certificate back to life (R17), so this
+    host's copy of the key, the newest there is, is kept aside, not silently removed."""
+    plan = run(
+        local=[SYNCED_CERT, SYNCED_KEY], base=BOTH_SYNCED, policy=STRICT, now=LATER + 70 * DAY
+    )
+    only(plan, delete_local=[KEY, CERT])
+    assert plan.delete_local[0].keep_copy and not plan.delete_local[1].keep_copy
+    assert [c.key for c in plan.conflicts] == [KEY]
+
+
 def test_r35_a_key_value_held_back_here_is_tombstoned_with_its_certificates_purge() -> None:
     """The hunt: the base has the key deleted, so its older live value in the directory is
     held back (R22); the certificate's tombstone is purged now (R23): no host may know of it

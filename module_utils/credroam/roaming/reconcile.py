@@ -334,8 +334,8 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
     R36: a key is downloaded, kept or uploaded only while the local store keeps its owner;
     a key whose owner is absent locally and not deleted (not yet replicated, unusable, or
     never roamed) is left alone on both sides and reported.
-    R37: a key removed here while its owner stays, or by a tombstone that outlived its owner's
-    (purged) one, or with its owner's purge after roaming since the owner's deletion, is
+    R37: a key removed here while its owner stays, or while its owner goes by a purged
+    deletion (R16), or with its owner's purge after roaming since the owner's deletion, is
     kept aside and reported: the owner may come back by an edit newer than its deletion.
     """
     for d in decisions.values():
@@ -363,14 +363,13 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             # owner (R35), which an edit newer than that deletion then brought back.
             d.keep_copy = True
             d.conflict = d.conflict or f"deleted elsewhere, but {owner} stays: key kept aside"
-        elif (
-            d.local is not None and not kept_here and _outlived_by_its_tombstone(d, owner_decision)
-        ):
-            # R37: the owner goes by a deletion already purged (R16), the key by a tombstone
-            # written after it: perhaps with the owner's purge (R35), which an edit of the
-            # owner may still beat (R17), bringing it back without this key.
+        elif d.local is not None and not kept_here and _gone_with_a_purged_owner(owner_decision):
+            # R37: the owner goes by a deletion already purged (R16), and the key with it or
+            # by a tombstone of its own, perhaps written with the owner's purge (R35), purged
+            # too by now. This host was away that long; a host away as long may still edit
+            # the owner back to life (R17) and bring it back without this key.
             d.keep_copy = True
-            d.conflict = d.conflict or f"deleted after {owner}, whose deletion is purged: kept"
+            d.conflict = d.conflict or f"{owner}'s deletion is purged: key kept aside"
 
 
 def _left_alone(d: _Decision, owner: _Decision | None) -> bool:
@@ -394,13 +393,9 @@ def _purged_before(owner: _Decision, key: Item) -> bool:
     )
 
 
-def _outlived_by_its_tombstone(d: _Decision, owner: _Decision | None) -> bool:
-    return (
-        owner is not None
-        and owner.purged_deletion
-        and d.directory is not None
-        and d.directory.tombstone
-    )
+def _gone_with_a_purged_owner(owner: _Decision | None) -> bool:
+    """The owner goes by a deletion whose tombstone is purged (R16)."""
+    return owner is not None and owner.purged_deletion
 
 
 def _stays_here(d: _Decision | None) -> bool:
