@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TextIO
 
-__all__ = ["EventId", "EventLog", "refusal_event", "warning_event"]
+from credroam.roaming.model import LeftAlone, RefusalCause
+
+__all__ = ["EventId", "EventLog", "left_alone_event", "refusal_event"]
 
 
 class EventId(IntEnum):
@@ -82,26 +84,22 @@ def level_of(event: EventId) -> str:
     return "error" if event in _ERRORS else "warning"
 
 
-def refusal_event(reason: str) -> EventId:
-    """The event of an upload that reconcile refused, from its reason."""
-    if "maximum token size" in reason:
-        return EventId.TOKEN_TOO_LARGE
-    if "more than" in reason and "tokens" in reason:
-        return EventId.TOO_MANY_TOKENS
-    if "roaming key" in reason:
-        return EventId.ROAMING_KEY
-    return EventId.ATTRIBUTE_PROBLEM
+def refusal_event(cause: RefusalCause) -> EventId:
+    """The event of an upload that reconcile refused, by its cause. The only uploads sync
+    itself refuses (reconcile's caller) are private keys with no roaming key to seal them."""
+    return {
+        RefusalCause.TOKEN_SIZE: EventId.TOKEN_TOO_LARGE,
+        RefusalCause.TOKEN_COUNT: EventId.TOO_MANY_TOKENS,
+        RefusalCause.CALLER: EventId.ROAMING_KEY,
+    }[cause]
 
 
-def warning_event(warning: str) -> EventId:
-    """The event of what reconcile left alone (``SyncReport.warnings``, refusals aside): a
-    value held because it cannot be used (R34: mostly a directory value that cannot be opened,
-    whose own 1012 names the check; or a key a Windows store holds but will not export), else
-    something of the local store it cannot roam, such as a key whose certificate is not here
-    (R36)."""
-    if "there but cannot be used" in warning:
-        return EventId.ATTRIBUTE_PROBLEM
-    return EventId.LOCAL_STORE_READ
+def left_alone_event(left_alone: LeftAlone) -> EventId:
+    """The event of an item reconcile left alone on both sides: one there but unusable (R34:
+    mostly a directory value that cannot be opened, whose own 1012 names the check; or a key a
+    Windows store holds but will not export), else something of the local store it cannot
+    roam, such as a key whose certificate is not here (R36)."""
+    return EventId.ATTRIBUTE_PROBLEM if left_alone.unusable else EventId.LOCAL_STORE_READ
 
 
 def _one_line(text: str) -> str:

@@ -37,7 +37,7 @@ from credroam.tokens import TokenError
 from . import dcs, policy, testhook, windows
 from .config import AgentConfig, ConfigError, PolicyInForce
 from .enroll import enroll_outstanding
-from .events import EventId, EventLog, refusal_event, warning_event
+from .events import EventId, EventLog, left_alone_event, refusal_event
 from .identity import LocalUser
 
 EXIT_OK = 0
@@ -278,13 +278,12 @@ def _report_events(session: Session, report: SyncReport) -> None:
         emit(EventId.LOCAL_STORE_READ, problem)
     for key, how in report.conflicts:
         emit(EventId.CONFLICT, how, token=key)
-    refusals = set()
-    for key, reason in report.refused:
-        emit(refusal_event(reason), f"not uploaded: {reason}", token=key)
-        refusals.add(f"{key} not roamed: {reason}")  # reconcile's warning of the same refusal
-    for warning in report.warnings:
-        if warning not in refusals:
-            emit(warning_event(warning), warning)
+    for refused in report.refused:
+        emit(
+            refusal_event(refused.cause), f"not uploaded: {refused.reason}", token=refused.item.key
+        )
+    for left_alone in report.left_alone:
+        emit(left_alone_event(left_alone), left_alone.warning)
     for rejected in report.rejected:
         emit(EventId.ATTRIBUTE_PROBLEM, f"skipped: {rejected.describe()}", check=rejected.check)
     for key, error in report.local_errors:
@@ -317,7 +316,7 @@ def plan_fields(report: SyncReport) -> dict[str, list]:
         "archive": report.archived,
         "purge": report.purged,
         "delete_local": report.deleted_local,
-        "refused": [list(r) for r in report.refused],
+        "refused": [[r.item.key, r.reason] for r in report.refused],
         "conflicts": [list(c) for c in report.conflicts],
         "directory_changes": report.directory_changes,
         "operations": report.operations,  # the LDAP modifies, as every credroam module shows them

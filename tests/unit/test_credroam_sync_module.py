@@ -13,6 +13,7 @@ import credroam_sync
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.testing import patch_module_args
 
+from credroam.roaming.model import Item, ItemKind, Refusal, RefusalCause, StoreName
 from credroam.roaming.sync import SyncReport
 from credroam_agent.operations import plan_fields
 
@@ -100,7 +101,8 @@ def test_nothing_moved_is_not_changed_and_every_sync_of_a_run_counts(monkeypatch
 
 
 def test_a_refusal_alone_changes_nothing_and_problems_are_warned(monkeypatch, capsys):
-    refused = SyncReport("CN=alice", refused=((KEY, "no roaming key"),))
+    key = Item(KEY, StoreName.MY, ItemKind.KEY, 1, "k1", 500, owner=CERT)
+    refused = SyncReport("CN=alice", refused=(Refusal(key, "no roaming key", RefusalCause.CALLER),))
     agent = Agent((1, agent_json(refused, exit_code=1)))
     warnings: list[str] = []
     monkeypatch.setattr(AnsibleModule, "warn", lambda module, text: warnings.append(text))

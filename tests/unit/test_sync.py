@@ -408,7 +408,7 @@ def test_without_a_roaming_key_keys_are_refused_with_their_certificate_and_all_e
     store = FakeStore([*cert_and_key, (other_item, other_der)])
     report = run(directory, store, FakeState(), None)
     (cert_item, _), (key_item, _) = cert_and_key
-    assert dict(report.refused).keys() == {cert_item.key, key_item.key}
+    assert {refused.item.key for refused in report.refused} == {cert_item.key, key_item.key}
     assert report.uploaded == (other_item.key,)
     assert KEY_ENVELOPES not in directory.values
 

@@ -23,11 +23,13 @@ __all__ = [
     "Conflict",
     "Item",
     "ItemKind",
+    "LeftAlone",
     "LocalDeletion",
     "Plan",
     "Policy",
     "ReconcileError",
     "Refusal",
+    "RefusalCause",
     "StoreName",
     "Version",
     "content_hash",
@@ -261,12 +263,35 @@ class LocalDeletion:
     undecided: bool = False
 
 
+class RefusalCause(StrEnum):
+    """Why an upload was refused (R25), for whoever maps refusals to events."""
+
+    TOKEN_SIZE = "token size"  # larger than Policy.max_token_size
+    TOKEN_COUNT = "token count"  # the directory would hold more than Policy.max_tokens
+    CALLER = "caller"  # reconcile's refuse_uploads (sync's: a key with no roaming key to seal it)
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """An upload not made (whole item, never partially) and why; the rest still roams."""
 
     item: Item
     reason: str
+    cause: RefusalCause
+
+
+@dataclass(frozen=True, slots=True)
+class LeftAlone:
+    """An item the plan leaves alone on both sides, and the warning that reports it.
+
+    ``unusable``: it is there but cannot be used (R34: a directory value that cannot be
+    opened, or a local one the store cannot give); otherwise it cannot roam now (R36: a key
+    whose certificate or request is not here or does not roam).
+    """
+
+    key: str
+    warning: str
+    unusable: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +329,8 @@ class Plan:
     archive_directory: tuple[Item, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
     refused: tuple[Refusal, ...] = ()
+    left_alone: tuple[LeftAlone, ...] = ()
+    # For a person: each left_alone's warning and each refusal's.
     warnings: tuple[str, ...] = ()
     base: Base = field(default_factory=Base)
 

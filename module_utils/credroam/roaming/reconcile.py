@@ -48,11 +48,13 @@ from .model import (
     Conflict,
     Item,
     ItemKind,
+    LeftAlone,
     LocalDeletion,
     Plan,
     Policy,
     ReconcileError,
     Refusal,
+    RefusalCause,
     newest,
 )
 
@@ -424,30 +426,24 @@ def _apply_limits(
     new_other: int,
     policy: Policy,
     refuse_uploads: Mapping[str, str],
-) -> dict[str, str]:
-    """Refusal reason per refused key. Uploads of one group (a certificate or request and its
-    keys) are refused together; the count limit refuses the newest groups that do not fit."""
-    reasons: dict[str, str] = {}
+) -> dict[str, tuple[str, RefusalCause]]:
+    """Refusal reason and cause per refused key. Uploads of one group (a certificate or request
+    and its keys) are refused together, for the cause of the member refused on its own; the
+    count limit refuses the newest groups that do not fit."""
+    reasons: dict[str, tuple[str, RefusalCause]] = {}
     groups: dict[str, list[Item]] = {}
     for item in uploads.values():
         groups.setdefault(_group(item), []).append(item)
     for members in groups.values():
-        own_reasons = {
-            m.key: refuse_uploads.get(m.key)
-            or (
-                f"{m.size} bytes exceed the maximum token size {policy.max_token_size}"
-                if m.size > policy.max_token_size
-                else None
-            )
-            for m in members
-        }
+        own_reasons = {m.key: _own_refusal(m, policy, refuse_uploads) for m in members}
         refused = [(key, why) for key, why in own_reasons.items() if why]
         for member in members:
-            if own_reasons[member.key]:
-                reasons[member.key] = own_reasons[member.key]
+            own = own_reasons[member.key]
+            if own:
+                reasons[member.key] = own
             elif refused:
-                key, why = refused[0]
-                reasons[member.key] = f"roams with {key}, which was refused: {why}"
+                key, (why, cause) = refused[0]
+                reasons[member.key] = (f"roams with {key}, which was refused: {why}", cause)
     fitting = {group: members for group, members in groups.items() if members[0].key not in reasons}
     count = len(directory) + new_other
     for group in sorted(fitting, key=lambda g: (max(m.modified for m in fitting[g]), g)):
@@ -459,9 +455,22 @@ def _apply_limits(
         for member in members:
             reasons[member.key] = (
                 f"the directory would hold more than {policy.max_tokens} tokens; "
-                f"newest items are refused first"
+                f"newest items are refused first",
+                RefusalCause.TOKEN_COUNT,
             )
     return reasons
+
+
+def _own_refusal(
+    item: Item, policy: Policy, refuse_uploads: Mapping[str, str]
+) -> tuple[str, RefusalCause] | None:
+    """Why ``item`` may not be uploaded whatever its group does, or None."""
+    if item.key in refuse_uploads:
+        return refuse_uploads[item.key], RefusalCause.CALLER
+    if item.size > policy.max_token_size:
+        size = f"{item.size} bytes exceed the maximum token size {policy.max_token_size}"
+        return size, RefusalCause.TOKEN_SIZE
+    return None
 
 
 # --- the entry point -------------------------------------------------------------------------
@@ -512,7 +521,7 @@ def reconcile(
     _check_inputs(local, directory, base)
     entries = base.entries if base is not None else {}
     held = set(hold_keys)
-    warnings: list[str] = []
+    held_there: list[LeftAlone] = []
     decisions: list[_Decision] = []
     for key in sorted(set(local) | set(directory) | set(entries) | held):
         d = _Decision(key, local.get(key), directory.get(key), entries.get(key))
@@ -520,7 +529,8 @@ def reconcile(
             d.hold = d.unusable = True
             # Unusable in the directory, or held by a store that cannot list it (a Windows key
             # that will not export): present either way, so never taken for a deletion.
-            warnings.append(f"{key} left alone on both sides: it is there but cannot be used")
+            why = f"{key} left alone on both sides: it is there but cannot be used"
+            held_there.append(LeftAlone(key, why, unusable=True))
         elif _never_roams(d.local, policy) or _never_roams(d.directory, policy):
             d.hold = True
         else:
@@ -547,7 +557,8 @@ def reconcile(
     refusals = _apply_limits(uploads, directory, new_other, policy, refuse_uploads or {})
 
     out: dict[str, list] = {name: [] for name in _ACTION_FIELDS}
-    out["warnings"].extend(warnings)
+    out["left_alone"].extend(held_there)
+    out["warnings"].extend(held.warning for held in held_there)
     new_entries: dict[str, BaseEntry] = {}
     for d in decisions:
         _emit(d, refusals, policy, now, out, new_entries)
@@ -572,19 +583,21 @@ _ACTION_FIELDS = (
     "archive_directory",
     "conflicts",
     "refused",
+    "left_alone",
     "warnings",
 )
 
 
 def _emit(
     d: _Decision,
-    refusals: Mapping[str, str],
+    refusals: Mapping[str, tuple[str, RefusalCause]],
     policy: Policy,
     now: int,
     out: dict[str, list],
     new_entries: dict[str, BaseEntry],
 ) -> None:
     if d.warning:
+        out["left_alone"].append(LeftAlone(d.key, d.warning, unusable=False))
         out["warnings"].append(d.warning)
     refused = d.key in refusals
     if d.hold or refused:
@@ -592,8 +605,9 @@ def _emit(
         # decides exactly as this one did (R30); a refused item is reported, unresolved (R25).
         if refused:
             assert d.target is not None  # only uploads of live items are refused
-            out["refused"].append(Refusal(d.target, refusals[d.key]))
-            out["warnings"].append(f"{d.key} not roamed: {refusals[d.key]}")
+            reason, cause = refusals[d.key]
+            out["refused"].append(Refusal(d.target, reason, cause))
+            out["warnings"].append(f"{d.key} not roamed: {reason}")
         if d.base is not None:
             new_entries[d.key] = d.base
         return

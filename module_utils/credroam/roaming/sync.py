@@ -80,7 +80,18 @@ from .directory import (
 )
 from .envelope import EnvelopeError, open_private_key, private_key_aad, seal_private_key
 from .fsutil import LockHeld
-from .model import Base, Item, ItemKind, Plan, Policy, StoreName, content_hash, newest
+from .model import (
+    Base,
+    Item,
+    ItemKind,
+    LeftAlone,
+    Plan,
+    Policy,
+    Refusal,
+    StoreName,
+    content_hash,
+    newest,
+)
 from .native import native_plan
 from .reconcile import reconcile
 from .roamingkey import RoamingKeyError, parse_wrapped_keys, roaming_key_id, sealing_user_id
@@ -187,7 +198,7 @@ class SyncReport:
     archived: tuple[str, ...] = ()
     purged: tuple[str, ...] = ()
     deleted_local: tuple[str, ...] = ()
-    refused: tuple[tuple[str, str], ...] = ()  # (item key, reason)
+    refused: tuple[Refusal, ...] = ()  # uploads not made, why, and the cause
     rejected: tuple[RejectedValue, ...] = ()  # directory values that failed a check
     held: tuple[str, ...] = ()  # keys left alone: their directory values are all unusable
     conflicts: tuple[tuple[str, str], ...] = ()  # (item key, how it was resolved)
@@ -197,7 +208,8 @@ class SyncReport:
     resealed: tuple[str, ...] = ()
     retired_keys: tuple[str, ...] = ()
     recovery: tuple[str, ...] = ()  # what was done to the store's recovery copies, and problems
-    warnings: tuple[str, ...] = ()  # what reconcile left alone or refused, and why
+    left_alone: tuple[LeftAlone, ...] = ()  # items the plan left alone on both sides
+    warnings: tuple[str, ...] = ()  # for a person: what reconcile left alone or refused, and why
     store_problems: tuple[str, ...] = ()  # local files the store skipped, and why
     attempts: int = 1  # reads needed (more than one when another writer raced us)
     # The LDAP modifies sent (or, in check mode, planned), as modify_operations() shows them.
@@ -912,11 +924,12 @@ def _report(
         archived=keys((*plan.archive_directory, *plan.archive_local)),
         purged=keys(plan.purge_directory),
         deleted_local=keys(d.item for d in plan.delete_local),
-        refused=tuple((r.item.key, r.reason) for r in plan.refused),
+        refused=plan.refused,
         rejected=side.rejected,
         held=tuple(sorted(side.unusable_keys)),
         conflicts=tuple((c.key, c.reason) for c in plan.conflicts),
         local_errors=local_errors,
+        left_alone=plan.left_alone,
         warnings=plan.warnings,
         store_problems=store_problems,
         attempts=attempts,

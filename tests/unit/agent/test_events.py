@@ -5,9 +5,17 @@ from __future__ import annotations
 import io
 import json
 
-from credroam.roaming.model import Item, ItemKind, Policy, StoreName
+from credroam.roaming.model import (
+    Item,
+    ItemKind,
+    LeftAlone,
+    Policy,
+    Refusal,
+    RefusalCause,
+    StoreName,
+)
 from credroam.roaming.reconcile import reconcile
-from credroam_agent.events import EventId, EventLog, refusal_event
+from credroam_agent.events import EventId, EventLog, left_alone_event, refusal_event
 
 NOW = 134_000_000_000_000_000
 
@@ -50,18 +58,35 @@ def test_success_is_no_problem_and_anything_else_is():
     assert json.loads(log.as_json([("exit", 1)]))["events"][1]["event"] == 501
 
 
-def _refused(policy: Policy, *sizes: int) -> list[str]:
+def _refused(policy: Policy, *sizes: int) -> list[Refusal]:
     local = {
         f"%3\\{n:040X}": Item(f"%3\\{n:040X}", StoreName.MY, ItemKind.CERTIFICATE, NOW - n, "h", s)
         for n, s in enumerate(sizes, start=1)
     }
-    plan = reconcile(local, {}, None, policy, NOW)
-    return [refusal.reason for refusal in plan.refused]
+    return list(reconcile(local, {}, None, policy, NOW).refused)
 
 
-def test_refusals_of_reconcile_map_to_too_large_and_too_many():
+def test_refusals_of_reconcile_map_to_too_large_and_too_many_by_their_cause():
     (too_large,) = _refused(Policy(max_token_size=100), 500)
-    assert refusal_event(too_large) is EventId.TOKEN_TOO_LARGE
+    assert refusal_event(too_large.cause) is EventId.TOKEN_TOO_LARGE
     (too_many,) = _refused(Policy(max_tokens=1), 10, 10)
-    assert refusal_event(too_many) is EventId.TOO_MANY_TOKENS
-    assert refusal_event("no roaming key to seal the private key") is EventId.ROAMING_KEY
+    assert refusal_event(too_many.cause) is EventId.TOO_MANY_TOKENS
+    # What sync refuses itself (reconcile's refuse_uploads): keys it has no roaming key for.
+    assert refusal_event(RefusalCause.CALLER) is EventId.ROAMING_KEY
+
+
+def test_a_key_refused_with_its_too_large_certificate_is_a_too_large_event_too():
+    cert = Item("%3\\" + "A" * 40, StoreName.MY, ItemKind.CERTIFICATE, NOW - 2, "c", 5000)
+    key = Item("%9\\" + "A" * 40, StoreName.MY, ItemKind.KEY, NOW - 2, "k", 50, owner=cert.key)
+    local = {item.key: item for item in (cert, key)}
+    plan = reconcile(local, {}, None, Policy(max_token_size=1000), NOW)
+    causes = {refused.item.key: refused.cause for refused in plan.refused}
+    assert causes == {cert.key: RefusalCause.TOKEN_SIZE, key.key: RefusalCause.TOKEN_SIZE}
+    assert {refusal_event(cause) for cause in causes.values()} == {EventId.TOKEN_TOO_LARGE}
+
+
+def test_what_reconcile_leaves_alone_is_1012_when_unusable_else_1001():
+    unusable = LeftAlone("%9\\" + "A" * 40, "left alone: there but cannot be used", unusable=True)
+    cannot_roam = LeftAlone("%9\\" + "B" * 40, "left alone: its certificate is not here", False)
+    assert left_alone_event(unusable) is EventId.ATTRIBUTE_PROBLEM
+    assert left_alone_event(cannot_roam) is EventId.LOCAL_STORE_READ
