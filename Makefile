@@ -92,22 +92,22 @@ molecule: deps  ## Molecule scenario default on its own lab `mol`: up, site.yml 
 molecule-multi-dc: deps  ## Molecule scenario multi_dc on lab `mdc` (2 DCs): paused replication, convergence timed.
 	$(BIN)/molecule test -s multi_dc
 
-# make test's second lab: the modules sharing one rollout (tests/integration/rollout.py) run
-# in a pytest of their own on it, beside the other tests (lab CREDROAM_TEST_LAB, default citest).
-TEST_ROLLOUT_LAB ?= citestro
-TEST_ROLLOUT_SUBNET ?= 172.29.202.0/24
+# make test's second lab: the integration modules marked second_lab by conftest (those sharing
+# one rollout, tests/integration/rollout.py, and a few that run before them) run in a pytest
+# session of their own on it, beside the others (lab CREDROAM_TEST_LAB, default citest).
+TEST_SECOND_LAB ?= citestro
+TEST_SECOND_SUBNET ?= 172.29.202.0/24
 
-test: deps  ## Everything CI runs: lint, the core on Debian's Python, a short fuzz, then the lab-bound suites side by side.
-	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory unit-system
-	$(MAKE) --no-print-directory fuzz-short
-	@# Three suites, each on a lab of its own (own name, subnet, namespaces), share nothing:
-	@# Molecule (lab `mol`), the rollout's modules (TEST_ROLLOUT_LAB) and every other test.
+test: deps  ## Everything CI runs, side by side: checks (lint, the core on Debian's Python, a short fuzz, unit tests), Molecule, and the integration tests on two labs.
+	@# Four lanes that share nothing (each lab-bound one has its own lab: name, subnet,
+	@# namespaces). The labs' hosts keep the lab lanes waiting more than computing, so on two
+	@# cores the lanes end sooner side by side; the longest one's output is shown live.
 	@tests/side_by_side.sh .stamps \
+	    checks '$(MAKE) --no-print-directory lint unit-system fuzz-short && $(BIN)/pytest -q tests/unit' \
 	    molecule-test '$(BIN)/molecule test' \
-	    pytest-rollout 'CREDROAM_TEST_LAB=$(TEST_ROLLOUT_LAB) \
-	        CREDROAM_TEST_SUBNET=$(TEST_ROLLOUT_SUBNET) $(BIN)/pytest -q -m rollout tests/integration' \
-	    pytest '$(BIN)/pytest -q -m "not rollout" tests'
+	    pytest-second-lab 'CREDROAM_TEST_LAB=$(TEST_SECOND_LAB) CREDROAM_TEST_SUBNET=$(TEST_SECOND_SUBNET) \
+	        $(BIN)/pytest -q --durations=10 -m second_lab tests/integration' \
+	    pytest-integration '$(BIN)/pytest -q --durations=10 -m "not second_lab" tests/integration'
 
 agent: deps  ## Build dist/credroam-agent.pyz, the sync agent as one reproducible zipapp.
 	$(BIN)/python agent/build_zipapp.py dist/credroam-agent.pyz

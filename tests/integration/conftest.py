@@ -78,17 +78,27 @@ def rolled_out(lab: Lab) -> PlaybookRun:
     return site(lab)
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` selects: `make test` runs `-m rollout` apart
+# `make test` runs the integration tests in two sessions side by side, each on a lab of its own:
+# `-m second_lab` and `-m "not second_lab"`. The second: the modules sharing the rollout, after
+# these, chosen so that the two sessions take about as long.
+BEFORE_THE_ROLLOUT_ON_THE_SECOND_LAB = ("test_gpo", "test_tokens")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules sharing the session's rollout marked `rollout` and moved last, in their
-    order (rollout.py says why)."""
+    """The modules sharing the session's rollout moved last, in their order (rollout.py says
+    why), and the second lab's modules marked `second_lab`."""
+
+    def in_here(item: pytest.Item) -> bool:  # not e.g. tests/unit/test_compliance.py
+        return item.path.parent == INTEGRATION
 
     def rank(item: pytest.Item) -> int:
-        if item.path.parent != INTEGRATION or item.path.stem not in SHARING_THE_ROLLOUT:
-            return 0  # e.g. tests/unit/test_compliance.py
+        if not in_here(item) or item.path.stem not in SHARING_THE_ROLLOUT:
+            return 0
         return SHARING_THE_ROLLOUT.index(item.path.stem) + 1
 
+    second_lab = {*BEFORE_THE_ROLLOUT_ON_THE_SECOND_LAB, *SHARING_THE_ROLLOUT}
     for item in items:
-        if rank(item):
-            item.add_marker(pytest.mark.rollout)
+        if in_here(item) and item.path.stem in second_lab:
+            item.add_marker(pytest.mark.second_lab)
     items.sort(key=rank)  # stable: every other test keeps its place

@@ -5,9 +5,9 @@ conftest.py), in the order they run.
 A rollout of the whole lab costs more than a minute, so the session makes it once: the modules
 in ``SHARING_THE_ROLLOUT`` run last, in this order, after every other module (which find the
 lab as its bring-up left it, as before). Each module leaves the rollout as it found it, except
-test_rollback, which undoes it and therefore runs last of all. conftest.py marks them
-`rollout`: `make test` runs `-m rollout` in a pytest of its own, on a lab of its own, beside
-`-m "not rollout"` (about as long), and `make integration` runs them all on one lab.
+test_rollback, which undoes it and therefore runs last of all. `make test` runs them in the
+session on its second lab (conftest.py marks them `second_lab`); `make integration` runs every
+module in one session on one lab.
 """
 
 from __future__ import annotations
