@@ -758,13 +758,15 @@ def test_r37_a_key_whose_tombstone_is_purged_too_keeps_a_copy_on_a_host_away_tha
     """The hunt (schedule 97850): this host was away past the purge of the certificate's
     deletion and of the key's own tombstone (written at that purge, R35): the directory holds
     neither. A host away as long may still edit the certificate back to life (R17), so this
-    host's copy of the key, the newest there is, is kept aside, not silently removed."""
+    host's copy of the key, the newest there is, is kept aside, not lost. No conflict is
+    reported: mostly both are simply gone, as on every host back that late (a laptop after
+    a long trip would otherwise warn of each credential deleted meanwhile)."""
     plan = run(
         local=[SYNCED_CERT, SYNCED_KEY], base=BOTH_SYNCED, policy=STRICT, now=LATER + 70 * DAY
     )
     only(plan, delete_local=[KEY, CERT])
     assert plan.delete_local[0].keep_copy and not plan.delete_local[1].keep_copy
-    assert [c.key for c in plan.conflicts] == [KEY]
+    assert "purged" in plan.delete_local[0].reason and not plan.conflicts
 
 
 def test_r35_a_key_value_held_back_here_is_tombstoned_with_its_certificates_purge() -> None:

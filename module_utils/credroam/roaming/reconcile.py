@@ -369,9 +369,10 @@ def _follow_owners(decisions: Mapping[str, _Decision], policy: Policy, now: int)
             # R37: the owner goes by a deletion already purged (R16), and the key with it or
             # by a tombstone of its own, perhaps written with the owner's purge (R35), purged
             # too by now. This host was away that long; a host away as long may still edit
-            # the owner back to life (R17) and bring it back without this key.
+            # the owner back to life (R17) and bring it back without this key. Kept aside
+            # without a conflict: mostly both are simply gone, as on any host back that late.
             d.keep_copy = True
-            d.conflict = d.conflict or f"{owner}'s deletion is purged: key kept aside"
+            d.deletion_reason = f"deleted with {owner}, whose deletion is purged (copy kept)"
 
 
 def _left_alone(d: _Decision, owner: _Decision | None) -> bool:
