@@ -101,9 +101,12 @@ TEST_SECOND_SUBNET ?= 172.29.202.0/24
 test: deps  ## Everything CI runs, side by side: checks (lint, the core on Debian's Python, a short fuzz, unit tests), Molecule, and the integration tests on two labs.
 	@# Four lanes that share nothing (each lab-bound one has its own lab: name, subnet,
 	@# namespaces). The labs' hosts keep the lab lanes waiting more than computing, so on two
-	@# cores the lanes end sooner side by side; the longest one's output is shown live.
+	@# cores the lanes end sooner side by side; the longest one's output is shown live. The
+	@# checks need no lab and end long before the integration lanes: they yield the CPU
+	@# (nice) to the lab lanes, whose wait is the run's.
 	@tests/side_by_side.sh .stamps \
-	    checks '$(MAKE) --no-print-directory lint unit-system fuzz-short && $(BIN)/pytest -q tests/unit' \
+	    checks 'nice -n 10 $(MAKE) --no-print-directory lint unit-system fuzz-short && \
+	        nice -n 10 $(BIN)/pytest -q tests/unit' \
 	    molecule-test '$(BIN)/molecule test' \
 	    pytest-second-lab 'CREDROAM_TEST_LAB=$(TEST_SECOND_LAB) CREDROAM_TEST_SUBNET=$(TEST_SECOND_SUBNET) \
 	        $(BIN)/pytest -q --durations=10 -m second_lab tests/integration' \
