@@ -102,12 +102,12 @@ test: deps  ## Everything CI runs, side by side: checks (lint, the core on Debia
 	@# Four lanes that share nothing (each lab-bound one has its own lab: name, subnet,
 	@# namespaces). The labs' hosts keep the lab lanes waiting more than computing, so on two
 	@# cores the lanes end sooner side by side; the longest one's output is shown live. The
-	@# checks need no lab and end long before the integration lanes: they yield the CPU
-	@# (nice) to the lab lanes, whose wait is the run's.
+	@# checks (no lab) and Molecule end long before the two integration lanes, whose wait is
+	@# the run's: they yield the CPU to them (nice; Molecule mildly, its lab has timeouts).
 	@tests/side_by_side.sh .stamps \
-	    checks 'nice -n 10 $(MAKE) --no-print-directory lint unit-system fuzz-short && \
-	        nice -n 10 $(BIN)/pytest -q tests/unit' \
-	    molecule-test '$(BIN)/molecule test' \
+	    checks 'nice -n 19 $(MAKE) --no-print-directory lint unit-system fuzz-short && \
+	        nice -n 19 $(BIN)/pytest -q tests/unit' \
+	    molecule-test 'nice -n 5 $(BIN)/molecule test' \
 	    pytest-second-lab 'CREDROAM_TEST_LAB=$(TEST_SECOND_LAB) CREDROAM_TEST_SUBNET=$(TEST_SECOND_SUBNET) \
 	        $(BIN)/pytest -q --durations=10 -m second_lab tests/integration' \
 	    pytest-integration '$(BIN)/pytest -q --durations=10 -m "not second_lab" tests/integration'

@@ -81,7 +81,13 @@ def rolled_out(lab: Lab) -> PlaybookRun:
 # `make test` runs the integration tests in two sessions side by side, each on a lab of its own:
 # `-m second_lab` and `-m "not second_lab"`. The second: the modules sharing the rollout, after
 # these, chosen so that the two sessions take about as long.
-BEFORE_THE_ROLLOUT_ON_THE_SECOND_LAB = ("test_gpo", "test_gpo_info", "test_tokens")
+BEFORE_THE_ROLLOUT_ON_THE_SECOND_LAB = (
+    "test_connection",
+    "test_filters",
+    "test_gpo",
+    "test_gpo_info",
+    "test_tokens",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
