@@ -330,9 +330,15 @@ class Plan:
     conflicts: tuple[Conflict, ...] = ()
     refused: tuple[Refusal, ...] = ()
     left_alone: tuple[LeftAlone, ...] = ()
-    # For a person: each left_alone's warning and each refusal's.
-    warnings: tuple[str, ...] = ()
     base: Base = field(default_factory=Base)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """For a person: what the plan leaves alone, then what it refuses, and why."""
+        return (
+            *(left.warning for left in self.left_alone),
+            *(f"{r.item.key} not roamed: {r.reason}" for r in self.refused),
+        )
 
     @property
     def changes_directory(self) -> bool:

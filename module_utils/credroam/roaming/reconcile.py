@@ -512,7 +512,7 @@ def reconcile(
     base unchanged. ``hold_keys`` are keys whose directory value exists but cannot be used
     (unreadable, sealed under another roaming key, damaged), or that a local store holds but
     cannot list (``sync._held_here``): nothing is done to them on either side and their base
-    entry is kept, since their absence proves nothing (R34). Each is reported in ``warnings``.
+    entry is kept, since their absence proves nothing (R34). Each is reported in ``left_alone``.
     ``refuse_uploads`` maps keys the caller cannot upload to the reason (e.g. a private key
     with no roaming key to seal it): a planned upload of one is refused like one over the
     limits, with its group (R25).
@@ -522,7 +522,6 @@ def reconcile(
     _check_inputs(local, directory, base)
     entries = base.entries if base is not None else {}
     held = set(hold_keys)
-    held_there: list[LeftAlone] = []
     decisions: list[_Decision] = []
     for key in sorted(set(local) | set(directory) | set(entries) | held):
         d = _Decision(key, local.get(key), directory.get(key), entries.get(key))
@@ -530,8 +529,7 @@ def reconcile(
             d.hold = d.unusable = True
             # Unusable in the directory, or held by a store that cannot list it (a Windows key
             # that will not export): present either way, so never taken for a deletion.
-            why = f"{key} left alone on both sides: it is there but cannot be used"
-            held_there.append(LeftAlone(key, why, unusable=True))
+            d.warning = f"{key} left alone on both sides: it is there but cannot be used"
         elif _never_roams(d.local, policy) or _never_roams(d.directory, policy):
             d.hold = True
         else:
@@ -558,8 +556,6 @@ def reconcile(
     refusals = _apply_limits(uploads, directory, new_other, policy, refuse_uploads or {})
 
     out: dict[str, list] = {name: [] for name in _ACTION_FIELDS}
-    out["left_alone"].extend(held_there)
-    out["warnings"].extend(held.warning for held in held_there)
     new_entries: dict[str, BaseEntry] = {}
     for d in decisions:
         _emit(d, refusals, policy, now, out, new_entries)
@@ -585,7 +581,6 @@ _ACTION_FIELDS = (
     "conflicts",
     "refused",
     "left_alone",
-    "warnings",
 )
 
 
@@ -598,8 +593,7 @@ def _emit(
     new_entries: dict[str, BaseEntry],
 ) -> None:
     if d.warning:
-        out["left_alone"].append(LeftAlone(d.key, d.warning, unusable=False))
-        out["warnings"].append(d.warning)
+        out["left_alone"].append(LeftAlone(d.key, d.warning, unusable=d.unusable))
     refused = d.key in refusals
     if d.hold or refused:
         # Nothing is written on either side and the old base entry stays, so the next sync
@@ -608,7 +602,6 @@ def _emit(
             assert d.target is not None  # only uploads of live items are refused
             reason, cause = refusals[d.key]
             out["refused"].append(Refusal(d.target, reason, cause))
-            out["warnings"].append(f"{d.key} not roamed: {reason}")
         if d.base is not None:
             new_entries[d.key] = d.base
         return
